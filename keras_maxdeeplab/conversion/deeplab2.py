@@ -1,0 +1,163 @@
+"""Converts deeplab2 MaX-DeepLab TensorFlow checkpoints into our models.
+
+deeplab2 checkpoints are keyed by Python attribute paths (e.g.
+`encoder/_stage4/_block2/_attention/_height_axis/qkv_kernel`). Our layers carry
+the same names without the leading underscores, so a key maps to a Keras
+variable path by a few fixed rules (`deeplab2_key_to_path`). The accounting is
+strict: every checkpoint variable must find exactly one weight of the same
+shape and every weight must be assigned, else nothing is assigned and a
+`ValueError` lists the offenders. Optimizer slots and counters are skipped by
+rule. Layouts need no transposes (TF HWIO convs, `[1, in, out]` Conv1D kernels,
+multi-axis BN parameters in broadcast shape are kept as they are).
+"""
+
+import os
+
+import numpy as np
+
+_SUFFIX = "/.ATTRIBUTES/VARIABLE_VALUE"
+
+# Checkpoint roots of deeplab2's `DeepLab.checkpoint_items` -> our layer paths.
+_ROOTS = {
+    "encoder": "",
+    "semantic_decoder": "semantic_decoder",
+    "semantic_head_without_last_layer": "semantic_head/conv_block",
+    "semantic_last_layer": "semantic_head/final_conv",
+    "pixel_space_head": "pixel_space_head",
+    "transformer_mask_head": "transformer_mask_head",
+    "transformer_class_head": "transformer_class_head",
+    "pixel_space_feature_batch_norm": "pixel_space_feature_batch_norm",
+    "pixel_space_mask_batch_norm": "pixel_space_mask_logits/batch_norm",
+}
+# Roots that are not model weights: training state.
+_IGNORED_ROOTS = ("optimizer", "backbone_optimizer", "global_step", "save_counter")
+# Leaves named differently by tf.keras and Keras 3.
+_LEAVES = {"depthwise_kernel": "kernel"}
+
+
+def is_model_variable(key):
+    """False for optimizer slots, step counters and the object graph."""
+    if key == "_CHECKPOINTABLE_OBJECT_GRAPH" or ".OPTIMIZER_SLOT" in key:
+        return False
+    return key.split("/")[0] not in _IGNORED_ROOTS
+
+
+def deeplab2_key_to_path(key):
+    """Maps a deeplab2 checkpoint key to our Keras variable path.
+
+    Returns None for a key under a root that deeplab2's MaX-DeepLab does not
+    have (the caller reports it).
+
+    Example:
+    >>> deeplab2_key_to_path(
+    ...     "encoder/_stage4/_block2/_attention/_height_axis/qkv_kernel/.ATTRIBUTES/VARIABLE_VALUE")
+    'stage4/block2/attention/height_axis/qkv_kernel'
+    """
+    if key.endswith(_SUFFIX):
+        key = key[: -len(_SUFFIX)]
+    root, _, rest = key.partition("/")
+    if root not in _ROOTS:
+        return None
+    parts = [part[1:] if part.startswith("_") else part for part in rest.split("/")]
+    parts[-1] = _LEAVES.get(parts[-1], parts[-1])
+    if root == "encoder" and parts == ["memory_feature"]:
+        parts = ["memory_feature", "memory_feature"]
+    prefix = _ROOTS[root]
+    return "/".join([prefix] + parts if prefix else parts)
+
+
+def read_checkpoint(path):
+    """Reads every model variable of a TF checkpoint into `{key: ndarray}`.
+
+    Args:
+        path: a checkpoint prefix (`.../ckpt-0`) or a folder holding one.
+
+    Raises:
+        ValueError: if nothing readable is there, naming the path.
+    """
+    import tensorflow as tf  # Only conversion needs TensorFlow's reader.
+
+    prefix = path
+    if os.path.isdir(path):
+        prefix = tf.train.latest_checkpoint(path)
+        if prefix is None:
+            index = sorted(f for f in os.listdir(path) if f.endswith(".index"))
+            if len(index) != 1:
+                raise ValueError(
+                    f"No TensorFlow checkpoint found in {path!r}: expected a 'checkpoint' "
+                    f"file or exactly one '*.index' file, found {index or 'none'}."
+                )
+            prefix = os.path.join(path, index[0][: -len(".index")])
+    try:
+        reader = tf.train.load_checkpoint(prefix)
+        shapes = reader.get_variable_to_shape_map()
+        return {
+            key: reader.get_tensor(key) for key in sorted(shapes) if is_model_variable(key)
+        }
+    except (tf.errors.OpError, ValueError) as error:
+        raise ValueError(
+            f"Cannot read a TensorFlow checkpoint at {prefix!r} (missing, truncated or "
+            f"not a checkpoint): {error}"
+        ) from error
+
+
+def match_checkpoint(model, checkpoint, allow_unused_prefixes=()):
+    """Pairs checkpoint arrays with model variables; raises on any mismatch.
+
+    Args:
+        model: a `MaXDeepLab` or `MaXDeepLabBackbone`.
+        checkpoint: `{deeplab2 key: array}`, as `read_checkpoint` returns.
+        allow_unused_prefixes: our variable path prefixes that may be absent
+            from the checkpoint (e.g. heads when loading a backbone
+            checkpoint); they keep their initial values.
+
+    Returns:
+        A list of `(variable, array)` pairs covering every model variable.
+    """
+    variables = {}
+    for variable in model.weights:
+        if variable.path in variables:
+            raise ValueError(f"Two model variables share the path {variable.path!r}.")
+        variables[variable.path] = variable
+    pairs, unmapped, mismatched, assigned = [], [], [], set()
+    for key, value in checkpoint.items():
+        path = deeplab2_key_to_path(key)
+        variable = variables.get(path)
+        if variable is None:
+            unmapped.append(key)
+            continue
+        if tuple(variable.shape) != tuple(value.shape):
+            mismatched.append(f"{key} {tuple(value.shape)} -> {path} {tuple(variable.shape)}")
+            continue
+        pairs.append((variable, value))
+        assigned.add(path)
+    missing = [
+        path
+        for path in variables
+        if path not in assigned and not path.startswith(tuple(allow_unused_prefixes))
+    ]
+    problems = []
+    if unmapped:
+        problems.append(f"{len(unmapped)} checkpoint variables map to no model weight: {unmapped}")
+    if mismatched:
+        problems.append(f"{len(mismatched)} shape mismatches: {mismatched}")
+    if missing:
+        problems.append(f"{len(missing)} model weights are not in the checkpoint: {missing}")
+    if problems:
+        raise ValueError(
+            "The checkpoint does not match this MaX-DeepLab architecture (is it a MaX-DeepLab "
+            "checkpoint of this configuration?).\n" + "\n".join(problems)
+        )
+    return pairs
+
+
+def load_deeplab2_checkpoint(model, path, allow_unused_prefixes=()):
+    """Loads a deeplab2 MaX-DeepLab checkpoint into `model`, all or nothing.
+
+    Example:
+    >>> load_deeplab2_checkpoint(model, "max_deeplab_s_os16_res641_400k/ckpt-400000")
+    """
+    pairs = match_checkpoint(model, read_checkpoint(path), allow_unused_prefixes)
+    for variable, value in pairs:
+        variable.assign(np.asarray(value, dtype=variable.dtype))
+    return model

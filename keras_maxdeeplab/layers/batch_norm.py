@@ -1,0 +1,90 @@
+"""Batch normalisation over several axes at once, as deeplab2's Keras-2 BN does.
+
+Keras 3's `BatchNormalization` normalises one axis. deeplab2 normalises stacked
+attention terms per (term, head) or (term, head, channel), and stores the
+parameters in broadcast shape (e.g. `[3, 1, 8, 1, 1]`). This layer keeps that
+exact parameter shape, so checkpoints load without reshaping.
+"""
+
+import keras
+from keras import ops
+
+
+@keras.saving.register_keras_serializable(package="keras_maxdeeplab")
+class MultiAxisBatchNormalization(keras.layers.Layer):
+    """Batch normalisation whose parameters span several axes.
+
+    Statistics are reduced over every axis *not* listed in `axis`; the
+    parameters have the input's rank with size 1 on the reduced axes.
+    Momentum 0.99 and epsilon 1e-3 as in deeplab2.
+
+    Args:
+        axis: list of int, the axes that keep their own parameters.
+        momentum: float, moving-average momentum.
+        epsilon: float, added to the variance.
+
+    Shapes:
+        input: any rank-R tensor; output: same shape.
+
+    Example:
+    >>> bn = MultiAxisBatchNormalization(axis=[0, 2])
+    >>> y = bn(keras.random.normal((3, 2, 8, 5, 5)))  # gamma shape [3,1,8,1,1]
+    """
+
+    def __init__(self, axis, momentum=0.99, epsilon=1e-3, gamma_initializer="ones", **kwargs):
+        super().__init__(**kwargs)
+        self.axis = [int(a) for a in axis]
+        self.momentum = float(momentum)
+        self.epsilon = float(epsilon)
+        self.gamma_initializer = keras.initializers.get(gamma_initializer)
+
+    def build(self, input_shape):
+        rank = len(input_shape)
+        self._axis = sorted(a % rank for a in self.axis)
+        if any(input_shape[a] is None for a in self._axis):
+            raise ValueError(
+                f"MultiAxisBatchNormalization needs static sizes on axes {self.axis}; "
+                f"got input shape {input_shape}."
+            )
+        shape = [input_shape[a] if a in self._axis else 1 for a in range(rank)]
+        self._reduction_axes = [a for a in range(rank) if a not in self._axis]
+        self.gamma = self.add_weight(shape=shape, name="gamma", initializer=self.gamma_initializer)
+        self.beta = self.add_weight(shape=shape, name="beta", initializer="zeros")
+        self.moving_mean = self.add_weight(
+            shape=shape, name="moving_mean", initializer="zeros", trainable=False
+        )
+        self.moving_variance = self.add_weight(
+            shape=shape, name="moving_variance", initializer="ones", trainable=False
+        )
+
+    def call(self, inputs, training=None):
+        # Statistics in float32 even under mixed precision, as keras' own BN.
+        x = ops.cast(inputs, "float32")
+        if training:
+            mean, variance = ops.moments(x, axes=self._reduction_axes, keepdims=True)
+            self.moving_mean.assign(
+                self.moving_mean * self.momentum + mean * (1.0 - self.momentum)
+            )
+            self.moving_variance.assign(
+                self.moving_variance * self.momentum + variance * (1.0 - self.momentum)
+            )
+        else:
+            mean, variance = self.moving_mean, self.moving_variance
+        inv = ops.rsqrt(variance + self.epsilon) * self.gamma
+        outputs = x * inv + (self.beta - mean * inv)
+        return ops.cast(outputs, self.compute_dtype)
+
+    def compute_output_shape(self, input_shape):
+        return input_shape
+
+    def get_config(self):
+        config = super().get_config()
+        config.update(
+            {
+                "axis": self.axis,
+                "momentum": self.momentum,
+                "epsilon": self.epsilon,
+                "gamma_initializer": keras.initializers.serialize(self.gamma_initializer),
+            }
+        )
+        return config

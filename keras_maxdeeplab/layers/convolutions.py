@@ -1,0 +1,311 @@
+"""deeplab2's convolution wrappers: conv (+ BN) (+ ReLU) with deeplab2 padding.
+
+Sub-layer names (`conv`, `batch_norm`, `depthwise`, `pointwise`, ...) follow the
+attribute names deeplab2 checkpoints are keyed by, so weights map one to one.
+"""
+
+import keras
+from keras import ops
+
+
+def _batch_norm(name="batch_norm", gamma_initializer="ones"):
+    # deeplab2: momentum 0.99, epsilon 1e-3 (keras' defaults, spelt out).
+    return keras.layers.BatchNormalization(
+        axis=-1, momentum=0.99, epsilon=1e-3, gamma_initializer=gamma_initializer, name=name
+    )
+
+
+def _symmetric_padding(kernel_size, atrous_rate):
+    effective = kernel_size + (kernel_size - 1) * (atrous_rate - 1)
+    begin = (effective - 1) // 2
+    return begin, effective - 1 - begin
+
+
+@keras.saving.register_keras_serializable(package="keras_maxdeeplab")
+class Conv2DSame(keras.layers.Layer):
+    """Conv2D + optional BN + optional ReLU, padded like deeplab2.
+
+    Stride 1 uses `'same'` padding. Stride > 1 pads `(k_eff - 1) // 2` zeros on
+    each side and runs a `'valid'` conv, so a 3x3 stride-2 conv maps 641 -> 321
+    and a 1x1 stride-2 conv samples pixels 0, 2, 4, ... (not Keras'
+    bottom/right-padded `'same'`).
+
+    Args:
+        filters: int, output channels.
+        kernel_size: int.
+        strides: int.
+        atrous_rate: int, dilation.
+        use_bias: bool; must be False when `use_bn`.
+        use_bn: bool, BN (momentum 0.99, epsilon 1e-3) after the conv.
+        activation: None or "relu".
+        bn_gamma_initializer: "ones", or "zeros" for the last BN of a branch.
+
+    Shapes: `[B, H, W, C] -> [B, (H - 1) // strides + 1, ..., filters]`.
+
+    Example:
+    >>> y = Conv2DSame(64, 3, strides=2, use_bn=True, activation="relu")(x)
+    """
+
+    def __init__(
+        self,
+        filters,
+        kernel_size,
+        strides=1,
+        atrous_rate=1,
+        use_bias=False,
+        use_bn=True,
+        activation=None,
+        bn_gamma_initializer="ones",
+        kernel_initializer="he_normal",
+        **kwargs,
+    ):
+        super().__init__(**kwargs)
+        if use_bn and use_bias:
+            raise ValueError("Conv2DSame: a convolution bias is redundant before batch norm.")
+        self.filters = filters
+        self.kernel_size = kernel_size
+        self.strides = strides
+        self.atrous_rate = atrous_rate
+        self.use_bias = use_bias
+        self.use_bn = use_bn
+        self.activation = activation
+        self.bn_gamma_initializer = bn_gamma_initializer
+        self.kernel_initializer = keras.initializers.get(kernel_initializer)
+        self._padding = None
+        if strides > 1:
+            self._padding = _symmetric_padding(kernel_size, atrous_rate)
+        self.conv = keras.layers.Conv2D(
+            filters,
+            kernel_size,
+            strides=strides,
+            padding="same" if strides == 1 else "valid",
+            dilation_rate=atrous_rate,
+            use_bias=use_bias,
+            kernel_initializer=self.kernel_initializer,
+            name="conv",
+        )
+        self.batch_norm = _batch_norm(gamma_initializer=bn_gamma_initializer) if use_bn else None
+
+    def build(self, input_shape):
+        shape = list(input_shape)
+        if self._padding is not None:
+            pad = sum(self._padding)
+            shape = [shape[0], shape[1] + pad, shape[2] + pad, shape[3]]
+        self.conv.build(shape)
+        if self.batch_norm is not None:
+            self.batch_norm.build(self.conv.compute_output_shape(shape))
+
+    def call(self, inputs, training=None):
+        x = inputs
+        if self._padding is not None:
+            x = ops.pad(x, [[0, 0], list(self._padding), list(self._padding), [0, 0]])
+        x = self.conv(x)
+        if self.batch_norm is not None:
+            x = self.batch_norm(x, training=training)
+        if self.activation == "relu":
+            x = ops.relu(x)
+        return x
+
+    def compute_output_shape(self, input_shape):
+        def out(size):
+            return None if size is None else (size - 1) // self.strides + 1
+
+        return (input_shape[0], out(input_shape[1]), out(input_shape[2]), self.filters)
+
+    def get_config(self):
+        config = super().get_config()
+        config.update(
+            {
+                "filters": self.filters,
+                "kernel_size": self.kernel_size,
+                "strides": self.strides,
+                "atrous_rate": self.atrous_rate,
+                "use_bias": self.use_bias,
+                "use_bn": self.use_bn,
+                "activation": self.activation,
+                "bn_gamma_initializer": self.bn_gamma_initializer,
+                "kernel_initializer": keras.initializers.serialize(self.kernel_initializer),
+            }
+        )
+        return config
+
+
+@keras.saving.register_keras_serializable(package="keras_maxdeeplab")
+class SeparableConv2DSame(keras.layers.Layer):
+    """Depthwise KxK (+BN+ReLU) then pointwise 1x1 (+BN+ReLU), stride 1.
+
+    deeplab2's `SeparableConv2DSame` with `use_bn=True, activation='relu'` as
+    the MaX-DeepLab heads and decoder use it.
+
+    Shapes: `[B, H, W, C] -> [B, H, W, filters]`.
+
+    Example:
+    >>> y = SeparableConv2DSame(256, 5)(x)
+    """
+
+    def __init__(self, filters, kernel_size, **kwargs):
+        super().__init__(**kwargs)
+        self.filters = filters
+        self.kernel_size = kernel_size
+        self.depthwise = _DepthwiseConvBN(kernel_size, name="depthwise")
+        self.pointwise = Conv2DSame(filters, 1, activation="relu", name="pointwise")
+
+    def build(self, input_shape):
+        self.depthwise.build(input_shape)
+        self.pointwise.build(input_shape)
+
+    def call(self, inputs, training=None):
+        x = self.depthwise(inputs, training=training)
+        return self.pointwise(x, training=training)
+
+    def compute_output_shape(self, input_shape):
+        return (*input_shape[:3], self.filters)
+
+    def get_config(self):
+        config = super().get_config()
+        config.update({"filters": self.filters, "kernel_size": self.kernel_size})
+        return config
+
+
+@keras.saving.register_keras_serializable(package="keras_maxdeeplab")
+class _DepthwiseConvBN(keras.layers.Layer):
+    """Depthwise KxK 'same' conv + BN + ReLU (deeplab2 `DepthwiseConv2DSame`)."""
+
+    def __init__(self, kernel_size, **kwargs):
+        super().__init__(**kwargs)
+        self.kernel_size = kernel_size
+        self.depthwise_conv = keras.layers.DepthwiseConv2D(
+            kernel_size, padding="same", use_bias=False, name="depthwise_conv"
+        )
+        self.batch_norm = _batch_norm()
+
+    def build(self, input_shape):
+        self.depthwise_conv.build(input_shape)
+        self.batch_norm.build(input_shape)
+
+    def call(self, inputs, training=None):
+        x = self.depthwise_conv(inputs)
+        return ops.relu(self.batch_norm(x, training=training))
+
+    def compute_output_shape(self, input_shape):
+        return input_shape
+
+    def get_config(self):
+        config = super().get_config()
+        config.update({"kernel_size": self.kernel_size})
+        return config
+
+
+@keras.saving.register_keras_serializable(package="keras_maxdeeplab")
+class Conv1D(keras.layers.Layer):
+    """deeplab2's 1x1 `Conv1D` (+ BN) (+ ReLU) on `[B, L, C]` sequences.
+
+    The kernel keeps TF's Conv1D layout `[1, C_in, C_out]` (checkpoints load
+    as they are) but runs as a matrix product.
+
+    Args:
+        filters: int, output channels.
+        use_bias: bool; must be False when `use_bn`.
+        use_bn: bool.
+        activation: None or "relu".
+        bn_gamma_initializer: "ones" or "zeros".
+        kernel_initializer: initializer of the kernel.
+
+    Shapes: `[B, L, C] -> [B, L, filters]`.
+
+    Example:
+    >>> y = Conv1D(256, activation="relu")(memory)  # memory: [B, 128, 256]
+    """
+
+    def __init__(
+        self,
+        filters,
+        use_bias=False,
+        use_bn=True,
+        activation=None,
+        bn_gamma_initializer="ones",
+        kernel_initializer="he_normal",
+        **kwargs,
+    ):
+        super().__init__(**kwargs)
+        if use_bn and use_bias:
+            raise ValueError("Conv1D: a convolution bias is redundant before batch norm.")
+        self.filters = filters
+        self.use_bias = use_bias
+        self.use_bn = use_bn
+        self.activation = activation
+        self.bn_gamma_initializer = bn_gamma_initializer
+        self.kernel_initializer = keras.initializers.get(kernel_initializer)
+        self.conv = _PointwiseKernel(filters, use_bias, self.kernel_initializer, name="conv")
+        self.batch_norm = _batch_norm(gamma_initializer=bn_gamma_initializer) if use_bn else None
+
+    def build(self, input_shape):
+        self.conv.build(input_shape)
+        if self.batch_norm is not None:
+            self.batch_norm.build((*input_shape[:-1], self.filters))
+
+    def call(self, inputs, training=None):
+        x = self.conv(inputs)
+        if self.batch_norm is not None:
+            x = self.batch_norm(x, training=training)
+        if self.activation == "relu":
+            x = ops.relu(x)
+        return x
+
+    def compute_output_shape(self, input_shape):
+        return (*input_shape[:-1], self.filters)
+
+    def get_config(self):
+        config = super().get_config()
+        config.update(
+            {
+                "filters": self.filters,
+                "use_bias": self.use_bias,
+                "use_bn": self.use_bn,
+                "activation": self.activation,
+                "bn_gamma_initializer": self.bn_gamma_initializer,
+                "kernel_initializer": keras.initializers.serialize(self.kernel_initializer),
+            }
+        )
+        return config
+
+
+@keras.saving.register_keras_serializable(package="keras_maxdeeplab")
+class _PointwiseKernel(keras.layers.Layer):
+    """`x @ kernel[0] (+ bias)` with a `[1, C_in, C_out]` kernel."""
+
+    def __init__(self, filters, use_bias, kernel_initializer, **kwargs):
+        super().__init__(**kwargs)
+        self.filters = filters
+        self.use_bias = use_bias
+        self.kernel_initializer = keras.initializers.get(kernel_initializer)
+
+    def build(self, input_shape):
+        self.kernel = self.add_weight(
+            shape=(1, input_shape[-1], self.filters),
+            initializer=self.kernel_initializer,
+            name="kernel",
+        )
+        self.bias = None
+        if self.use_bias:
+            self.bias = self.add_weight(shape=(self.filters,), initializer="zeros", name="bias")
+
+    def call(self, inputs):
+        x = ops.matmul(inputs, ops.cast(self.kernel[0], self.compute_dtype))
+        if self.bias is not None:
+            x = x + ops.cast(self.bias, self.compute_dtype)
+        return x
+
+    def compute_output_shape(self, input_shape):
+        return (*input_shape[:-1], self.filters)
+
+    def get_config(self):
+        config = super().get_config()
+        config.update(
+            {
+                "filters": self.filters,
+                "use_bias": self.use_bias,
+                "kernel_initializer": keras.initializers.serialize(self.kernel_initializer),
+            }
+        )
+        return config

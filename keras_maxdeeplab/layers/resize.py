@@ -1,0 +1,63 @@
+"""Align-corners resizing (TF1 `align_corners=True` semantics) with `keras.ops`.
+
+`keras.ops.image.resize` has no `align_corners`; deeplab2 uses it everywhere.
+Bilinear resizing is separable, so it is two matrix products with small,
+static interpolation matrices: exact and identical on every backend.
+"""
+
+import numpy as np
+from keras import ops
+
+
+def _bilinear_matrix(in_size, out_size):
+    """[out_size, in_size] align-corners linear interpolation weights."""
+    matrix = np.zeros((out_size, in_size), np.float32)
+    if out_size == 1 or in_size == 1:
+        matrix[:, 0] = 1.0
+        return matrix
+    # float32 arithmetic as TF's resize kernel does.
+    scale = np.float32(in_size - 1) / np.float32(out_size - 1)
+    source = np.arange(out_size, dtype=np.float32) * scale
+    low = np.floor(source).astype(np.int64)
+    high = np.minimum(low + 1, in_size - 1)
+    frac = source - low.astype(np.float32)
+    rows = np.arange(out_size)
+    matrix[rows, low] += 1.0 - frac
+    matrix[rows, high] += frac
+    return matrix
+
+
+def nearest_indices(in_size, out_size):
+    """Source indices of TF1 align-corners nearest resizing (round half up)."""
+    if out_size == 1:
+        return np.zeros((1,), np.int64)
+    scale = np.float32(in_size - 1) / np.float32(out_size - 1)
+    source = np.arange(out_size, dtype=np.float32) * scale
+    return np.minimum(np.floor(source + np.float32(0.5)).astype(np.int64), in_size - 1)
+
+
+def resize_bilinear_align_corners(images, size):
+    """Bilinearly resizes `[B, H, W, C]` images to `size` with aligned corners.
+
+    Args:
+        images: `[B, H, W, C]` float tensor with static H and W.
+        size: `(height, width)` of the output.
+
+    Returns:
+        `[B, height, width, C]` tensor; the input itself when the size matches.
+
+    Example:
+    >>> y = resize_bilinear_align_corners(x, (161, 161))  # x: [B, 81, 81, C]
+    """
+    in_h, in_w = int(images.shape[1]), int(images.shape[2])
+    out_h, out_w = int(size[0]), int(size[1])
+    if (in_h, in_w) == (out_h, out_w):
+        return images
+    dtype = images.dtype
+    if in_h != out_h:
+        matrix = ops.convert_to_tensor(_bilinear_matrix(in_h, out_h), dtype=dtype)
+        images = ops.einsum("hH,bHwc->bhwc", matrix, images)
+    if in_w != out_w:
+        matrix = ops.convert_to_tensor(_bilinear_matrix(in_w, out_w), dtype=dtype)
+        images = ops.einsum("wW,bhWc->bhwc", matrix, images)
+    return images

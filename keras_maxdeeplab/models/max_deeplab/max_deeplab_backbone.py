@@ -1,0 +1,334 @@
+"""MaXDeepLabBackbone: deeplab2's Axial-ResNet encoder with dual-path transformers."""
+
+import keras
+from keras import ops
+from keras_hub.models import Backbone
+
+from keras_maxdeeplab.layers.blocks import BlockGroup
+from keras_maxdeeplab.layers.blocks import InceptionStem
+from keras_maxdeeplab.layers.convolutions import Conv1D
+from keras_maxdeeplab.layers.convolutions import Conv2DSame
+from keras_maxdeeplab.layers.dual_path_transformer import MemoryFeature
+from keras_maxdeeplab.layers.resized_fuse import ResizedFuse
+from keras_maxdeeplab.models.max_deeplab.input_checks import check_image_shape
+from keras_maxdeeplab.models.max_deeplab.input_checks import check_images
+
+OUTPUT_STRIDE = 16
+HIGH_RESOLUTION_OUTPUT_STRIDE = 4
+
+
+@keras.saving.register_keras_serializable(package="keras_maxdeeplab")
+class MaXDeepLabBackbone(Backbone):
+    """The MaX-DeepLab encoder: pixel path (Axial-ResNet) and memory path.
+
+    A port of deeplab2's `AxialResNet` (`max_deeplab_s` / `max_deeplab_l`),
+    with every knob deeplab2 uses to build or shrink it and the same layer
+    names, so deeplab2 checkpoints map onto it one to one. The output stride
+    is 16; the decoder returns to stride 4.
+
+    Inputs are images normalised to [-1, 1] (`x / 127.5 - 1`, see
+    `MaXDeepLabImageConverter`) of a fixed size `16k + 1` (641, 1025, ...):
+    axial attention and the relative position tables are built for it.
+
+    Args:
+        image_shape: `(H, W, 3)`, H and W of the form 16k + 1.
+        num_blocks: blocks of stages 2-5 before `backbone_layer_multiplier`.
+        backbone_type: `"resnet_beta"` (S: Inception stem, bottlenecks) or
+            `"wider_resnet"` (L: one-conv stem, basic blocks).
+        stem_width_multiplier, backbone_width_multiplier,
+        backbone_layer_multiplier: deeplab2's shrinking knobs.
+        use_axial_beyond_stride: blocks at this stride and beyond are axial.
+        backbone_use_transformer_beyond_stride,
+        extra_decoder_use_transformer_beyond_stride: where dual-path
+            transformers follow the blocks (0 = nowhere).
+        backbone_decoder_num_stacks, extra_decoder_num_stacks: hourglass
+            decoder stacks (0 for S, 1 and 1 for L).
+        backbone_decoder_blocks_per_stage, extra_decoder_blocks_per_stage.
+        num_mask_slots: N, the memory size.
+        memory_channels: memory width.
+        base_transformer_expansion: DPT filters = 128 * this * stride / 16.
+        global_feed_forward_network_channels: width of the class/mask features.
+        dual_path_feed_forward_network_channels: DPT memory FFN width.
+        attention_bottleneck_expansion, axial_key_expansion,
+        axial_value_expansion: axial block widths.
+        drop_path_keep_prob, drop_path_beyond_stride, drop_path_schedule:
+            stochastic depth (deeplab2: 0.8, 16 for S / 4 for L, "linear").
+
+    Outputs: a dict of endpoints: `stage1..5` (pre-activation), `res1..5`
+    (ReLU), `backbone_output`, `feature_semantic` `[B, H/16 or H/4, ..]`,
+    `feature_panoptic` `[B, (H-1)/4+1, .., 256]` (S),
+    `transformer_class_feature`, `transformer_mask_feature` `[B, N, 256]`.
+
+    Example:
+    >>> backbone = MaXDeepLabBackbone(image_shape=(65, 65, 3),
+    ...     **MAX_DEEPLAB_CONFIGS["max_deeplab_s"])
+    >>> features = backbone(keras.random.uniform((1, 65, 65, 3), -1, 1))
+    >>> features["feature_panoptic"].shape  # (1, 17, 17, 256)
+    """
+
+    def __init__(
+        self,
+        image_shape=(641, 641, 3),
+        num_blocks=(3, 4, 6, 3),
+        backbone_type="resnet_beta",
+        stem_width_multiplier=1.0,
+        backbone_width_multiplier=1.0,
+        backbone_layer_multiplier=1.0,
+        use_axial_beyond_stride=16,
+        backbone_use_transformer_beyond_stride=32,
+        extra_decoder_use_transformer_beyond_stride=32,
+        backbone_decoder_num_stacks=0,
+        extra_decoder_num_stacks=0,
+        backbone_decoder_blocks_per_stage=1,
+        extra_decoder_blocks_per_stage=1,
+        num_mask_slots=128,
+        memory_channels=256,
+        base_transformer_expansion=1.0,
+        global_feed_forward_network_channels=256,
+        dual_path_feed_forward_network_channels=2048,
+        attention_bottleneck_expansion=2,
+        axial_key_expansion=1,
+        axial_value_expansion=2,
+        drop_path_keep_prob=0.8,
+        drop_path_beyond_stride=16,
+        drop_path_schedule="linear",
+        dtype=None,
+        **kwargs,
+    ):
+        image_shape = check_image_shape(image_shape)
+        if backbone_type not in ("resnet_beta", "wider_resnet"):
+            raise ValueError(
+                f"backbone_type must be 'resnet_beta' (MaX-DeepLab-S) or 'wider_resnet' "
+                f"(MaX-DeepLab-L); got {backbone_type!r}."
+            )
+        if not (backbone_use_transformer_beyond_stride or extra_decoder_use_transformer_beyond_stride):
+            raise ValueError("MaX-DeepLab needs dual-path transformers somewhere.")
+        if extra_decoder_blocks_per_stage <= 0:
+            raise ValueError("extra_decoder_blocks_per_stage must be positive.")
+        height, width = image_shape[:2]
+
+        group_options = dict(
+            output_stride=OUTPUT_STRIDE,
+            backbone_type=backbone_type,
+            use_axial_beyond_stride=use_axial_beyond_stride,
+            attention_bottleneck_expansion=attention_bottleneck_expansion,
+            axial_key_expansion=axial_key_expansion,
+            axial_value_expansion=axial_value_expansion,
+            dual_path_feed_forward_network_channels=dual_path_feed_forward_network_channels,
+            drop_path_keep_prob=drop_path_keep_prob,
+            drop_path_beyond_stride=drop_path_beyond_stride,
+            drop_path_schedule=drop_path_schedule,
+            dtype=dtype,
+        )
+
+        def run_group(group, features, memory):
+            if group.has_transformer:
+                return group(features, memory)
+            return group(features), memory
+
+        # === Functional model ===
+        images = keras.Input(shape=image_shape, name="images")
+        memory = MemoryFeature(
+            num_mask_slots, memory_channels, dtype=dtype, name="memory_feature"
+        )(images)
+
+        total_strides = [1, 2, 4, 8, 16]
+        strides = [2] * 5
+        block_counts = [3] + [int(n * backbone_layer_multiplier) for n in num_blocks]
+        filters = []
+        for index, stride in enumerate(total_strides):
+            multiplier = stem_width_multiplier
+            if not (backbone_type == "wider_resnet" and index == 0):
+                multiplier = backbone_width_multiplier
+            filters.append(int(round(stride * 32 * multiplier)))
+        if backbone_type == "resnet_beta":
+            stem = InceptionStem(stem_width_multiplier, dtype=dtype, name="stem")
+            first_stage = 1
+        else:
+            stem = Conv2DSame(
+                int(round(64 * stem_width_multiplier)), 3, strides=2, dtype=dtype, name="stem"
+            )
+            first_stage = 0
+            strides[0] = 1
+            total_strides[0] = 2
+
+        endpoints = {}
+        x = stem(images)
+        endpoints["stage1"], endpoints["res1"] = x, ops.relu(x)
+        for index in range(first_stage, 5):
+            group = BlockGroup(
+                filters[index],
+                block_counts[index],
+                original_resnet_stride=strides[index],
+                original_resnet_input_stride=total_strides[index],
+                use_transformer_beyond_stride=backbone_use_transformer_beyond_stride,
+                transformer_expansion=base_transformer_expansion * total_strides[index] / 16.0,
+                name=f"stage{index + 1}",
+                **group_options,
+            )
+            x, memory = run_group(group, x, memory)
+            endpoints[f"stage{index + 1}"], endpoints[f"res{index + 1}"] = x, ops.relu(x)
+
+        # The hourglass decoder, stride 16 -> 4 (-> 16 -> 4 for each stack).
+        in_backbone = backbone_decoder_num_stacks > 0
+        backbone_output = None
+        if not in_backbone:
+            backbone_output = endpoints["res5"]
+            group = BlockGroup(
+                filters[-1],
+                extra_decoder_blocks_per_stage,
+                original_resnet_stride=1,
+                original_resnet_input_stride=32,
+                use_transformer_beyond_stride=extra_decoder_use_transformer_beyond_stride,
+                transformer_expansion=base_transformer_expansion,
+                name="stage5_extra",
+                **group_options,
+            )
+            x, memory = run_group(group, x, memory)
+        stride_to_features = {
+            2: [endpoints["stage1"]],
+            4: [endpoints["stage2"]],
+            8: [endpoints["stage3"]],
+            16: [x],
+        }
+        total_stacks = backbone_decoder_num_stacks + extra_decoder_num_stacks
+        high_resolution_outputs = []
+        stack, stride, going_up, stage = 0, OUTPUT_STRIDE, False, 0
+        while stack < total_stacks or stride > HIGH_RESOLUTION_OUTPUT_STRIDE:
+            stage += 1
+            stride = stride * 2 if going_up else stride // 2
+            if stride == OUTPUT_STRIDE:
+                stack += 1
+                going_up = False
+                input_stride = 32
+            else:
+                input_stride = stride
+            channels = int(round(input_stride * 64 * backbone_width_multiplier))
+            suffix = "" if in_backbone else "_extra"
+            fuse = ResizedFuse(
+                (height - 1) // stride + 1,
+                (width - 1) // stride + 1,
+                channels,
+                dtype=dtype,
+                name=f"decoder_stage{stage}{suffix}_resized_fuse",
+            )
+            x = fuse([x] + stride_to_features[stride][-2:])
+            decoder_options = dict(
+                filters=int(input_stride * 64 * backbone_width_multiplier // 4),
+                original_resnet_stride=1,
+                original_resnet_input_stride=input_stride,
+                transformer_expansion=base_transformer_expansion * stride / 16.0,
+                **group_options,
+            )
+            if in_backbone:
+                group = BlockGroup(
+                    num_blocks=backbone_decoder_blocks_per_stage,
+                    use_transformer_beyond_stride=backbone_use_transformer_beyond_stride,
+                    name=f"decoder_stage{stage}",
+                    **decoder_options,
+                )
+                x, memory = run_group(group, x, memory)
+            if stride == OUTPUT_STRIDE and stack == backbone_decoder_num_stacks and in_backbone:
+                backbone_output = ops.relu(x)
+                in_backbone = False
+            if not in_backbone:
+                group = BlockGroup(
+                    num_blocks=extra_decoder_blocks_per_stage,
+                    use_transformer_beyond_stride=extra_decoder_use_transformer_beyond_stride,
+                    name=f"decoder_stage{stage}_extra",
+                    **decoder_options,
+                )
+                x, memory = run_group(group, x, memory)
+            stride_to_features[stride].append(x)
+            if stride == HIGH_RESOLUTION_OUTPUT_STRIDE:
+                high_resolution_outputs.append(ops.relu(x))
+                going_up = True
+
+        for name in ("class", "mask"):
+            feature = Conv1D(
+                global_feed_forward_network_channels,
+                activation="relu",
+                dtype=dtype,
+                name=f"{name}_feature_extra",
+            )(memory)
+            endpoints[f"transformer_{name}_feature"] = feature
+        endpoints["feature_panoptic"] = high_resolution_outputs[-1]
+        if extra_decoder_num_stacks:
+            endpoints["feature_semantic"] = high_resolution_outputs[backbone_decoder_num_stacks]
+        else:
+            endpoints["feature_semantic"] = backbone_output
+        endpoints["backbone_output"] = backbone_output
+
+        super().__init__(inputs=images, outputs=endpoints, dtype=dtype, **kwargs)
+
+        # === Config ===
+        self.image_shape = image_shape
+        self.num_blocks = tuple(num_blocks)
+        self.backbone_type = backbone_type
+        self.stem_width_multiplier = stem_width_multiplier
+        self.backbone_width_multiplier = backbone_width_multiplier
+        self.backbone_layer_multiplier = backbone_layer_multiplier
+        self.use_axial_beyond_stride = use_axial_beyond_stride
+        self.backbone_use_transformer_beyond_stride = backbone_use_transformer_beyond_stride
+        self.extra_decoder_use_transformer_beyond_stride = (
+            extra_decoder_use_transformer_beyond_stride
+        )
+        self.backbone_decoder_num_stacks = backbone_decoder_num_stacks
+        self.extra_decoder_num_stacks = extra_decoder_num_stacks
+        self.backbone_decoder_blocks_per_stage = backbone_decoder_blocks_per_stage
+        self.extra_decoder_blocks_per_stage = extra_decoder_blocks_per_stage
+        self.num_mask_slots = num_mask_slots
+        self.memory_channels = memory_channels
+        self.base_transformer_expansion = base_transformer_expansion
+        self.global_feed_forward_network_channels = global_feed_forward_network_channels
+        self.dual_path_feed_forward_network_channels = dual_path_feed_forward_network_channels
+        self.attention_bottleneck_expansion = attention_bottleneck_expansion
+        self.axial_key_expansion = axial_key_expansion
+        self.axial_value_expansion = axial_value_expansion
+        self.drop_path_keep_prob = drop_path_keep_prob
+        self.drop_path_beyond_stride = drop_path_beyond_stride
+        self.drop_path_schedule = drop_path_schedule
+
+    def __call__(self, inputs, *args, **kwargs):
+        check_images(inputs, self.image_shape)
+        return super().__call__(inputs, *args, **kwargs)
+
+    def get_config(self):
+        config = super().get_config()
+        config.update(
+            {
+                "image_shape": self.image_shape,
+                "num_blocks": self.num_blocks,
+                "backbone_type": self.backbone_type,
+                "stem_width_multiplier": self.stem_width_multiplier,
+                "backbone_width_multiplier": self.backbone_width_multiplier,
+                "backbone_layer_multiplier": self.backbone_layer_multiplier,
+                "use_axial_beyond_stride": self.use_axial_beyond_stride,
+                "backbone_use_transformer_beyond_stride": (
+                    self.backbone_use_transformer_beyond_stride
+                ),
+                "extra_decoder_use_transformer_beyond_stride": (
+                    self.extra_decoder_use_transformer_beyond_stride
+                ),
+                "backbone_decoder_num_stacks": self.backbone_decoder_num_stacks,
+                "extra_decoder_num_stacks": self.extra_decoder_num_stacks,
+                "backbone_decoder_blocks_per_stage": self.backbone_decoder_blocks_per_stage,
+                "extra_decoder_blocks_per_stage": self.extra_decoder_blocks_per_stage,
+                "num_mask_slots": self.num_mask_slots,
+                "memory_channels": self.memory_channels,
+                "base_transformer_expansion": self.base_transformer_expansion,
+                "global_feed_forward_network_channels": (
+                    self.global_feed_forward_network_channels
+                ),
+                "dual_path_feed_forward_network_channels": (
+                    self.dual_path_feed_forward_network_channels
+                ),
+                "attention_bottleneck_expansion": self.attention_bottleneck_expansion,
+                "axial_key_expansion": self.axial_key_expansion,
+                "axial_value_expansion": self.axial_value_expansion,
+                "drop_path_keep_prob": self.drop_path_keep_prob,
+                "drop_path_beyond_stride": self.drop_path_beyond_stride,
+                "drop_path_schedule": self.drop_path_schedule,
+            }
+        )
+        return config

@@ -1,0 +1,97 @@
+"""deeplab2's evaluation preprocessing as a keras-hub `ImageConverter`."""
+
+import numpy as np
+
+import keras
+from keras import ops
+from keras_hub.layers import ImageConverter
+
+from keras_maxdeeplab.layers.resize import resize_bilinear_align_corners
+from keras_maxdeeplab.models.max_deeplab.max_deeplab_backbone import MaXDeepLabBackbone
+
+
+def resized_size(height, width, crop_height, crop_width):
+    """deeplab2's `resize_to_range(min=max=crop)` output size.
+
+    Scale so the short side reaches the crop, then shrink so the long side
+    fits, each step `floor(size * float32(factor))`: the long side ends at the
+    crop size. 640x360 -> 641x360 at 641 (360x640 -> 36x65 at 65).
+
+    Example:
+    >>> resized_size(360, 640, 65, 65)  # (36, 65)
+    """
+    f32 = np.float32
+    factor = f32(max(crop_height / height, crop_width / width))
+    height, width = int(np.floor(f32(height) * factor)), int(np.floor(f32(width) * factor))
+    factor = min(f32(min(crop_height / height, crop_width / width)), f32(1.0))
+    return int(np.floor(f32(height) * factor)), int(np.floor(f32(width) * factor))
+
+
+@keras.saving.register_keras_serializable(package="keras_maxdeeplab")
+class MaXDeepLabImageConverter(ImageConverter):
+    """Resizes, pads and normalises images exactly like deeplab2's evaluation.
+
+    1. Resize so the longest side equals the crop size (`resized_size`),
+       bilinear with aligned corners, in float32.
+    2. Pad bottom/right to the crop size with 127.5 (the mean pixel).
+    3. Normalise `x / 127.5 - 1` (the padding becomes 0).
+
+    Args:
+        image_size: `(crop_height, crop_width)`, each 16k + 1.
+
+    Shapes: `[H, W, 3]` or `[B, H, W, 3]` (uint8 or float in 0..255, static
+    H and W) -> `[..., crop_height, crop_width, 3]` float32 in [-1, 1].
+
+    Example:
+    >>> converter = MaXDeepLabImageConverter(image_size=(641, 641))
+    >>> x = converter(np.zeros((360, 640, 3), "uint8"))  # (641, 641, 3)
+    """
+
+    backbone_cls = MaXDeepLabBackbone
+
+    def __init__(self, image_size=(641, 641), **kwargs):
+        kwargs.pop("scale", None)
+        kwargs.pop("offset", None)
+        kwargs.pop("crop_to_aspect_ratio", None)
+        super().__init__(
+            image_size=image_size,
+            scale=1.0 / 127.5,
+            offset=-1.0,
+            crop_to_aspect_ratio=False,
+            **kwargs,
+        )
+
+    def resized_size(self, height, width):
+        """The `(height, width)` of an image after step 1 (the unpadded region)."""
+        return resized_size(height, width, *self.image_size)
+
+    def call(self, inputs):
+        images = ops.convert_to_tensor(inputs)
+        if len(images.shape) not in (3, 4) or images.shape[-1] != 3:
+            raise ValueError(
+                f"MaXDeepLabImageConverter expects RGB images [H, W, 3] or [B, H, W, 3]; "
+                f"got shape {tuple(images.shape)}."
+            )
+        unbatched = len(images.shape) == 3
+        if unbatched:
+            images = ops.expand_dims(images, 0)
+        height, width = images.shape[1], images.shape[2]
+        if height is None or width is None:
+            raise ValueError("MaXDeepLabImageConverter needs images with a known height and width.")
+        crop_height, crop_width = self.image_size
+        new_height, new_width = self.resized_size(height, width)
+        images = ops.cast(images, "float32")
+        images = resize_bilinear_align_corners(images, (new_height, new_width))
+        images = ops.pad(
+            images,
+            [[0, 0], [0, crop_height - new_height], [0, crop_width - new_width], [0, 0]],
+            constant_values=127.5,
+        )
+        images = images / 127.5 - 1.0
+        return images[0] if unbatched else images
+
+    def get_config(self):
+        config = super().get_config()
+        for key in ("scale", "offset", "crop_to_aspect_ratio"):
+            config.pop(key, None)
+        return config
