@@ -91,10 +91,9 @@ def read_checkpoint(path):
     try:
         reader = tf.train.load_checkpoint(prefix)
         shapes = reader.get_variable_to_shape_map()
-        return {
-            key: reader.get_tensor(key) for key in sorted(shapes) if is_model_variable(key)
-        }
-    except (tf.errors.OpError, ValueError) as error:
+        return {key: reader.get_tensor(key) for key in sorted(shapes) if is_model_variable(key)}
+    # TF's reader raises OpError, ValueError, or IndexError on a short read.
+    except (tf.errors.OpError, ValueError, IndexError) as error:
         raise ValueError(
             f"Cannot read a TensorFlow checkpoint at {prefix!r} (missing, truncated or "
             f"not a checkpoint): {error}"

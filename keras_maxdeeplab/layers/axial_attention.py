@@ -84,18 +84,24 @@ class AxialAttention(keras.layers.Layer):
         self.num_heads = num_heads
         self.query_shape = query_shape
         self.batch_norm_qkv = keras.layers.BatchNormalization(
-            axis=-1, momentum=0.99, epsilon=1e-3, name="batch_norm_qkv"
+            axis=-1, momentum=0.99, epsilon=1e-3, dtype=self.dtype_policy, name="batch_norm_qkv"
         )
         self.batch_norm_similarity = MultiAxisBatchNormalization(
-            axis=[0, 2], name="batch_norm_similarity"
+            axis=[0, 2], dtype=self.dtype_policy, name="batch_norm_similarity"
         )
         self.batch_norm_retrieved_output = MultiAxisBatchNormalization(
-            axis=[0, 2, 4], name="batch_norm_retrieved_output"
+            axis=[0, 2, 4], dtype=self.dtype_policy, name="batch_norm_retrieved_output"
         )
         key_per_head = total_key_depth // num_heads
-        self.query_rpe = RelativePositionalEncoding(key_per_head, name="query_rpe")
-        self.key_rpe = RelativePositionalEncoding(key_per_head, name="key_rpe")
-        self.value_rpe = RelativePositionalEncoding(total_value_depth // num_heads, name="value_rpe")
+        self.query_rpe = RelativePositionalEncoding(
+            key_per_head, dtype=self.dtype_policy, name="query_rpe"
+        )
+        self.key_rpe = RelativePositionalEncoding(
+            key_per_head, dtype=self.dtype_policy, name="key_rpe"
+        )
+        self.value_rpe = RelativePositionalEncoding(
+            total_value_depth // num_heads, dtype=self.dtype_policy, name="value_rpe"
+        )
 
     def build(self, input_shape):
         length, channels = input_shape[1], input_shape[2]
@@ -185,7 +191,9 @@ class AxialAttention2D(keras.layers.Layer):
     >>> y = AxialAttention2D(filters=256)(x)  # x: [B, 41, 41, 512] -> [B, 41, 41, 512]
     """
 
-    def __init__(self, filters, key_expansion=1, value_expansion=2, num_heads=8, strides=1, **kwargs):
+    def __init__(
+        self, filters, key_expansion=1, value_expansion=2, num_heads=8, strides=1, **kwargs
+    ):
         super().__init__(**kwargs)
         self.filters = filters
         self.key_expansion = key_expansion
@@ -195,10 +203,18 @@ class AxialAttention2D(keras.layers.Layer):
         self.total_key_depth = int(round(filters * key_expansion))
         self.total_value_depth = int(round(filters * value_expansion))
         self.height_axis = AxialAttention(
-            self.total_key_depth, self.total_value_depth, num_heads, name="height_axis"
+            self.total_key_depth,
+            self.total_value_depth,
+            num_heads,
+            dtype=self.dtype_policy,
+            name="height_axis",
         )
         self.width_axis = AxialAttention(
-            self.total_key_depth, self.total_value_depth, num_heads, name="width_axis"
+            self.total_key_depth,
+            self.total_value_depth,
+            num_heads,
+            dtype=self.dtype_policy,
+            name="width_axis",
         )
 
     def build(self, input_shape):

@@ -62,9 +62,7 @@ class MultiAxisBatchNormalization(keras.layers.Layer):
         x = ops.cast(inputs, "float32")
         if training:
             mean, variance = ops.moments(x, axes=self._reduction_axes, keepdims=True)
-            self.moving_mean.assign(
-                self.moving_mean * self.momentum + mean * (1.0 - self.momentum)
-            )
+            self.moving_mean.assign(self.moving_mean * self.momentum + mean * (1.0 - self.momentum))
             self.moving_variance.assign(
                 self.moving_variance * self.momentum + variance * (1.0 - self.momentum)
             )

@@ -32,9 +32,13 @@ class InceptionStem(keras.layers.Layer):
         super().__init__(**kwargs)
         self.width_multiplier = width_multiplier
         narrow, wide = int(64 * width_multiplier), int(128 * width_multiplier)
-        self.conv1_bn_act = Conv2DSame(narrow, 3, strides=2, activation="relu", name="conv1_bn_act")
-        self.conv2_bn_act = Conv2DSame(narrow, 3, activation="relu", name="conv2_bn_act")
-        self.conv3_bn = Conv2DSame(wide, 3, name="conv3_bn")
+        self.conv1_bn_act = Conv2DSame(
+            narrow, 3, strides=2, activation="relu", dtype=self.dtype_policy, name="conv1_bn_act"
+        )
+        self.conv2_bn_act = Conv2DSame(
+            narrow, 3, activation="relu", dtype=self.dtype_policy, name="conv2_bn_act"
+        )
+        self.conv3_bn = Conv2DSame(wide, 3, dtype=self.dtype_policy, name="conv3_bn")
 
     def build(self, input_shape):
         self.conv1_bn_act.build(input_shape)
@@ -102,7 +106,9 @@ class AxialBlock(keras.layers.Layer):
         if attention_type not in (None, "axial"):
             raise ValueError(f"attention_type must be None or 'axial'; got {attention_type!r}.")
         if len(self.filters) == 3:
-            self.conv1_bn_act = Conv2DSame(self.filters[0], 1, activation="relu", name="conv1_bn_act")
+            self.conv1_bn_act = Conv2DSame(
+                self.filters[0], 1, activation="relu", dtype=self.dtype_policy, name="conv1_bn_act"
+            )
             if attention_type == "axial":
                 self.attention = AxialAttention2D(
                     self.filters[1],
@@ -110,6 +116,7 @@ class AxialBlock(keras.layers.Layer):
                     value_expansion=value_expansion,
                     num_heads=num_heads,
                     strides=strides,
+                    dtype=self.dtype_policy,
                     name="attention",
                 )
             else:
@@ -119,10 +126,15 @@ class AxialBlock(keras.layers.Layer):
                     strides=strides,
                     atrous_rate=atrous_rate,
                     activation="relu",
+                    dtype=self.dtype_policy,
                     name="conv2_bn_act",
                 )
             self.conv3_bn = Conv2DSame(
-                self.filters[2], 1, bn_gamma_initializer="zeros", name="conv3_bn"
+                self.filters[2],
+                1,
+                bn_gamma_initializer="zeros",
+                dtype=self.dtype_policy,
+                name="conv3_bn",
             )
         elif len(self.filters) == 2:
             if attention_type is not None:
@@ -134,6 +146,7 @@ class AxialBlock(keras.layers.Layer):
                 strides=strides,
                 atrous_rate=atrous_rate,
                 activation="relu",
+                dtype=self.dtype_policy,
                 name="conv1_bn_act",
             )
             self.conv2_bn = Conv2DSame(
@@ -141,11 +154,12 @@ class AxialBlock(keras.layers.Layer):
                 3,
                 atrous_rate=second_rate,
                 bn_gamma_initializer="zeros",
+                dtype=self.dtype_policy,
                 name="conv2_bn",
             )
         else:
             raise ValueError(f"filters must have 2 or 3 entries; got {self.filters}.")
-        self.drop_path = DropPath(drop_path_keep_prob, name="drop_path")
+        self.drop_path = DropPath(drop_path_keep_prob, dtype=self.dtype_policy, name="drop_path")
 
     def _branch_layers(self):
         if len(self.filters) == 2:
@@ -160,7 +174,9 @@ class AxialBlock(keras.layers.Layer):
             shape = layer.compute_output_shape(shape)
         self.shortcut = None
         if input_shape[-1] != self.filters[-1]:
-            self.shortcut = Conv2DSame(self.filters[-1], 1, strides=self.strides, name="shortcut")
+            self.shortcut = Conv2DSame(
+                self.filters[-1], 1, strides=self.strides, dtype=self.dtype_policy, name="shortcut"
+            )
             self.shortcut.build(input_shape)
 
     def call(self, inputs, training=None):
@@ -231,7 +247,7 @@ class BlockGroup(keras.layers.Layer):
 
     Example:
     >>> features, memory = BlockGroup(512, 3, 1, 16, use_transformer_beyond_stride=32,
-    ...                               name="stage5")(features, memory)
+    ...                               dtype=self.dtype_policy, name="stage5")(features, memory)
     """
 
     def __init__(
@@ -283,6 +299,7 @@ class BlockGroup(keras.layers.Layer):
                 key_expansion=axial_key_expansion,
                 value_expansion=axial_value_expansion,
                 drop_path_keep_prob=plan["keep_prob"],
+                dtype=self.dtype_policy,
                 name=f"block{index + 1}",
             )
             transformer = None
@@ -291,6 +308,7 @@ class BlockGroup(keras.layers.Layer):
                     int(128 * transformer_expansion),
                     feed_forward_network_channels=dual_path_feed_forward_network_channels,
                     drop_path_keep_prob=plan["keep_prob"],
+                    dtype=self.dtype_policy,
                     name=f"block{index + 1}_transformer",
                 )
             self.blocks.append(block)

@@ -8,10 +8,15 @@ import keras
 from keras import ops
 
 
-def _batch_norm(name="batch_norm", gamma_initializer="ones"):
+def _batch_norm(dtype, gamma_initializer="ones"):
     # deeplab2: momentum 0.99, epsilon 1e-3 (keras' defaults, spelt out).
     return keras.layers.BatchNormalization(
-        axis=-1, momentum=0.99, epsilon=1e-3, gamma_initializer=gamma_initializer, name=name
+        axis=-1,
+        momentum=0.99,
+        epsilon=1e-3,
+        gamma_initializer=gamma_initializer,
+        dtype=dtype,
+        name="batch_norm",
     )
 
 
@@ -82,9 +87,10 @@ class Conv2DSame(keras.layers.Layer):
             dilation_rate=atrous_rate,
             use_bias=use_bias,
             kernel_initializer=self.kernel_initializer,
+            dtype=self.dtype_policy,
             name="conv",
         )
-        self.batch_norm = _batch_norm(gamma_initializer=bn_gamma_initializer) if use_bn else None
+        self.batch_norm = _batch_norm(self.dtype_policy, bn_gamma_initializer) if use_bn else None
 
     def build(self, input_shape):
         shape = list(input_shape)
@@ -147,8 +153,10 @@ class SeparableConv2DSame(keras.layers.Layer):
         super().__init__(**kwargs)
         self.filters = filters
         self.kernel_size = kernel_size
-        self.depthwise = _DepthwiseConvBN(kernel_size, name="depthwise")
-        self.pointwise = Conv2DSame(filters, 1, activation="relu", name="pointwise")
+        self.depthwise = _DepthwiseConvBN(kernel_size, dtype=self.dtype_policy, name="depthwise")
+        self.pointwise = Conv2DSame(
+            filters, 1, activation="relu", dtype=self.dtype_policy, name="pointwise"
+        )
 
     def build(self, input_shape):
         self.depthwise.build(input_shape)
@@ -175,9 +183,13 @@ class _DepthwiseConvBN(keras.layers.Layer):
         super().__init__(**kwargs)
         self.kernel_size = kernel_size
         self.depthwise_conv = keras.layers.DepthwiseConv2D(
-            kernel_size, padding="same", use_bias=False, name="depthwise_conv"
+            kernel_size,
+            padding="same",
+            use_bias=False,
+            dtype=self.dtype_policy,
+            name="depthwise_conv",
         )
-        self.batch_norm = _batch_norm()
+        self.batch_norm = _batch_norm(self.dtype_policy)
 
     def build(self, input_shape):
         self.depthwise_conv.build(input_shape)
@@ -236,8 +248,10 @@ class Conv1D(keras.layers.Layer):
         self.activation = activation
         self.bn_gamma_initializer = bn_gamma_initializer
         self.kernel_initializer = keras.initializers.get(kernel_initializer)
-        self.conv = _PointwiseKernel(filters, use_bias, self.kernel_initializer, name="conv")
-        self.batch_norm = _batch_norm(gamma_initializer=bn_gamma_initializer) if use_bn else None
+        self.conv = _PointwiseKernel(
+            filters, use_bias, self.kernel_initializer, dtype=self.dtype_policy, name="conv"
+        )
+        self.batch_norm = _batch_norm(self.dtype_policy, bn_gamma_initializer) if use_bn else None
 
     def build(self, input_shape):
         self.conv.build(input_shape)
@@ -288,7 +302,9 @@ class _PointwiseKernel(keras.layers.Layer):
         )
         self.bias = None
         if self.use_bias:
-            self.bias = self.add_weight(shape=(self.filters,), initializer="zeros", name="bias")
+            self.bias = self.add_weight(
+                shape=(self.filters,), initializer="zeros", name="bias"
+            )
 
     def call(self, inputs):
         x = ops.matmul(inputs, ops.cast(self.kernel[0], self.compute_dtype))

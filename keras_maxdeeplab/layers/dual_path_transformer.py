@@ -67,11 +67,15 @@ class AttentionOperation(keras.layers.Layer):
         query_shape, _, value_shape = input_shapes
         heads = query_shape[1]
         self.batch_norm_similarity = keras.layers.BatchNormalization(
-            axis=1, momentum=0.99, epsilon=1e-3, name="batch_norm_similarity"
+            axis=1,
+            momentum=0.99,
+            epsilon=1e-3,
+            dtype=self.dtype_policy,
+            name="batch_norm_similarity",
         )
         self.batch_norm_similarity.build((None, heads, None, None))
         self.batch_norm_retrieved_value = MultiAxisBatchNormalization(
-            axis=[1, 3], name="batch_norm_retrieved_value"
+            axis=[1, 3], dtype=self.dtype_policy, name="batch_norm_retrieved_value"
         )
         self.batch_norm_retrieved_value.build((None, heads, None, value_shape[-1]))
 
@@ -151,38 +155,67 @@ class DualPathTransformer(keras.layers.Layer):
         qkv_init = keras.initializers.TruncatedNormal(stddev=self.bottleneck_channels**-0.5)
         qkv_channels = 2 * self.total_key_depth + self.total_value_depth
         self.memory_conv1_bn_act = Conv1D(
-            self.bottleneck_channels, activation="relu", name="memory_conv1_bn_act"
+            self.bottleneck_channels,
+            activation="relu",
+            dtype=self.dtype_policy,
+            name="memory_conv1_bn_act",
         )
         self.pixel_conv1_bn_act = Conv1D(
-            self.bottleneck_channels, activation="relu", name="pixel_conv1_bn_act"
+            self.bottleneck_channels,
+            activation="relu",
+            dtype=self.dtype_policy,
+            name="pixel_conv1_bn_act",
         )
         self.memory_qkv_conv_bn = Conv1D(
-            qkv_channels, kernel_initializer=qkv_init, name="memory_qkv_conv_bn"
+            qkv_channels,
+            kernel_initializer=qkv_init,
+            dtype=self.dtype_policy,
+            name="memory_qkv_conv_bn",
         )
         self.pixel_qkv_conv_bn = Conv1D(
-            qkv_channels, kernel_initializer=qkv_init, name="pixel_qkv_conv_bn"
+            qkv_channels,
+            kernel_initializer=qkv_init,
+            dtype=self.dtype_policy,
+            name="pixel_qkv_conv_bn",
         )
-        self.memory_attention = AttentionOperation(name="memory_attention")
-        self.pixel_attention = AttentionOperation(name="pixel_attention")
-        self.pixel_drop_path = DropPath(drop_path_keep_prob, name="pixel_drop_path")
+        self.memory_attention = AttentionOperation(dtype=self.dtype_policy, name="memory_attention")
+        self.pixel_attention = AttentionOperation(dtype=self.dtype_policy, name="pixel_attention")
+        self.pixel_drop_path = DropPath(
+            drop_path_keep_prob, dtype=self.dtype_policy, name="pixel_drop_path"
+        )
         self.memory_attention_drop_path = DropPath(
-            drop_path_keep_prob, name="memory_attention_drop_path"
+            drop_path_keep_prob, dtype=self.dtype_policy, name="memory_attention_drop_path"
         )
-        self.memory_ffn_drop_path = DropPath(drop_path_keep_prob, name="memory_ffn_drop_path")
+        self.memory_ffn_drop_path = DropPath(
+            drop_path_keep_prob, dtype=self.dtype_policy, name="memory_ffn_drop_path"
+        )
 
-    def build(self, pixel_shape, memory_shape):
+    def build(self, pixels_shape, memory_shape):
+        pixel_shape = pixels_shape
         pixel_channels, memory_channels = pixel_shape[-1], memory_shape[-1]
         self.memory_conv3_bn = Conv1D(
-            memory_channels, bn_gamma_initializer="zeros", name="memory_conv3_bn"
+            memory_channels,
+            bn_gamma_initializer="zeros",
+            dtype=self.dtype_policy,
+            name="memory_conv3_bn",
         )
         self.memory_ffn_conv1_bn_act = Conv1D(
-            self.feed_forward_network_channels, activation="relu", name="memory_ffn_conv1_bn_act"
+            self.feed_forward_network_channels,
+            activation="relu",
+            dtype=self.dtype_policy,
+            name="memory_ffn_conv1_bn_act",
         )
         self.memory_ffn_conv2_bn = Conv1D(
-            memory_channels, bn_gamma_initializer="zeros", name="memory_ffn_conv2_bn"
+            memory_channels,
+            bn_gamma_initializer="zeros",
+            dtype=self.dtype_policy,
+            name="memory_ffn_conv2_bn",
         )
         self.pixel_conv3_bn = Conv1D(
-            pixel_channels, bn_gamma_initializer="zeros", name="pixel_conv3_bn"
+            pixel_channels,
+            bn_gamma_initializer="zeros",
+            dtype=self.dtype_policy,
+            name="pixel_conv3_bn",
         )
         slots = memory_shape[1]
         length = pixel_shape[1] * pixel_shape[2]
@@ -212,10 +245,11 @@ class DualPathTransformer(keras.layers.Layer):
         value = ops.reshape(value, (batch, length, heads, self.total_value_depth // heads))
         return query, key, value
 
-    def call(self, pixel_space_input, memory_space_input, training=None):
-        _, height, width, pixel_channels = pixel_space_input.shape
-        batch = ops.shape(pixel_space_input)[0]
-        pixels = ops.reshape(pixel_space_input, (batch, height * width, pixel_channels))
+    def call(self, pixels, memory, training=None):
+        memory_space_input = memory
+        _, height, width, pixel_channels = pixels.shape
+        batch = ops.shape(pixels)[0]
+        pixels = ops.reshape(pixels, (batch, height * width, pixel_channels))
 
         memory_space = self.memory_conv1_bn_act(memory_space_input, training=training)
         pixel_space = self.pixel_conv1_bn_act(ops.relu(pixels), training=training)
@@ -244,16 +278,14 @@ class DualPathTransformer(keras.layers.Layer):
         memory = ops.relu(memory + ffn)
 
         # Pixels attend to the input memory (parallel to the memory update).
-        feedback = self.pixel_attention(
-            (pixel_query, memory_key, memory_value), training=training
-        )
+        feedback = self.pixel_attention((pixel_query, memory_key, memory_value), training=training)
         feedback = self.pixel_conv3_bn(feedback, training=training)
         feedback = self.pixel_drop_path(feedback, training=training)
         pixels = pixels + feedback
         return ops.reshape(pixels, (batch, height, width, pixel_channels)), memory
 
-    def compute_output_shape(self, pixel_shape, memory_shape):
-        return pixel_shape, memory_shape
+    def compute_output_shape(self, pixels_shape, memory_shape):
+        return pixels_shape, memory_shape
 
     def get_config(self):
         config = super().get_config()

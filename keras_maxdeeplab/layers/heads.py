@@ -27,7 +27,9 @@ class SeparableConvBlock(keras.layers.Layer):
         super().__init__(**kwargs)
         self.filters = filters
         self.kernel_size = kernel_size
-        self.conv1_bn_act = SeparableConv2DSame(filters, kernel_size, name="conv1_bn_act")
+        self.conv1_bn_act = SeparableConv2DSame(
+            filters, kernel_size, dtype=self.dtype_policy, name="conv1_bn_act"
+        )
 
     def build(self, input_shape):
         self.conv1_bn_act.build(input_shape)
@@ -54,18 +56,21 @@ class PredictionHead(keras.layers.Layer):
     Shapes: `[B, H, W, C] -> [B, H, W, output_channels]`.
 
     Example:
-    >>> logits = PredictionHead(256, 134, name="semantic_head")(features)
+    >>> logits = PredictionHead(256, 134, dtype=self.dtype_policy, name="semantic_head")(features)
     """
 
     def __init__(self, head_channels, output_channels, **kwargs):
         super().__init__(**kwargs)
         self.head_channels = head_channels
         self.output_channels = output_channels
-        self.conv_block = SeparableConvBlock(head_channels, name="conv_block")
+        self.conv_block = SeparableConvBlock(
+            head_channels, dtype=self.dtype_policy, name="conv_block"
+        )
         self.final_conv = keras.layers.Conv2D(
             output_channels,
             1,
             kernel_initializer=keras.initializers.TruncatedNormal(stddev=0.01),
+            dtype=self.dtype_policy,
             name="final_conv",
         )
 
@@ -97,7 +102,12 @@ class _ASPPConv(keras.layers.Layer):
         self.kernel_size = kernel_size
         self.atrous_rate = atrous_rate
         self.conv_bn_act = Conv2DSame(
-            filters, kernel_size, atrous_rate=atrous_rate, activation="relu", name="conv_bn_act"
+            filters,
+            kernel_size,
+            atrous_rate=atrous_rate,
+            activation="relu",
+            dtype=self.dtype_policy,
+            name="conv_bn_act",
         )
 
     def build(self, input_shape):
@@ -109,7 +119,11 @@ class _ASPPConv(keras.layers.Layer):
     def get_config(self):
         config = super().get_config()
         config.update(
-            {"filters": self.filters, "kernel_size": self.kernel_size, "atrous_rate": self.atrous_rate}
+            {
+                "filters": self.filters,
+                "kernel_size": self.kernel_size,
+                "atrous_rate": self.atrous_rate,
+            }
         )
         return config
 
@@ -135,14 +149,18 @@ class ASPP(keras.layers.Layer):
             raise ValueError(f"ASPP needs exactly 3 atrous rates; got {atrous_rates}.")
         self.filters = filters
         self.atrous_rates = tuple(atrous_rates)
-        self.conv_bn_act = Conv2DSame(filters, 1, activation="relu", name="conv_bn_act")
+        self.conv_bn_act = Conv2DSame(
+            filters, 1, activation="relu", dtype=self.dtype_policy, name="conv_bn_act"
+        )
         self.aspp_convs = [
-            _ASPPConv(filters, 3, rate, name=f"aspp_conv{i + 1}")
+            _ASPPConv(filters, 3, rate, dtype=self.dtype_policy, name=f"aspp_conv{i + 1}")
             for i, rate in enumerate(atrous_rates)
         ]
-        self.aspp_pool = _ASPPConv(filters, 1, name="aspp_pool")
-        self.proj_conv_bn_act = Conv2DSame(filters, 1, activation="relu", name="proj_conv_bn_act")
-        self.proj_drop = keras.layers.Dropout(0.1, name="proj_drop")
+        self.aspp_pool = _ASPPConv(filters, 1, dtype=self.dtype_policy, name="aspp_pool")
+        self.proj_conv_bn_act = Conv2DSame(
+            filters, 1, activation="relu", dtype=self.dtype_policy, name="proj_conv_bn_act"
+        )
+        self.proj_drop = keras.layers.Dropout(0.1, dtype=self.dtype_policy, name="proj_drop")
 
     def build(self, input_shape):
         self.conv_bn_act.build(input_shape)
@@ -190,19 +208,30 @@ class SemanticDecoder(keras.layers.Layer):
     >>> y = SemanticDecoder(256, 256, (64, 32))([res5, res3, res2])
     """
 
-    def __init__(self, aspp_channels, decoder_channels, low_level_channels, atrous_rates=(6, 12, 18), **kwargs):
+    def __init__(
+        self,
+        aspp_channels,
+        decoder_channels,
+        low_level_channels,
+        atrous_rates=(6, 12, 18),
+        **kwargs,
+    ):
         super().__init__(**kwargs)
         self.aspp_channels = aspp_channels
         self.decoder_channels = decoder_channels
         self.low_level_channels = tuple(low_level_channels)
         self.atrous_rates = tuple(atrous_rates)
-        self.aspp = ASPP(aspp_channels, atrous_rates, name="aspp")
+        self.aspp = ASPP(aspp_channels, atrous_rates, dtype=self.dtype_policy, name="aspp")
         self.low_level_convs = [
-            Conv2DSame(c, 1, activation="relu", name=f"low_level_conv{i + 1}")
+            Conv2DSame(
+                c, 1, activation="relu", dtype=self.dtype_policy, name=f"low_level_conv{i + 1}"
+            )
             for i, c in enumerate(self.low_level_channels)
         ]
         self.fusion_convs = [
-            SeparableConvBlock(decoder_channels, name=f"fusion_conv{i + 1}")
+            SeparableConvBlock(
+                decoder_channels, dtype=self.dtype_policy, name=f"fusion_conv{i + 1}"
+            )
             for i in range(len(self.low_level_channels))
         ]
 
@@ -319,6 +348,7 @@ class MaskLogits(keras.layers.Layer):
             momentum=0.99,
             epsilon=1e-3,
             gamma_initializer=keras.initializers.Constant(0.1),
+            dtype=self.dtype_policy,
             name="batch_norm",
         )
         self.batch_norm.build((None, None, None, None, 1))

@@ -42,9 +42,17 @@ class ResizedFuse(keras.layers.Layer):
             kind = self._kind(shape)
             conv = None
             if kind == "strided":
-                conv = Conv2DSame(self.channels, 1, strides=2, name=f"strided_conv_bn{index + 1}")
+                conv = Conv2DSame(
+                    self.channels,
+                    1,
+                    strides=2,
+                    dtype=self.dtype_policy,
+                    name=f"strided_conv_bn{index + 1}",
+                )
             elif kind == "resized":
-                conv = Conv2DSame(self.channels, 1, name=f"resized_conv_bn{index + 1}")
+                conv = Conv2DSame(
+                    self.channels, 1, dtype=self.dtype_policy, name=f"resized_conv_bn{index + 1}"
+                )
             if conv is not None:
                 conv.build(shape)
             self.convs.append(conv)

@@ -79,7 +79,10 @@ class MaXDeepLab(ImageSegmenter):
         dtype = backbone.dtype_policy
         # === Layers ===
         self.pixel_space_head = PredictionHead(
-            pixel_space_head_channels, pixel_space_output_channels, dtype=dtype, name="pixel_space_head"
+            pixel_space_head_channels,
+            pixel_space_output_channels,
+            dtype=dtype,
+            name="pixel_space_head",
         )
         self.pixel_space_feature_batch_norm = keras.layers.BatchNormalization(
             axis=-1, momentum=0.99, epsilon=1e-3, dtype=dtype, name="pixel_space_feature_batch_norm"

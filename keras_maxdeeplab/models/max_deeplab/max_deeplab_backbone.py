@@ -101,7 +101,9 @@ class MaXDeepLabBackbone(Backbone):
                 f"backbone_type must be 'resnet_beta' (MaX-DeepLab-S) or 'wider_resnet' "
                 f"(MaX-DeepLab-L); got {backbone_type!r}."
             )
-        if not (backbone_use_transformer_beyond_stride or extra_decoder_use_transformer_beyond_stride):
+        if not (
+            backbone_use_transformer_beyond_stride or extra_decoder_use_transformer_beyond_stride
+        ):
             raise ValueError("MaX-DeepLab needs dual-path transformers somewhere.")
         if extra_decoder_blocks_per_stage <= 0:
             raise ValueError("extra_decoder_blocks_per_stage must be positive.")
@@ -128,9 +130,9 @@ class MaXDeepLabBackbone(Backbone):
 
         # === Functional model ===
         images = keras.Input(shape=image_shape, name="images")
-        memory = MemoryFeature(
-            num_mask_slots, memory_channels, dtype=dtype, name="memory_feature"
-        )(images)
+        memory = MemoryFeature(num_mask_slots, memory_channels, dtype=dtype, name="memory_feature")(
+            images
+        )
 
         total_strides = [1, 2, 4, 8, 16]
         strides = [2] * 5
@@ -317,9 +319,7 @@ class MaXDeepLabBackbone(Backbone):
                 "num_mask_slots": self.num_mask_slots,
                 "memory_channels": self.memory_channels,
                 "base_transformer_expansion": self.base_transformer_expansion,
-                "global_feed_forward_network_channels": (
-                    self.global_feed_forward_network_channels
-                ),
+                "global_feed_forward_network_channels": (self.global_feed_forward_network_channels),
                 "dual_path_feed_forward_network_channels": (
                     self.dual_path_feed_forward_network_channels
                 ),

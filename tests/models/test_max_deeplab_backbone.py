@@ -1,0 +1,150 @@
+import json
+
+import numpy as np
+import pytest
+
+import keras
+
+from keras_maxdeeplab import MAX_DEEPLAB_CONFIGS
+from keras_maxdeeplab import MAX_DEEPLAB_HEAD_CONFIGS
+from keras_maxdeeplab import MaXDeepLab
+from keras_maxdeeplab import MaXDeepLabBackbone
+from tests.helpers import TINY_BACKBONE
+from tests.helpers import shared_path
+
+
+def _count(variables):
+    return sum(int(np.prod(v.shape)) for v in variables)
+
+
+def _by_prefix(variables, depth):
+    counts = {}
+    for v in variables:
+        key = "/".join(v.path.split("/")[:depth])
+        counts[key] = counts.get(key, 0) + int(np.prod(v.shape))
+    return counts
+
+
+def _imagenet_part(backbone):
+    # deeplab2's pretrained-backbone split: names without transformer/extra/memory.
+    return _count(
+        v
+        for v in backbone.trainable_weights
+        if not any(word in v.path for word in ("transformer", "extra", "memory_feature"))
+    )
+
+
+@pytest.fixture(scope="module")
+def max_deeplab_s():
+    backbone = MaXDeepLabBackbone(image_shape=(641, 641, 3), **MAX_DEEPLAB_CONFIGS["max_deeplab_s"])
+    return MaXDeepLab(backbone, **MAX_DEEPLAB_HEAD_CONFIGS["max_deeplab_s"])
+
+
+def test_max_deeplab_s_parameter_counts(max_deeplab_s):
+    backbone = max_deeplab_s.backbone
+    assert _count(max_deeplab_s.trainable_weights) == 77_756_942
+    assert _count(max_deeplab_s.non_trainable_weights) == 233_314
+    assert _count(backbone.trainable_weights) == 61_726_624
+    semantic = [v for v in max_deeplab_s.trainable_weights if v.path.startswith("semantic_")]
+    assert _count(max_deeplab_s.trainable_weights) - _count(semantic) == 61_900_200
+    assert _imagenet_part(backbone) == 41_343_424
+
+
+def test_max_deeplab_s_per_block_counts(max_deeplab_s):
+    reference = json.load(open(shared_path("reference", "max_deeplab_s", "params.json")))
+    ours = _by_prefix(max_deeplab_s.backbone.trainable_weights, 2)
+    ours["memory_feature:0"] = ours.pop("memory_feature/memory_feature")
+    for name in ("class_feature_extra", "mask_feature_extra"):
+        ours[f"{name}/conv"] = ours.pop(f"{name}/conv")
+        ours[f"{name}/batch_norm"] = ours.pop(f"{name}/batch_norm")
+    assert ours == reference["encoder_trainable_by_block"]
+    stages = _by_prefix(max_deeplab_s.backbone.trainable_weights, 1)
+    stages["memory_feature:0"] = stages.pop("memory_feature")
+    assert stages == reference["encoder_trainable_by_stage"]
+
+
+def test_max_deeplab_s_output_shapes(max_deeplab_s):
+    shapes = {k: tuple(v.shape) for k, v in max_deeplab_s.output.items()}
+    assert shapes == {
+        "semantic_logits": (None, 161, 161, 134),
+        "pixel_space_normalized_feature": (None, 161, 161, 128),
+        "transformer_class_logits": (None, 128, 134),
+        "pixel_space_mask_logits": (None, 161, 161, 128),
+    }
+    features = {k: tuple(v.shape) for k, v in max_deeplab_s.backbone.output.items()}
+    assert features["feature_semantic"] == (None, 41, 41, 2048)
+    assert features["feature_panoptic"] == (None, 161, 161, 256)
+    assert features["stage5"] == (None, 41, 41, 2048)
+
+
+def test_max_deeplab_s_1025_output_shapes():
+    backbone = MaXDeepLabBackbone(
+        image_shape=(1025, 1025, 3), **MAX_DEEPLAB_CONFIGS["max_deeplab_s"]
+    )
+    model = MaXDeepLab(backbone, **MAX_DEEPLAB_HEAD_CONFIGS["max_deeplab_s"])
+    assert tuple(model.output["pixel_space_mask_logits"].shape) == (None, 257, 257, 128)
+    assert tuple(model.output["semantic_logits"].shape) == (None, 257, 257, 134)
+    assert tuple(backbone.output["res5"].shape) == (None, 65, 65, 2048)
+
+
+def test_max_deeplab_l_parameter_counts_and_shapes():
+    backbone = MaXDeepLabBackbone(
+        image_shape=(1025, 1025, 3), **MAX_DEEPLAB_CONFIGS["max_deeplab_l"]
+    )
+    assert _count(backbone.trainable_weights) == 450_523_232
+    assert _imagenet_part(backbone) == 175_115_392
+    dpts = {v.path.split("/")[1] for v in backbone.weights if "_transformer" in v.path}
+    assert (
+        len(
+            {
+                v.path.split("/")[0] + d
+                for v in backbone.weights
+                for d in [v.path.split("/")[1]]
+                if "_transformer" in d
+            }
+        )
+        == 13
+    )
+    model = MaXDeepLab(backbone, **MAX_DEEPLAB_HEAD_CONFIGS["max_deeplab_l"])
+    # L reads its semantic feature at stride 4: no auxiliary semantic decoder.
+    assert model.semantic_decoder is None
+    heads = _count(model.trainable_weights) - _count(backbone.trainable_weights)
+    assert heads == 240_648 + 107_398
+    assert tuple(model.output["pixel_space_mask_logits"].shape) == (None, 257, 257, 128)
+    assert tuple(backbone.output["feature_semantic"].shape) == (None, 257, 257, 256)
+    assert dpts
+
+
+def test_tiny_per_stage_counts_match_deeplab2():
+    reference = json.load(open(shared_path("reference", "max_deeplab_tiny", "params.json")))
+    config = dict(MAX_DEEPLAB_CONFIGS["max_deeplab_s"], **TINY_BACKBONE)
+    backbone = MaXDeepLabBackbone(image_shape=(65, 65, 3), **config)
+    stages = _by_prefix(backbone.trainable_weights, 1)
+    stages["memory_feature:0"] = stages.pop("memory_feature")
+    assert stages == reference["encoder_trainable_by_stage"]
+    assert (
+        _count(backbone.non_trainable_weights)
+        == reference["per_checkpoint_item"]["encoder"]["non_trainable"]
+    )
+
+
+def test_config_round_trip():
+    config = dict(MAX_DEEPLAB_CONFIGS["max_deeplab_s"], **TINY_BACKBONE)
+    backbone = MaXDeepLabBackbone(image_shape=(65, 65, 3), **config)
+    clone = MaXDeepLabBackbone.from_config(backbone.get_config())
+    assert clone.get_config() == backbone.get_config()
+    assert [v.path for v in clone.weights] == [v.path for v in backbone.weights]
+    restored = keras.saving.deserialize_keras_object(keras.saving.serialize_keras_object(backbone))
+    assert isinstance(restored, MaXDeepLabBackbone)
+
+
+@pytest.mark.parametrize("shape", [(64, 64, 3), (65, 66, 3), (65, 65, 1), (65, 65)])
+def test_bad_image_shape(shape):
+    with pytest.raises(ValueError, match="image_shape"):
+        MaXDeepLabBackbone(image_shape=shape, **MAX_DEEPLAB_CONFIGS["max_deeplab_s"])
+
+
+def test_bad_backbone_type():
+    config = dict(MAX_DEEPLAB_CONFIGS["max_deeplab_s"], backbone_type="resnet")
+    with pytest.raises(ValueError, match="backbone_type"):
+        MaXDeepLabBackbone(image_shape=(65, 65, 3), **config)
