@@ -62,14 +62,16 @@ class MultiAxisBatchNormalization(keras.layers.Layer):
         x = ops.cast(inputs, "float32")
         if training:
             mean, variance = ops.moments(x, axes=self._reduction_axes, keepdims=True)
-            self.moving_mean.assign(self.moving_mean * self.momentum + mean * (1.0 - self.momentum))
-            self.moving_variance.assign(
-                self.moving_variance * self.momentum + variance * (1.0 - self.momentum)
-            )
+            for moving, batch in ((self.moving_mean, mean), (self.moving_variance, variance)):
+                moving.assign(
+                    ops.cast(moving, "float32") * self.momentum + batch * (1.0 - self.momentum)
+                )
         else:
-            mean, variance = self.moving_mean, self.moving_variance
-        inv = ops.rsqrt(variance + self.epsilon) * self.gamma
-        outputs = x * inv + (self.beta - mean * inv)
+            mean = ops.cast(self.moving_mean, "float32")
+            variance = ops.cast(self.moving_variance, "float32")
+        # Variables may be autocast to the compute dtype inside call: read as float32.
+        inv = ops.rsqrt(variance + self.epsilon) * ops.cast(self.gamma, "float32")
+        outputs = x * inv + (ops.cast(self.beta, "float32") - mean * inv)
         return ops.cast(outputs, self.compute_dtype)
 
     def compute_output_shape(self, input_shape):

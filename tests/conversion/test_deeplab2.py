@@ -1,3 +1,4 @@
+import json
 import os
 import shutil
 
@@ -12,6 +13,7 @@ from keras_maxdeeplab.conversion import deeplab2_key_to_path
 from keras_maxdeeplab.conversion import load_deeplab2_checkpoint
 from keras_maxdeeplab.conversion import match_checkpoint
 from keras_maxdeeplab.conversion.deeplab2 import is_model_variable
+from keras_maxdeeplab.postprocessing import postprocess_panoptic
 from tests.helpers import relative_error
 from tests.helpers import shared_path
 from tests.helpers import tiny_model
@@ -43,6 +45,29 @@ def test_tiny_checkpoint_parity(crop):
         assert relative_error(outputs[key], io[f"s{crop}/output/{key}"]) < 1e-4, key
     for key in ENDPOINTS:
         assert relative_error(endpoints[key], io[f"s{crop}/encoder/{key}"]) < 1e-4, key
+
+    # The post-processed maps, with deeplab2's defaults and with the tuned thresholds
+    # under which the tiny model yields ~10 segments (the reference README, section 6).
+    config = json.load(open(shared_path("reference", "max_deeplab_tiny", "config.json")))
+    settings = {
+        "postprocess_default": config["post_processing"]["deeplab2_default_thresholds"],
+        "postprocess": config["post_processing"]["tuned_thresholds"][str(crop)],
+    }
+    for prefix, thresholds in settings.items():
+        maps = to_numpy(
+            postprocess_panoptic(
+                outputs["pixel_space_mask_logits"],
+                outputs["transformer_class_logits"],
+                (crop, crop),
+                **thresholds,
+            )
+        )
+        for key in ("panoptic_pred", "semantic_pred", "instance_pred"):
+            reference = io[f"s{crop}/{prefix}/{key}"]
+            agreement = np.mean(maps[key] == reference)
+            assert agreement >= 0.999, (prefix, key, agreement)
+        for key in ("instance_scores", "semantic_scores"):
+            np.testing.assert_allclose(maps[key], io[f"s{crop}/{prefix}/{key}"], atol=1e-4)
 
 
 def _shape(text):

@@ -5,6 +5,7 @@ from keras_maxdeeplab.layers import AxialBlock
 from keras_maxdeeplab.layers import BlockGroup
 from keras_maxdeeplab.layers import Conv2DSame
 from tests.helpers import run_layer_test
+from tests.helpers import to_numpy
 
 
 def _plan(**kwargs):
@@ -58,7 +59,7 @@ def test_conv2d_same_strided_padding_is_symmetric():
     # A 1x1 stride-2 conv samples pixels 0, 2, 4 (Keras 'same' would sample 1, 3).
     layer = Conv2DSame(1, 1, strides=2, use_bn=False, kernel_initializer="ones")
     x = np.arange(25, dtype="float32").reshape(1, 5, 5, 1)
-    y = np.asarray(layer(x))[0, :, :, 0]
+    y = to_numpy(layer(x))[0, :, :, 0]
     np.testing.assert_array_equal(y, x[0, ::2, ::2, 0])
     three = Conv2DSame(1, 3, strides=2, use_bn=False, kernel_initializer="ones")
     assert tuple(three(np.zeros((1, 65, 65, 1), "float32")).shape) == (1, 33, 33, 1)

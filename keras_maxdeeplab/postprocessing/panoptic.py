@@ -1,0 +1,155 @@
+"""deeplab2's MaX-DeepLab panoptic post-processor ('pixelwise'), in keras.ops.
+
+Vectorised over the batch, with no Python loop over pixels or segments, so it
+runs eagerly or inside a compiled function on every backend.
+"""
+
+from keras import ops
+
+from keras_maxdeeplab.layers.resize import resize_bilinear_align_corners
+
+# deeplab2's logit for undetected slots.
+_SMALL_CONSTANT_FOR_SOFTMAX = -99999.0
+
+COCO_THING_CLASS_IDS = tuple(range(1, 81))
+
+
+def thing_stuff_class_ids(num_class_head_channels, thing_class_ids, void_label=0):
+    """Dataset class id of each class-head channel (things first, then stuff).
+
+    deeplab2's order: `thing_class_ids + stuff_class_ids`, the last channel
+    being "no object". COCO: channel k is class k + 1.
+
+    Example:
+    >>> thing_stuff_class_ids(134, range(1, 81))[:3]  # [1, 2, 3]
+    """
+    num_thing_stuff = num_class_head_channels - 1
+    if void_label >= num_thing_stuff:
+        candidates = range(num_thing_stuff)
+    else:
+        candidates = [i for i in range(num_thing_stuff + 1) if i != void_label]
+    things = sorted(int(i) for i in thing_class_ids)
+    stuff = [i for i in candidates if i not in set(things)]
+    if len(things) + len(stuff) != num_thing_stuff:
+        raise ValueError(
+            f"thing_class_ids {things} do not fit {num_thing_stuff} classes with void "
+            f"label {void_label}."
+        )
+    return things + stuff
+
+
+def postprocess_panoptic(
+    pixel_space_mask_logits,
+    transformer_class_logits,
+    image_size,
+    thing_class_ids=COCO_THING_CLASS_IDS,
+    void_label=0,
+    label_divisor=256,
+    transformer_class_confidence_threshold=0.7,
+    pixel_confidence_threshold=0.4,
+    thing_area_limit=100,
+    stuff_area_limit=1600,
+):
+    """Turns mask and class logits into panoptic maps, exactly as deeplab2.
+
+    1. A slot is detected iff its top non-void class probability (softmax over
+       all channels, void dropped without renormalising) is
+       `>= transformer_class_confidence_threshold`.
+    2. Mask logits are upsampled (bilinear, aligned corners) to `image_size`;
+       undetected slots get -99999. A pixel is confident iff its top slot
+       probability is `> pixel_confidence_threshold` and its argmax over all
+       slots is a detected slot.
+    3. Stuff segments are merged per class and dropped below
+       `stuff_area_limit` pixels; thing segments (one per slot) below
+       `thing_area_limit`.
+    4. `panoptic = semantic * label_divisor + instance`, instance = slot + 1
+       for things, 0 for stuff; void pixels are `void_label * label_divisor`.
+
+    Args:
+        pixel_space_mask_logits: `[B, h, w, N]`.
+        transformer_class_logits: `[B, N, K]` (last channel "no object").
+        image_size: `(H, W)` to upsample to (the model's input size).
+        thing_class_ids: dataset ids of thing classes.
+
+    Returns:
+        dict of `[B, H, W]` maps: `panoptic_pred`, `semantic_pred` (from a
+        pass with every threshold 0), `instance_pred` (slot + 1 per pixel; all
+        1 when nothing is detected, as deeplab2), `instance_scores`,
+        `semantic_scores`.
+
+    Example:
+    >>> out = model.predict(images)
+    >>> maps = postprocess_panoptic(out["pixel_space_mask_logits"],
+    ...                             out["transformer_class_logits"], (641, 641))
+    """
+    mask_logits = ops.cast(ops.convert_to_tensor(pixel_space_mask_logits), "float32")
+    class_logits = ops.cast(ops.convert_to_tensor(transformer_class_logits), "float32")
+    num_slots, num_channels = class_logits.shape[1], class_logits.shape[2]
+    class_ids = thing_stuff_class_ids(num_channels, thing_class_ids, void_label)
+    num_things = len(tuple(thing_class_ids))
+    class_ids = ops.convert_to_tensor(class_ids, dtype="int32")
+
+    probs = ops.softmax(class_logits, axis=-1)[..., :-1]
+    class_pred = ops.cast(ops.argmax(probs, axis=-1), "int32")  # [B, N]
+    class_confidence = ops.max(probs, axis=-1)  # [B, N]
+    detected = class_confidence >= transformer_class_confidence_threshold
+    any_detected = ops.any(detected, axis=-1)[:, None, None]  # [B, 1, 1]
+
+    logits = resize_bilinear_align_corners(mask_logits, image_size)  # [B, H, W, N]
+    detected_logits = ops.where(detected[:, None, None, :], logits, _SMALL_CONSTANT_FOR_SOFTMAX)
+    pixel_confidence = ops.max(ops.softmax(detected_logits, axis=-1), axis=-1)
+    mask_id = ops.cast(ops.argmax(detected_logits, axis=-1), "int32")  # [B, H, W]
+    confident = ops.logical_and(
+        pixel_confidence > pixel_confidence_threshold,
+        ops.max(logits, axis=-1) == ops.max(detected_logits, axis=-1),
+    )
+    confident = ops.logical_and(confident, any_detected)
+
+    def per_pixel(values):  # [B, N] slot values -> [B, H, W] at each pixel's slot.
+        batch, height, width = ops.shape(mask_id)
+        flat = ops.reshape(mask_id, (batch, height * width))
+        return ops.reshape(ops.take_along_axis(values, flat, axis=1), (batch, height, width))
+
+    pixel_class = per_pixel(class_pred)
+    is_thing = pixel_class < num_things
+    thing_mask = ops.logical_and(is_thing, confident)
+    stuff_mask = ops.logical_and(ops.logical_not(is_thing), confident)
+    semantic = ops.take(class_ids, pixel_class)
+
+    # Area filters: pixels per slot for things, per class for stuff.
+    slot_one_hot = ops.one_hot(mask_id, num_slots, dtype="float32")  # [B, H, W, N]
+    thing_slot_area = ops.einsum("bhwn,bhw->bn", slot_one_hot, ops.cast(thing_mask, "float32"))
+    stuff_slot_area = ops.einsum("bhwn,bhw->bn", slot_one_hot, ops.cast(stuff_mask, "float32"))
+    class_one_hot = ops.one_hot(class_pred, num_channels - 1, dtype="float32")  # [B, N, K-1]
+    stuff_class_area = ops.einsum("bn,bnk->bk", stuff_slot_area, class_one_hot)
+    stuff_area = ops.reshape(
+        ops.take_along_axis(
+            stuff_class_area, ops.reshape(pixel_class, (ops.shape(pixel_class)[0], -1)), axis=1
+        ),
+        ops.shape(pixel_class),
+    )
+    thing_keep = ops.logical_and(thing_mask, per_pixel(thing_slot_area) > thing_area_limit - 0.5)
+    stuff_keep = ops.logical_and(stuff_mask, stuff_area > stuff_area_limit - 0.5)
+
+    kept = ops.logical_or(thing_keep, stuff_keep)
+    semantic_kept = ops.where(kept, semantic, void_label)
+    instance = ops.where(thing_keep, mask_id + 1, 0)
+    panoptic = semantic_kept * label_divisor + instance
+
+    # The "semantic" pass of deeplab2: every threshold 0, so every slot counts.
+    all_slots_id = ops.cast(ops.argmax(logits, axis=-1), "int32")
+    batch, height, width = ops.shape(all_slots_id)
+    semantic_pred = ops.take(
+        class_ids,
+        ops.reshape(
+            ops.take_along_axis(class_pred, ops.reshape(all_slots_id, (batch, -1)), axis=1),
+            (batch, height, width),
+        ),
+    )
+    return {
+        "panoptic_pred": ops.cast(panoptic, "int32"),
+        "semantic_pred": ops.cast(semantic_pred, "int32"),
+        "instance_pred": ops.where(any_detected, mask_id + 1, 1),
+        "instance_scores": ops.where(any_detected, pixel_confidence, 0.0),
+        "semantic_scores": ops.where(any_detected, per_pixel(class_confidence), 0.0),
+    }
