@@ -3,4 +3,4 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/install.sh
-KERAS_BACKEND="${KERAS_BACKEND:-jax}" .venv/bin/python -m keras_maxdeeplab.demo "$@"
+KERAS_BACKEND="${KERAS_BACKEND:-torch}" .venv/bin/python -m keras_maxdeeplab.demo "$@"

@@ -1,0 +1,137 @@
+"""deeplab2 checkpoint -> keras-hub preset folder, in one call."""
+
+import datetime
+import hashlib
+import inspect
+import json
+import os
+import shutil
+import tempfile
+
+from keras_maxdeeplab.conversion.deeplab2 import load_deeplab2_checkpoint
+from keras_maxdeeplab.models.max_deeplab.max_deeplab import MaXDeepLab
+from keras_maxdeeplab.models.max_deeplab.max_deeplab_backbone import MaXDeepLabBackbone
+from keras_maxdeeplab.models.max_deeplab.max_deeplab_configs import MAX_DEEPLAB_CONFIGS
+from keras_maxdeeplab.models.max_deeplab.max_deeplab_configs import MAX_DEEPLAB_HEAD_CONFIGS
+from keras_maxdeeplab.models.max_deeplab.max_deeplab_image_converter import (
+    MaXDeepLabImageConverter,
+)
+from keras_maxdeeplab.models.max_deeplab.max_deeplab_preprocessor import MaXDeepLabPreprocessor
+
+CONVERSION_FILE = "conversion.json"
+
+
+def _knobs(cls, excluded):
+    parameters = inspect.signature(cls.__init__).parameters
+    return {
+        name
+        for name, parameter in parameters.items()
+        if name != "self" and name not in excluded and parameter.kind == parameter.POSITIONAL_OR_KEYWORD
+    }
+
+
+def build_model(config="max_deeplab_s", crop_size=641, overrides=None):
+    """A `MaXDeepLab` of a named architecture at `crop_size`, with a preprocessor.
+
+    Args:
+        config: `"max_deeplab_s"` or `"max_deeplab_l"`.
+        crop_size: int, 16k + 1 (641 or 1025 for the published checkpoints).
+        overrides: optional dict of backbone or head keyword arguments
+            (deeplab2's knobs) replacing the named configuration's values.
+
+    Example:
+    >>> model = build_model("max_deeplab_s", 641)
+    """
+    if config not in MAX_DEEPLAB_CONFIGS:
+        raise ValueError(f"Unknown config {config!r}; expected one of {sorted(MAX_DEEPLAB_CONFIGS)}.")
+    backbone_args = dict(MAX_DEEPLAB_CONFIGS[config])
+    head_args = dict(MAX_DEEPLAB_HEAD_CONFIGS[config])
+    backbone_keys = _knobs(MaXDeepLabBackbone, {"image_shape", "dtype"})
+    head_keys = _knobs(MaXDeepLab, {"backbone", "preprocessor"})
+    for key, value in (overrides or {}).items():
+        if key in backbone_keys:
+            backbone_args[key] = value
+        elif key in head_keys:
+            head_args[key] = value
+        else:
+            raise ValueError(
+                f"Unknown override {key!r}; expected one of {sorted(backbone_keys | head_keys)}."
+            )
+    backbone = MaXDeepLabBackbone(image_shape=(crop_size, crop_size, 3), **backbone_args)
+    converter = MaXDeepLabImageConverter(image_size=(crop_size, crop_size))
+    return MaXDeepLab(
+        backbone, preprocessor=MaXDeepLabPreprocessor(image_converter=converter), **head_args
+    )
+
+
+def _checkpoint_files(path):
+    folder = path if os.path.isdir(path) else os.path.dirname(path) or "."
+    prefix = None if os.path.isdir(path) else os.path.basename(path)
+    names = sorted(
+        name
+        for name in os.listdir(folder)
+        if (name.endswith(".index") or ".data-" in name)
+        and (prefix is None or name.startswith(prefix + "."))
+    )
+    digests = {}
+    for name in names:
+        digest = hashlib.sha256()
+        with open(os.path.join(folder, name), "rb") as f:
+            for block in iter(lambda: f.read(1 << 20), b""):
+                digest.update(block)
+        digests[name] = digest.hexdigest()
+    return digests
+
+
+def convert_checkpoint(
+    checkpoint,
+    output_dir,
+    config="max_deeplab_s",
+    crop_size=641,
+    overrides=None,
+    source_url=None,
+    overwrite=False,
+):
+    """Converts a deeplab2 MaX-DeepLab checkpoint into a keras-hub preset folder.
+
+    The conversion is strict (see `load_deeplab2_checkpoint`) and atomic: the
+    preset is written to a temporary folder and moved to `output_dir` only
+    once complete, so a failure leaves nothing behind. Besides keras-hub's
+    files, `conversion.json` names the source checkpoint (path, URL, sha256 of
+    its files), the configuration and the crop size.
+
+    Returns:
+        The converted `MaXDeepLab` model.
+
+    Example:
+    >>> convert_checkpoint("max_deeplab_s_os16_res641_400k", "presets/max_deeplab_s_coco_641",
+    ...                    config="max_deeplab_s", crop_size=641)
+    """
+    output_dir = os.path.abspath(output_dir)
+    if os.path.exists(output_dir) and os.listdir(output_dir) and not overwrite:
+        raise ValueError(f"Output folder {output_dir!r} exists and is not empty (pass overwrite).")
+    model = build_model(config, crop_size, overrides)
+    load_deeplab2_checkpoint(model, checkpoint)
+    parent = os.path.dirname(output_dir)
+    os.makedirs(parent, exist_ok=True)
+    staging = tempfile.mkdtemp(prefix=".converting-", dir=parent)
+    try:
+        model.save_to_preset(staging)
+        record = {
+            "source_checkpoint": os.path.abspath(checkpoint),
+            "source_url": source_url,
+            "source_sha256": _checkpoint_files(checkpoint),
+            "config": config,
+            "crop_size": crop_size,
+            "overrides": overrides or {},
+            "converted_on": datetime.date.today().isoformat(),
+        }
+        with open(os.path.join(staging, CONVERSION_FILE), "w") as f:
+            json.dump(record, f, indent=2)
+        if os.path.exists(output_dir):
+            shutil.rmtree(output_dir)
+        os.replace(staging, output_dir)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    return model

@@ -1,0 +1,75 @@
+import json
+import os
+
+import numpy as np
+import pytest
+
+from keras_maxdeeplab import MaXDeepLab
+from keras_maxdeeplab.cli import main
+from keras_maxdeeplab.conversion import convert_checkpoint
+from tests.helpers import TINY_BACKBONE
+from tests.helpers import TINY_HEADS
+from tests.helpers import relative_error
+from tests.helpers import shared_path
+from tests.helpers import to_numpy
+
+TINY_OVERRIDES = {**TINY_BACKBONE, **TINY_HEADS}
+
+
+def test_convert_to_preset_and_load(tmp_path):
+    io = np.load(shared_path("reference", "max_deeplab_tiny", "io.npz"))
+    checkpoint = shared_path("reference", "max_deeplab_tiny", "ckpt")
+    output = os.path.join(tmp_path, "tiny_preset")
+    converted = convert_checkpoint(
+        checkpoint, output, config="max_deeplab_s", crop_size=65, overrides=TINY_OVERRIDES
+    )
+    record = json.load(open(os.path.join(output, "conversion.json")))
+    assert record["crop_size"] == 65 and record["config"] == "max_deeplab_s"
+    assert record["source_sha256"]["ckpt-0.index"].startswith("717ce7b0")
+    for name in ("config.json", "model.weights.h5", "task.json", "preprocessor.json"):
+        assert os.path.exists(os.path.join(output, name)), name
+
+    loaded = MaXDeepLab.from_preset(output)
+    images = io["s65/input/image_normalized"]
+    expected = to_numpy(converted(images))
+    got = to_numpy(loaded(images))
+    for key in expected:
+        np.testing.assert_array_equal(got[key], expected[key])
+    assert relative_error(got["pixel_space_mask_logits"], io["s65/output/pixel_space_mask_logits"]) < 1e-4
+    # The preset's preprocessor reproduces deeplab2's input.
+    np.testing.assert_allclose(
+        to_numpy(loaded.preprocessor(io["image/decoded_uint8"])), images[0], atol=1e-5
+    )
+
+
+def test_failed_conversion_leaves_nothing(tmp_path):
+    output = os.path.join(tmp_path, "bad_preset")
+    with pytest.raises(ValueError, match="shape mismatches"):
+        convert_checkpoint(
+            shared_path("reference", "max_deeplab_tiny", "ckpt"),
+            output,
+            crop_size=65,
+            overrides={**TINY_OVERRIDES, "memory_channels": 64},
+        )
+    assert os.listdir(tmp_path) == []
+
+
+def test_cli_convert_errors_in_one_message(tmp_path, capsys):
+    code = main(["convert", str(tmp_path), "--output", os.path.join(tmp_path, "out")])
+    assert code == 1
+    error = capsys.readouterr().err
+    assert error.startswith("maxdeeplab convert: error: No TensorFlow checkpoint found")
+    assert "Traceback" not in error
+
+
+def test_cli_convert_tiny(tmp_path, capsys):
+    overrides = []
+    for key, value in TINY_OVERRIDES.items():
+        overrides += ["--override", f"{key}={json.dumps(list(value) if isinstance(value, tuple) else value)}"]
+    output = os.path.join(tmp_path, "preset")
+    code = main(
+        ["convert", shared_path("reference", "max_deeplab_tiny", "ckpt"), "--crop-size", "65",
+         "--output", output] + overrides
+    )
+    assert code == 0, capsys.readouterr().err
+    assert os.path.exists(os.path.join(output, "model.weights.h5"))
