@@ -42,7 +42,9 @@ def build_parser():
         "convert", help="convert a deeplab2 MaX-DeepLab checkpoint into a preset folder"
     )
     convert.add_argument("checkpoint", help="checkpoint folder or prefix (.../ckpt-400000)")
-    convert.add_argument("--config", default="max_deeplab_s", choices=["max_deeplab_s", "max_deeplab_l"])
+    convert.add_argument(
+        "--config", default="max_deeplab_s", choices=["max_deeplab_s", "max_deeplab_l"]
+    )
     convert.add_argument("--crop-size", type=int, default=641, help="16k+1; 641 or 1025")
     convert.add_argument("--output", required=True, help="preset folder to write")
     convert.add_argument("--source-url", help="where the checkpoint was downloaded from")

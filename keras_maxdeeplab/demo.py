@@ -59,7 +59,9 @@ def _colorize(panoptic):
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawTextHelpFormatter
+    )
     parser.add_argument("image", nargs="?", help="an RGB image file (default: a generated scene)")
     parser.add_argument("--output", default="demo_output", help="folder for the PNGs")
     args = parser.parse_args(argv)
@@ -68,7 +70,8 @@ def main(argv=None):
     keras.utils.set_random_seed(0)
     start = time.time()
     backbone = MaXDeepLabBackbone(
-        image_shape=(DEMO_SIZE, DEMO_SIZE, 3), **dict(MAX_DEEPLAB_CONFIGS["max_deeplab_s"], **DEMO_BACKBONE)
+        image_shape=(DEMO_SIZE, DEMO_SIZE, 3),
+        **dict(MAX_DEEPLAB_CONFIGS["max_deeplab_s"], **DEMO_BACKBONE),
     )
     model = MaXDeepLab(
         backbone,
@@ -102,8 +105,12 @@ def main(argv=None):
     path = os.path.join(args.output, "panoptic_overlay.png")
     Image.fromarray(overlay).resize((width * 3, height * 3), Image.NEAREST).save(path)
     segments = np.unique(panoptic)
-    print(f"backend {keras.backend.backend()}: {len(segments)} segments in {time.time() - start:.1f}s")
-    print(f"panoptic ids (class * 256 + slot): {segments[:10].tolist()}{' ...' if len(segments) > 10 else ''}")
+    print(
+        f"backend {keras.backend.backend()}: {len(segments)} segments in {time.time() - start:.1f}s"
+    )
+    print(
+        f"panoptic ids (class * 256 + slot): {segments[:10].tolist()}{' ...' if len(segments) > 10 else ''}"
+    )
     print(f"wrote {path} (randomly initialised model: the segments are not meaningful)")
 
 

@@ -65,7 +65,8 @@ def run_layer_test(layer, inputs, call_kwargs=None, atol=1e-6):
     """keras-hub-style layer check: config round trip gives the same outputs,
     and eager equals compiled (`keras.Model.predict`) execution.
 
-    `inputs` is a single array or a list of arrays passed positionally.
+    `inputs` is a single array or a list of positional arguments (arrays or
+    lists of arrays).
     """
     call_kwargs = call_kwargs or {}
     args = inputs if isinstance(inputs, list) else [inputs]
@@ -83,9 +84,12 @@ def run_layer_test(layer, inputs, call_kwargs=None, atol=1e-6):
         np.testing.assert_allclose(got, want, atol=atol)
     assert clone.get_config() == layer.get_config()
 
-    symbolic = [keras.Input(batch_shape=a.shape, dtype=a.dtype) for a in args]
-    model = keras.Model(symbolic, layer(*symbolic, **call_kwargs))
-    compiled = model.predict(args if len(args) > 1 else args[0], verbose=0)
+    symbolic = keras.tree.map_structure(
+        lambda a: keras.Input(batch_shape=a.shape, dtype=a.dtype), args
+    )
+    model = keras.Model(keras.tree.flatten(symbolic), layer(*symbolic, **call_kwargs))
+    flat = keras.tree.flatten(args)
+    compiled = model.predict(flat if len(flat) > 1 else flat[0], verbose=0)
     for got, want in zip(keras.tree.flatten(to_numpy(compiled)), keras.tree.flatten(expected)):
         np.testing.assert_allclose(got, want, atol=atol * 10, rtol=1e-5)
     return expected

@@ -26,7 +26,9 @@ def _knobs(cls, excluded):
     return {
         name
         for name, parameter in parameters.items()
-        if name != "self" and name not in excluded and parameter.kind == parameter.POSITIONAL_OR_KEYWORD
+        if name != "self"
+        and name not in excluded
+        and parameter.kind == parameter.POSITIONAL_OR_KEYWORD
     }
 
 
@@ -43,7 +45,9 @@ def build_model(config="max_deeplab_s", crop_size=641, overrides=None):
     >>> model = build_model("max_deeplab_s", 641)
     """
     if config not in MAX_DEEPLAB_CONFIGS:
-        raise ValueError(f"Unknown config {config!r}; expected one of {sorted(MAX_DEEPLAB_CONFIGS)}.")
+        raise ValueError(
+            f"Unknown config {config!r}; expected one of {sorted(MAX_DEEPLAB_CONFIGS)}."
+        )
     backbone_args = dict(MAX_DEEPLAB_CONFIGS[config])
     head_args = dict(MAX_DEEPLAB_HEAD_CONFIGS[config])
     backbone_keys = _knobs(MaXDeepLabBackbone, {"image_shape", "dtype"})

@@ -302,9 +302,7 @@ class _PointwiseKernel(keras.layers.Layer):
         )
         self.bias = None
         if self.use_bias:
-            self.bias = self.add_weight(
-                shape=(self.filters,), initializer="zeros", name="bias"
-            )
+            self.bias = self.add_weight(shape=(self.filters,), initializer="zeros", name="bias")
 
     def call(self, inputs):
         x = ops.matmul(inputs, ops.cast(self.kernel[0], self.compute_dtype))

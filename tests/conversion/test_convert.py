@@ -35,7 +35,10 @@ def test_convert_to_preset_and_load(tmp_path):
     got = to_numpy(loaded(images))
     for key in expected:
         np.testing.assert_array_equal(got[key], expected[key])
-    assert relative_error(got["pixel_space_mask_logits"], io["s65/output/pixel_space_mask_logits"]) < 1e-4
+    assert (
+        relative_error(got["pixel_space_mask_logits"], io["s65/output/pixel_space_mask_logits"])
+        < 1e-4
+    )
     # The preset's preprocessor reproduces deeplab2's input.
     np.testing.assert_allclose(
         to_numpy(loaded.preprocessor(io["image/decoded_uint8"])), images[0], atol=1e-5
@@ -65,11 +68,21 @@ def test_cli_convert_errors_in_one_message(tmp_path, capsys):
 def test_cli_convert_tiny(tmp_path, capsys):
     overrides = []
     for key, value in TINY_OVERRIDES.items():
-        overrides += ["--override", f"{key}={json.dumps(list(value) if isinstance(value, tuple) else value)}"]
+        overrides += [
+            "--override",
+            f"{key}={json.dumps(list(value) if isinstance(value, tuple) else value)}",
+        ]
     output = os.path.join(tmp_path, "preset")
     code = main(
-        ["convert", shared_path("reference", "max_deeplab_tiny", "ckpt"), "--crop-size", "65",
-         "--output", output] + overrides
+        [
+            "convert",
+            shared_path("reference", "max_deeplab_tiny", "ckpt"),
+            "--crop-size",
+            "65",
+            "--output",
+            output,
+        ]
+        + overrides
     )
     assert code == 0, capsys.readouterr().err
     assert os.path.exists(os.path.join(output, "model.weights.h5"))

@@ -26,9 +26,21 @@ OUTPUTS = (
     "pixel_space_normalized_feature",
 )
 ENDPOINTS = (
-    "stage1", "res1", "stage2", "res2", "stage3", "res3", "stage4", "res4", "stage5", "res5",
-    "backbone_output", "feature_semantic", "feature_panoptic",
-    "transformer_class_feature", "transformer_mask_feature",
+    "stage1",
+    "res1",
+    "stage2",
+    "res2",
+    "stage3",
+    "res3",
+    "stage4",
+    "res4",
+    "stage5",
+    "res5",
+    "backbone_output",
+    "feature_semantic",
+    "feature_panoptic",
+    "transformer_class_feature",
+    "transformer_mask_feature",
 )
 
 
@@ -103,10 +115,8 @@ def test_key_rules():
     suffix = "/.ATTRIBUTES/VARIABLE_VALUE"
     cases = {
         "encoder/memory_feature": "memory_feature/memory_feature",
-        "encoder/_stage5/_block1_transformer/_memory_attention/_batch_norm_retrieved_value/gamma":
-            "stage5/block1_transformer/memory_attention/batch_norm_retrieved_value/gamma",
-        "semantic_head_without_last_layer/_conv1_bn_act/_depthwise/_depthwise_conv/depthwise_kernel":
-            "semantic_head/conv_block/conv1_bn_act/depthwise/depthwise_conv/kernel",
+        "encoder/_stage5/_block1_transformer/_memory_attention/_batch_norm_retrieved_value/gamma": "stage5/block1_transformer/memory_attention/batch_norm_retrieved_value/gamma",
+        "semantic_head_without_last_layer/_conv1_bn_act/_depthwise/_depthwise_conv/depthwise_kernel": "semantic_head/conv_block/conv1_bn_act/depthwise/depthwise_conv/kernel",
         "semantic_last_layer/bias": "semantic_head/final_conv/bias",
         "pixel_space_mask_batch_norm/gamma": "pixel_space_mask_logits/batch_norm/gamma",
     }
@@ -114,7 +124,9 @@ def test_key_rules():
         assert deeplab2_key_to_path(key + suffix) == path
     assert deeplab2_key_to_path("resnet/conv1/kernel" + suffix) is None
     assert not is_model_variable("optimizer/iter/.ATTRIBUTES/VARIABLE_VALUE")
-    assert not is_model_variable("encoder/_stem/kernel/.OPTIMIZER_SLOT/optimizer/m/.ATTRIBUTES/VARIABLE_VALUE")
+    assert not is_model_variable(
+        "encoder/_stem/kernel/.OPTIMIZER_SLOT/optimizer/m/.ATTRIBUTES/VARIABLE_VALUE"
+    )
 
 
 def _weights(model):

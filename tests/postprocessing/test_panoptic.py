@@ -9,7 +9,9 @@ from tests.helpers import shared_path
 from tests.helpers import to_numpy
 
 
-@pytest.mark.parametrize("case", ["model_default", "synthetic_default", "synthetic_zero_thresholds"])
+@pytest.mark.parametrize(
+    "case", ["model_default", "synthetic_default", "synthetic_zero_thresholds"]
+)
 def test_matches_deeplab2_post_processor(case):
     data = np.load(shared_path("reference", "max_deeplab_s", "postprocess_cases.npz"))
     config = json.loads(str(data[f"{case}/config"]))
@@ -44,12 +46,16 @@ def test_hand_made_scene():
     # 6 class-head channels: ids 1, 2 are things, 3, 4, 5 stuff, channel 5 "no object".
     # A 9x9 image (the logits are already at full size).
     grid = np.zeros((9, 9), bool)
-    thing_a = grid.copy(); thing_a[:3, :3] = True            # 9 px, class 1
-    thing_b = grid.copy(); thing_b[:2, 7:] = True            # 4 px, class 1 (too small)
-    stuff_1 = grid.copy(); stuff_1[3:, :4] = True            # class 3, 24 px
-    stuff_2 = grid.copy(); stuff_2[3:, 4:] = True            # class 3 again: merged with stuff_1
-    rest = ~(thing_a | thing_b | stuff_1 | stuff_2)          # class 4, 18 px (too small)
-    void_slot = grid.copy()                                  # "no object" slot
+    thing_a = grid.copy()
+    thing_a[:3, :3] = True  # 9 px, class 1
+    thing_b = grid.copy()
+    thing_b[:2, 7:] = True  # 4 px, class 1 (too small)
+    stuff_1 = grid.copy()
+    stuff_1[3:, :4] = True  # class 3, 24 px
+    stuff_2 = grid.copy()
+    stuff_2[3:, 4:] = True  # class 3 again: merged with stuff_1
+    rest = ~(thing_a | thing_b | stuff_1 | stuff_2)  # class 4, 18 px (too small)
+    void_slot = grid.copy()  # "no object" slot
     mask_logits, class_logits = _logits(
         [0, 0, 2, 2, 3, 5], [thing_a, thing_b, stuff_1, stuff_2, rest, void_slot]
     )

@@ -9,9 +9,14 @@ from keras_maxdeeplab.layers.heads import MaskLogits
 from keras_maxdeeplab.layers.heads import PredictionHead
 from keras_maxdeeplab.layers.heads import SemanticDecoder
 from keras_maxdeeplab.layers.heads import TransformerClassHead
+from keras_maxdeeplab.losses.max_deeplab_loss import TERMS
+from keras_maxdeeplab.losses.max_deeplab_loss import MaXDeepLabLoss
 from keras_maxdeeplab.models.max_deeplab.input_checks import check_images
 from keras_maxdeeplab.models.max_deeplab.max_deeplab_backbone import MaXDeepLabBackbone
 from keras_maxdeeplab.models.max_deeplab.max_deeplab_preprocessor import MaXDeepLabPreprocessor
+from keras_maxdeeplab.optimizers import MaXDeepLabAdam
+from keras_maxdeeplab.optimizers import WarmUpPolynomialDecay
+from keras_maxdeeplab.optimizers import is_pretrained_backbone_variable
 
 
 @keras.saving.register_keras_serializable(package="keras_maxdeeplab")
@@ -133,7 +138,9 @@ class MaXDeepLab(ImageSegmenter):
         )
         mask_kernel = self.transformer_mask_head(features["transformer_mask_feature"])
         outputs["pixel_space_mask_logits"] = self.mask_logits(pixel_feature, mask_kernel)
-        super().__init__(inputs=images, outputs=outputs, **kwargs)
+        # Compile once the backbone is attached: the default recipe needs its variables.
+        compile_now = kwargs.pop("compile", True)
+        super().__init__(inputs=images, outputs=outputs, compile=False, **kwargs)
 
         # === Config ===
         self.backbone = backbone
@@ -147,21 +154,90 @@ class MaXDeepLab(ImageSegmenter):
         self.low_level_channels = tuple(low_level_channels)
         self.atrous_rates = tuple(atrous_rates)
         self.use_auxiliary_semantic_head = use_auxiliary_semantic_head
+        if compile_now:
+            self.compile()
 
     def __call__(self, inputs, *args, **kwargs):
         check_images(inputs, self.backbone.image_shape)
         return super().__call__(inputs, *args, **kwargs)
 
-    def compile(self, optimizer="auto", loss=None, metrics=None, **kwargs):
-        """Configures training; `optimizer="auto"` is deeplab2's Adam (lr 1e-3).
+    def compile(
+        self,
+        optimizer="auto",
+        loss="auto",
+        metrics=None,
+        learning_rate=1e-3,
+        training_steps=100_000,
+        warmup_steps=5000,
+        backbone_learning_rate_multiplier=0.1,
+        **kwargs,
+    ):
+        """Configures training with deeplab2's MaX-DeepLab recipe by default.
 
-        keras-hub's `ImageSegmenter.compile` defaults to a semantic
-        cross-entropy, which is wrong for MaX-DeepLab's dict of mask/class
-        outputs, so no loss is set by default here.
+        `optimizer="auto"`: Adam (no weight decay), `learning_rate` with
+        `warmup_steps` of linear warm-up then polynomial decay (power 0.9) to 0
+        at `training_steps`, and `backbone_learning_rate_multiplier` on the
+        ImageNet-pretrained backbone variables. `loss="auto"`: a
+        `MaXDeepLabLoss` for this model's classes (weights 3.0 / 0.3 / 1.0 /
+        1.0); each term is reported as a metric. keras-hub's semantic
+        cross-entropy default does not apply to MaX-DeepLab's outputs.
+
+        Example:
+        >>> model.compile(learning_rate=1e-3, training_steps=20_000)
+        >>> model.fit(dataset)  # (images, y_true dict) batches
         """
+        jit_compile = kwargs.get("jit_compile", "auto")
         if optimizer == "auto":
-            optimizer = keras.optimizers.Adam(1e-3)
-        keras.Model.compile(self, optimizer=optimizer, loss=loss, metrics=metrics, **kwargs)
+            schedule = WarmUpPolynomialDecay(learning_rate, training_steps, warmup_steps)
+            optimizer = MaXDeepLabAdam(schedule, backbone_learning_rate_multiplier)
+            optimizer.set_multiplied_variables(
+                [v for v in self.backbone.trainable_weights if is_pretrained_backbone_variable(v)]
+            )
+        if loss == "auto":
+            loss = MaXDeepLabLoss(num_classes=self.num_classes)
+        self.max_deeplab_loss = loss
+        self.loss_term_trackers = {}
+        if loss is not None:
+            self.loss_term_trackers = {term: keras.metrics.Mean(name=term) for term in TERMS}
+        keras.Model.compile(self, optimizer=optimizer, loss=None, metrics=metrics, **kwargs)
+        if loss is not None and keras.backend.backend() == "tensorflow":
+            # XLA cannot compile the host call to scipy's matcher.
+            loss.jit_compile = self.jit_compile is True or jit_compile is True
+
+    def compute_loss(self, x=None, y=None, y_pred=None, sample_weight=None, training=True):
+        """Mean over the batch of every MaX-DeepLab term (NaN -> 0, as deeplab2), summed."""
+        if getattr(self, "max_deeplab_loss", None) is None:
+            return super().compute_loss(x, y, y_pred, sample_weight, training)
+        terms = self.max_deeplab_loss.compute_terms(y, y_pred)
+        total = 0.0
+        for term, tracker in self.loss_term_trackers.items():
+            if term not in terms:
+                continue
+            value = keras.ops.mean(terms[term])
+            value = keras.ops.where(keras.ops.isnan(value), 0.0, value)
+            tracker.update_state(value)
+            total = total + value
+        return total
+
+    def _prepare_batch(self, x, y, sample_weight):
+        # keras-hub's PipelineModel converts `y` as one tensor; ours is a dict.
+        data = self.preprocess_samples(x, y, sample_weight)
+        return [
+            None if part is None else keras.tree.map_structure(keras.ops.convert_to_tensor, part)
+            for part in keras.utils.unpack_x_y_sample_weight(data)
+        ]
+
+    def train_on_batch(self, x, y=None, sample_weight=None, **kwargs):
+        x, y, sample_weight = self._prepare_batch(x, y, sample_weight)
+        return keras.Model.train_on_batch(self, x, y, sample_weight, **kwargs)
+
+    def test_on_batch(self, x, y=None, sample_weight=None, **kwargs):
+        x, y, sample_weight = self._prepare_batch(x, y, sample_weight)
+        return keras.Model.test_on_batch(self, x, y, sample_weight, **kwargs)
+
+    @property
+    def metrics(self):
+        return super().metrics + list(getattr(self, "loss_term_trackers", {}).values())
 
     def get_config(self):
         config = super().get_config()

@@ -1,0 +1,120 @@
+"""Training-step time of a small MaX-DeepLab and the share spent in matching + loss.
+
+Prints a table per backend (run once per backend):
+
+    KERAS_BACKEND=jax python benchmarks/training_step.py [--size 129] [--batch 4]
+
+Columns: full `train_on_batch` step; forward + backward without the loss's
+matching (the loss replayed with a fixed permutation); the loss alone
+(targets + matching + terms); the Hungarian matcher alone on 181x128 cost
+matrices (scipy through the backend seam, and the pure keras.ops solver).
+"""
+
+import argparse
+import time
+
+import numpy as np
+
+import keras
+
+from keras_maxdeeplab import MAX_DEEPLAB_CONFIGS
+from keras_maxdeeplab import MaXDeepLab
+from keras_maxdeeplab import MaXDeepLabBackbone
+from keras_maxdeeplab.losses import MaXDeepLabLoss
+from keras_maxdeeplab.losses import hungarian_matching
+from keras_maxdeeplab.losses import hungarian_matching_ops
+
+SMALL = {
+    "stem_width_multiplier": 0.25,
+    "backbone_width_multiplier": 0.125,
+    "backbone_layer_multiplier": 0.5,
+    "num_mask_slots": 128,
+    "memory_channels": 32,
+    "base_transformer_expansion": 0.25,
+    "global_feed_forward_network_channels": 32,
+    "dual_path_feed_forward_network_channels": 64,
+}
+
+
+def _timed(fn, repeats):
+    fn()  # warm-up / compilation
+    start = time.perf_counter()
+    for _ in range(repeats):
+        keras.tree.map_structure(keras.ops.convert_to_numpy, fn())
+    return (time.perf_counter() - start) / repeats
+
+
+def _targets(batch, size, rng):
+    semantic = rng.choice([119, 125], size=(batch, size, size)).astype(np.int32)
+    thing_mask = np.full((batch, size, size), -1, np.int32)
+    thing_class = np.full((batch, 128), -1, np.float32)
+    for b in range(batch):
+        for t in range(8):
+            y, x = rng.randint(0, size - 12, 2)
+            semantic[b, y : y + 12, x : x + 12] = 1 + t
+            thing_mask[b, y : y + 12, x : x + 12] = t
+        visible = np.unique(thing_mask[b][thing_mask[b] >= 0])
+        thing_class[b, visible] = 1 + visible
+    return {
+        "semantic_gt": semantic,
+        "thing_id_mask_gt": thing_mask,
+        "thing_id_class_gt": thing_class,
+        "semantic_loss_weight": np.ones((batch, size, size), np.float32),
+    }
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--size", type=int, default=129)
+    parser.add_argument("--batch", type=int, default=4)
+    parser.add_argument("--repeats", type=int, default=5)
+    args = parser.parse_args()
+    rng = np.random.RandomState(0)
+
+    backbone = MaXDeepLabBackbone(
+        image_shape=(args.size, args.size, 3), **dict(MAX_DEEPLAB_CONFIGS["max_deeplab_s"], **SMALL)
+    )
+    model = MaXDeepLab(
+        backbone,
+        pixel_space_head_channels=32,
+        pixel_space_output_channels=16,
+        semantic_head_channels=32,
+        aspp_channels=32,
+        decoder_channels=32,
+        low_level_channels=(16, 8),
+    )
+    model.compile(warmup_steps=0)
+    images = rng.uniform(-1, 1, (args.batch, args.size, args.size, 3)).astype("float32")
+    y_true = _targets(args.batch, args.size, rng)
+
+    step = _timed(lambda: model.train_on_batch(images, y_true), args.repeats)
+    outputs = model.predict(images, verbose=0)
+    loss = MaXDeepLabLoss()
+    loss_time = _timed(lambda: loss.compute_terms(y_true, outputs)["total_loss"], args.repeats)
+    costs = rng.uniform(-1, 0, (args.batch, 181, 181)).astype("float32")
+    costs[:, :, 128:] = -999.0
+    scipy_time = _timed(lambda: hungarian_matching(costs), args.repeats)
+    ops_time = _timed(lambda: hungarian_matching_ops(costs), max(1, args.repeats // 5))
+
+    print(
+        f"backend {keras.backend.backend()}, input {args.size}x{args.size}, batch {args.batch}, "
+        f"128 slots, 181 GT rows"
+    )
+    print(f"| {'what':<48} | {'ms':>9} |")
+    print(f"|{'-' * 50}|{'-' * 11}|")
+    rows = [
+        ("train step (train_on_batch)", step),
+        ("loss alone, eager (targets + matching + terms)", loss_time),
+        ("  share of the step", None),
+        ("matching, scipy via host call (batch)", scipy_time),
+        ("matching, keras.ops Hungarian (batch)", ops_time),
+    ]
+    for name, value in rows:
+        if value is None:
+            print(f"| {name:<48} | {100 * loss_time / step:>8.1f}% |")
+        else:
+            print(f"| {name:<48} | {1000 * value:>9.1f} |")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,56 @@
+"""The one place that branches on the Keras backend.
+
+`host_call` runs a NumPy function on the host from inside a compiled step
+(`jax.pure_callback`, `tf.numpy_function`, a plain call on PyTorch). XLA cannot
+compile a host call on TensorFlow, so `host_calls_supported` says when callers
+must use a pure `keras.ops` path instead.
+"""
+
+import numpy as np
+
+import keras
+
+
+def host_calls_supported(jit_compile=False):
+    """False where a host call cannot run: TensorFlow under XLA (`jit_compile=True`)."""
+    return not (keras.backend.backend() == "tensorflow" and jit_compile is True)
+
+
+def host_call(fn, inputs, output_shape, output_dtype):
+    """Calls `fn(*numpy_arrays) -> numpy array` on the host; the result has no gradient.
+
+    Args:
+        fn: a NumPy function.
+        inputs: list of tensors.
+        output_shape: static shape of the result (the batch axis may be the
+            inputs' dynamic batch size: pass `None` there).
+        output_dtype: dtype string of the result.
+
+    Example:
+    >>> permutation = host_call(solve, [cost], cost.shape, "float32")
+    """
+    backend = keras.backend.backend()
+    if (
+        backend == "torch"
+    ):  # Eager: call NumPy directly (also under torch.compile, as a graph break).
+        arrays = [keras.ops.convert_to_numpy(x) for x in inputs]
+        return keras.ops.convert_to_tensor(np.asarray(fn(*arrays), dtype=output_dtype))
+    inputs = [keras.ops.stop_gradient(keras.ops.convert_to_tensor(x)) for x in inputs]
+    if backend == "jax":
+        import jax
+
+        shape = tuple(inputs[0].shape[0] if d is None else d for d in output_shape)
+        return jax.pure_callback(
+            lambda *a: np.asarray(fn(*a), dtype=output_dtype),
+            jax.ShapeDtypeStruct(shape, output_dtype),
+            *inputs,
+        )
+    if backend == "tensorflow":
+        import tensorflow as tf
+
+        result = tf.numpy_function(
+            lambda *a: np.asarray(fn(*a), dtype=output_dtype), inputs, output_dtype
+        )
+        result.set_shape(output_shape)
+        return result
+    raise ValueError(f"Unsupported Keras backend {backend!r}; expected jax, tensorflow or torch.")

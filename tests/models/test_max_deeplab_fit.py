@@ -1,0 +1,62 @@
+import numpy as np
+import pytest
+
+import keras
+
+from keras_maxdeeplab.losses.max_deeplab_loss import TERMS
+from tests.helpers import tiny_model
+
+SIZE = 65
+
+
+def _scenes(count, seed):
+    """Images with 1-3 coloured squares (class 1 'person', things) on two stuff classes."""
+    rng = np.random.RandomState(seed)
+    images = np.zeros((count, SIZE, SIZE, 3), np.float32)
+    semantic = np.zeros((count, SIZE, SIZE), np.int32)
+    thing_mask = np.full((count, SIZE, SIZE), -1, np.int32)
+    thing_class = np.full((count, 128), -1, np.float32)
+    for i in range(count):
+        split = rng.randint(20, 45)
+        semantic[i, :split], semantic[i, split:] = 119, 125  # sky-like / grass-like stuff ids
+        images[i, :split] = (0.2, 0.4, 0.9)
+        images[i, split:] = (0.2, 0.7, 0.2)
+        for t in range(rng.randint(1, 4)):
+            y, x = rng.randint(0, SIZE - 16, 2)
+            semantic[i, y : y + 16, x : x + 16] = 1
+            thing_mask[i, y : y + 16, x : x + 16] = t
+            images[i, y : y + 16, x : x + 16] = (0.9, 0.3, 0.2)
+            thing_class[i, t] = 1
+        # Things drawn over each other: keep only the ids still visible.
+        visible = np.unique(thing_mask[i][thing_mask[i] >= 0])
+        thing_class[i, [t for t in range(3) if t not in visible]] = -1
+    y_true = {
+        "semantic_gt": semantic,
+        "thing_id_mask_gt": thing_mask,
+        "thing_id_class_gt": thing_class,
+        "semantic_loss_weight": np.ones((count, SIZE, SIZE), np.float32),
+    }
+    return images * 2.0 - 1.0, y_true
+
+
+def _jit_options():
+    # JAX: "auto" is XLA. TensorFlow: "auto" runs the scipy matcher through
+    # tf.numpy_function; True is XLA and switches to the keras.ops matcher.
+    return {"jax": [True], "tensorflow": ["auto", True]}.get(keras.backend.backend(), ["auto"])
+
+
+@pytest.mark.parametrize("jit_compile", _jit_options())
+def test_fit_lowers_the_loss(jit_compile):
+    keras.utils.set_random_seed(1)
+    model = tiny_model(SIZE)
+    model.compile(learning_rate=1e-3, training_steps=1000, warmup_steps=0, jit_compile=jit_compile)
+    images, y_true = _scenes(4, seed=0)
+    before = model.evaluate(images, y_true, batch_size=4, verbose=0, return_dict=True)
+    history = model.fit(images, y_true, batch_size=4, epochs=30, verbose=0)
+    after = model.evaluate(images, y_true, batch_size=4, verbose=0, return_dict=True)
+    for term in TERMS:
+        assert term in history.history
+    losses = history.history["loss"]
+    assert all(np.isfinite(losses))
+    assert np.mean(losses[-5:]) < 0.9 * np.mean(losses[:5]), losses
+    assert after["loss"] < before["loss"]
