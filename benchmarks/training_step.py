@@ -18,22 +18,12 @@ import numpy as np
 import keras
 
 from keras_maxdeeplab import MAX_DEEPLAB_CONFIGS
+from keras_maxdeeplab import MAX_DEEPLAB_HEAD_CONFIGS
 from keras_maxdeeplab import MaXDeepLab
 from keras_maxdeeplab import MaXDeepLabBackbone
 from keras_maxdeeplab.losses import MaXDeepLabLoss
 from keras_maxdeeplab.losses import hungarian_matching
 from keras_maxdeeplab.losses import hungarian_matching_ops
-
-SMALL = {
-    "stem_width_multiplier": 0.25,
-    "backbone_width_multiplier": 0.125,
-    "backbone_layer_multiplier": 0.5,
-    "num_mask_slots": 128,
-    "memory_channels": 32,
-    "base_transformer_expansion": 0.25,
-    "global_feed_forward_network_channels": 32,
-    "dual_path_feed_forward_network_channels": 64,
-}
 
 
 def _timed(fn, repeats):
@@ -71,18 +61,12 @@ def main():
     args = parser.parse_args()
     rng = np.random.RandomState(0)
 
+    # The tiny reference architecture with MaX-DeepLab-S's 128 slots.
     backbone = MaXDeepLabBackbone(
-        image_shape=(args.size, args.size, 3), **dict(MAX_DEEPLAB_CONFIGS["max_deeplab_s"], **SMALL)
+        image_shape=(args.size, args.size, 3),
+        **dict(MAX_DEEPLAB_CONFIGS["max_deeplab_tiny"], num_mask_slots=128),
     )
-    model = MaXDeepLab(
-        backbone,
-        pixel_space_head_channels=32,
-        pixel_space_output_channels=16,
-        semantic_head_channels=32,
-        aspp_channels=32,
-        decoder_channels=32,
-        low_level_channels=(16, 8),
-    )
+    model = MaXDeepLab(backbone, **MAX_DEEPLAB_HEAD_CONFIGS["max_deeplab_tiny"])
     model.compile(warmup_steps=0)
     images = rng.uniform(-1, 1, (args.batch, args.size, args.size, 3)).astype("float32")
     y_true = _targets(args.batch, args.size, rng)

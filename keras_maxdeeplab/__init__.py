@@ -1,6 +1,6 @@
 """keras-maxdeeplab: MaX-DeepLab panoptic segmentation for Keras 3."""
 
-from keras_maxdeeplab import layers
+from keras_maxdeeplab import evaluation, layers, losses, postprocessing
 from keras_maxdeeplab.models.max_deeplab.max_deeplab import MaXDeepLab
 from keras_maxdeeplab.models.max_deeplab.max_deeplab_backbone import MaXDeepLabBackbone
 from keras_maxdeeplab.models.max_deeplab.max_deeplab_configs import MAX_DEEPLAB_CONFIGS

@@ -5,6 +5,8 @@ import json
 import os
 import sys
 
+from keras_maxdeeplab.models.max_deeplab.max_deeplab_configs import MAX_DEEPLAB_CONFIGS
+
 
 def _parse_override(text):
     key, sep, value = text.partition("=")
@@ -43,7 +45,10 @@ def build_parser():
     )
     convert.add_argument("checkpoint", help="checkpoint folder or prefix (.../ckpt-400000)")
     convert.add_argument(
-        "--config", default="max_deeplab_s", choices=["max_deeplab_s", "max_deeplab_l"]
+        "--config",
+        default="max_deeplab_s",
+        choices=sorted(MAX_DEEPLAB_CONFIGS),
+        help="architecture",
     )
     convert.add_argument("--crop-size", type=int, default=641, help="16k+1; 641 or 1025")
     convert.add_argument("--output", required=True, help="preset folder to write")

@@ -17,22 +17,13 @@ from PIL import Image
 import keras
 
 from keras_maxdeeplab import MAX_DEEPLAB_CONFIGS
+from keras_maxdeeplab import MAX_DEEPLAB_HEAD_CONFIGS
 from keras_maxdeeplab import MaXDeepLab
 from keras_maxdeeplab import MaXDeepLabBackbone
 from keras_maxdeeplab import MaXDeepLabImageConverter
 from keras_maxdeeplab.postprocessing import postprocess_panoptic
 
 DEMO_SIZE = 129
-DEMO_BACKBONE = {
-    "stem_width_multiplier": 0.25,
-    "backbone_width_multiplier": 0.125,
-    "backbone_layer_multiplier": 0.5,
-    "num_mask_slots": 32,
-    "memory_channels": 32,
-    "base_transformer_expansion": 0.25,
-    "global_feed_forward_network_channels": 32,
-    "dual_path_feed_forward_network_channels": 64,
-}
 
 
 def _scene(seed=0):
@@ -70,18 +61,9 @@ def main(argv=None):
     keras.utils.set_random_seed(0)
     start = time.time()
     backbone = MaXDeepLabBackbone(
-        image_shape=(DEMO_SIZE, DEMO_SIZE, 3),
-        **dict(MAX_DEEPLAB_CONFIGS["max_deeplab_s"], **DEMO_BACKBONE),
+        image_shape=(DEMO_SIZE, DEMO_SIZE, 3), **MAX_DEEPLAB_CONFIGS["max_deeplab_tiny"]
     )
-    model = MaXDeepLab(
-        backbone,
-        pixel_space_head_channels=32,
-        pixel_space_output_channels=16,
-        semantic_head_channels=32,
-        aspp_channels=32,
-        decoder_channels=32,
-        low_level_channels=(16, 8),
-    )
+    model = MaXDeepLab(backbone, **MAX_DEEPLAB_HEAD_CONFIGS["max_deeplab_tiny"])
     converter = MaXDeepLabImageConverter(image_size=(DEMO_SIZE, DEMO_SIZE))
     inputs = keras.ops.convert_to_numpy(converter(image))[None]
     outputs = model.predict(inputs, verbose=0)

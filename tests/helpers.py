@@ -7,31 +7,16 @@ import pytest
 
 import keras
 
+from keras_maxdeeplab import MAX_DEEPLAB_CONFIGS
+from keras_maxdeeplab import MAX_DEEPLAB_HEAD_CONFIGS
+from keras_maxdeeplab import MaXDeepLab
+from keras_maxdeeplab import MaXDeepLabBackbone
+
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SHARED = os.path.join(os.path.dirname(REPO), "shared")
-TINY_REF = os.path.join(SHARED, "reference", "max_deeplab_tiny")
-S_REF = os.path.join(SHARED, "reference", "max_deeplab_s")
-
-# deeplab2's reduced MaX-DeepLab of ../shared/reference/max_deeplab_tiny (its README, section 2).
-TINY_BACKBONE = {
-    "stem_width_multiplier": 0.25,
-    "backbone_width_multiplier": 0.125,
-    "backbone_layer_multiplier": 0.5,
-    "num_mask_slots": 32,
-    "memory_channels": 32,
-    "base_transformer_expansion": 0.25,
-    "global_feed_forward_network_channels": 32,
-    "dual_path_feed_forward_network_channels": 64,
-}
-TINY_HEADS = {
-    "num_classes": 134,
-    "pixel_space_head_channels": 32,
-    "pixel_space_output_channels": 16,
-    "semantic_head_channels": 32,
-    "aspp_channels": 32,
-    "decoder_channels": 32,
-    "low_level_channels": (16, 8),
-}
+# deeplab2's reduced MaX-DeepLab of ../shared/reference/max_deeplab_tiny.
+TINY_BACKBONE = MAX_DEEPLAB_CONFIGS["max_deeplab_tiny"]
+TINY_HEADS = MAX_DEEPLAB_HEAD_CONFIGS["max_deeplab_tiny"]
 
 
 def shared_path(*parts):
@@ -43,12 +28,7 @@ def shared_path(*parts):
 
 
 def tiny_model(size=65):
-    from keras_maxdeeplab import MAX_DEEPLAB_CONFIGS
-    from keras_maxdeeplab import MaXDeepLab
-    from keras_maxdeeplab import MaXDeepLabBackbone
-
-    config = dict(MAX_DEEPLAB_CONFIGS["max_deeplab_s"], **TINY_BACKBONE)
-    backbone = MaXDeepLabBackbone(image_shape=(size, size, 3), **config)
+    backbone = MaXDeepLabBackbone(image_shape=(size, size, 3), **TINY_BACKBONE)
     return MaXDeepLab(backbone, **TINY_HEADS)
 
 
@@ -93,3 +73,62 @@ def run_layer_test(layer, inputs, call_kwargs=None, atol=1e-6):
     for got, want in zip(keras.tree.flatten(to_numpy(compiled)), keras.tree.flatten(expected)):
         np.testing.assert_allclose(got, want, atol=atol * 10, rtol=1e-5)
     return expected
+
+
+def _outputs_close(got, want, atol):
+    got, want = to_numpy(got), to_numpy(want)
+    for key in want:
+        np.testing.assert_allclose(got[key], want[key], atol=atol, rtol=1e-4, err_msg=key)
+
+
+def run_backbone_test(backbone, images):
+    """Backbone checks: config round trip, eager == compiled, mixed precision."""
+    expected = backbone(images)
+    clone = backbone.__class__.from_config(backbone.get_config())
+    assert clone.get_config() == backbone.get_config()
+    for source, target in zip(backbone.weights, clone.weights):
+        assert source.path == target.path
+        target.assign(source)
+    _outputs_close(clone(images), expected, 1e-5)
+    _outputs_close(backbone.predict(images, verbose=0), expected, 1e-4)
+    mixed = backbone.__class__.from_config(dict(backbone.get_config(), dtype="mixed_bfloat16"))
+    assert all(keras.backend.standardize_dtype(v.dtype) == "float32" for v in mixed.weights)
+    outputs = mixed(images)
+    for key, value in outputs.items():
+        assert keras.backend.standardize_dtype(value.dtype) == "bfloat16", key
+
+
+def run_task_test(model, images, tmp_path):
+    """Task checks: `.keras` save/load and config round trips give the same
+    outputs; eager == compiled predict; mixed precision keeps float32 weights,
+    computes in bfloat16 and stays close to float32."""
+    import os
+
+    expected = model(images)
+    path = os.path.join(tmp_path, "model.keras")
+    model.save(path)
+    restored = keras.saving.load_model(path)
+    assert isinstance(restored, model.__class__)
+    _outputs_close(restored(images), expected, 1e-6)
+
+    clone = model.__class__.from_config(model.get_config())
+    assert clone.get_config() == model.get_config()
+    assert [v.path for v in clone.weights] == [v.path for v in model.weights]
+
+    _outputs_close(model.predict(images, verbose=0), expected, 1e-4)
+
+    config = model.get_config()
+    backbone = model.backbone.__class__.from_config(
+        dict(model.backbone.get_config(), dtype="mixed_bfloat16")
+    )
+    heads = {k: v for k, v in config.items() if k not in ("backbone", "preprocessor", "name")}
+    mixed = model.__class__(backbone, **heads)
+    for source, target in zip(model.weights, mixed.weights):
+        target.assign(source)
+    assert all(keras.backend.standardize_dtype(v.dtype) == "float32" for v in mixed.weights)
+    outputs = mixed(images)
+    for key, value in outputs.items():
+        assert keras.backend.standardize_dtype(value.dtype) == "bfloat16", key
+    reference = to_numpy(expected)["transformer_class_logits"]
+    got = to_numpy(keras.ops.cast(outputs["transformer_class_logits"], "float32"))
+    np.testing.assert_allclose(got, reference, atol=0.1)

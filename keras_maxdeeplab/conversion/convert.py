@@ -36,7 +36,8 @@ def build_model(config="max_deeplab_s", crop_size=641, overrides=None):
     """A `MaXDeepLab` of a named architecture at `crop_size`, with a preprocessor.
 
     Args:
-        config: `"max_deeplab_s"` or `"max_deeplab_l"`.
+        config: a name of `MAX_DEEPLAB_CONFIGS` (`"max_deeplab_s"`, `"max_deeplab_l"`,
+            `"max_deeplab_tiny"`).
         crop_size: int, 16k + 1 (641 or 1025 for the published checkpoints).
         overrides: optional dict of backbone or head keyword arguments
             (deeplab2's knobs) replacing the named configuration's values.

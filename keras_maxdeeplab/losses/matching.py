@@ -9,7 +9,6 @@ XLA). Both return a 0/1 permutation matrix; ties may be broken differently.
 import numpy as np
 from scipy.optimize import linear_sum_assignment
 
-import keras
 from keras import ops
 
 from keras_maxdeeplab import backend_seam

@@ -7,24 +7,18 @@ import pytest
 from keras_maxdeeplab import MaXDeepLab
 from keras_maxdeeplab.cli import main
 from keras_maxdeeplab.conversion import convert_checkpoint
-from tests.helpers import TINY_BACKBONE
-from tests.helpers import TINY_HEADS
 from tests.helpers import relative_error
 from tests.helpers import shared_path
 from tests.helpers import to_numpy
-
-TINY_OVERRIDES = {**TINY_BACKBONE, **TINY_HEADS}
 
 
 def test_convert_to_preset_and_load(tmp_path):
     io = np.load(shared_path("reference", "max_deeplab_tiny", "io.npz"))
     checkpoint = shared_path("reference", "max_deeplab_tiny", "ckpt")
     output = os.path.join(tmp_path, "tiny_preset")
-    converted = convert_checkpoint(
-        checkpoint, output, config="max_deeplab_s", crop_size=65, overrides=TINY_OVERRIDES
-    )
+    converted = convert_checkpoint(checkpoint, output, config="max_deeplab_tiny", crop_size=65)
     record = json.load(open(os.path.join(output, "conversion.json")))
-    assert record["crop_size"] == 65 and record["config"] == "max_deeplab_s"
+    assert record["crop_size"] == 65 and record["config"] == "max_deeplab_tiny"
     assert record["source_sha256"]["ckpt-0.index"].startswith("717ce7b0")
     for name in ("config.json", "model.weights.h5", "task.json", "preprocessor.json"):
         assert os.path.exists(os.path.join(output, name)), name
@@ -51,8 +45,9 @@ def test_failed_conversion_leaves_nothing(tmp_path):
         convert_checkpoint(
             shared_path("reference", "max_deeplab_tiny", "ckpt"),
             output,
+            config="max_deeplab_tiny",
             crop_size=65,
-            overrides={**TINY_OVERRIDES, "memory_channels": 64},
+            overrides={"memory_channels": 64},
         )
     assert os.listdir(tmp_path) == []
 
@@ -66,23 +61,24 @@ def test_cli_convert_errors_in_one_message(tmp_path, capsys):
 
 
 def test_cli_convert_tiny(tmp_path, capsys):
-    overrides = []
-    for key, value in TINY_OVERRIDES.items():
-        overrides += [
-            "--override",
-            f"{key}={json.dumps(list(value) if isinstance(value, tuple) else value)}",
-        ]
     output = os.path.join(tmp_path, "preset")
     code = main(
         [
             "convert",
             shared_path("reference", "max_deeplab_tiny", "ckpt"),
+            "--config",
+            "max_deeplab_tiny",
             "--crop-size",
             "65",
             "--output",
             output,
+            "--override",
+            "num_mask_slots=32",
+            "--override",
+            "low_level_channels=[16, 8]",
         ]
-        + overrides
     )
     assert code == 0, capsys.readouterr().err
     assert os.path.exists(os.path.join(output, "model.weights.h5"))
+    record = json.load(open(os.path.join(output, "conversion.json")))
+    assert record["overrides"] == {"num_mask_slots": 32, "low_level_channels": [16, 8]}

@@ -1,12 +1,10 @@
-import os
-
 import numpy as np
 import pytest
 
-import keras
 
-from keras_maxdeeplab import MaXDeepLab
 from keras_maxdeeplab.layers.heads import void_prior_logit
+from tests.helpers import run_backbone_test
+from tests.helpers import run_task_test
 from tests.helpers import tiny_model
 from tests.helpers import to_numpy
 
@@ -38,51 +36,12 @@ def test_outputs(model, images):
     )
 
 
-def test_eager_equals_compiled(model, images):
-    eager = to_numpy(model(images))
-    compiled = model.predict(images, verbose=0)
-    for key in eager:
-        np.testing.assert_allclose(compiled[key], eager[key], rtol=1e-4, atol=1e-4)
+def test_task_checks(model, images, tmp_path):
+    run_task_test(model, images, tmp_path)
 
 
-def test_saved_model_round_trip(model, images, tmp_path):
-    path = os.path.join(tmp_path, "model.keras")
-    model.save(path)
-    restored = keras.saving.load_model(path)
-    assert isinstance(restored, MaXDeepLab)
-    expected = to_numpy(model(images))
-    got = to_numpy(restored(images))
-    for key in expected:
-        np.testing.assert_allclose(got[key], expected[key], atol=1e-6)
-
-
-def test_get_config_round_trip(model):
-    clone = MaXDeepLab.from_config(model.get_config())
-    assert clone.get_config() == model.get_config()
-    assert [v.path for v in clone.weights] == [v.path for v in model.weights]
-
-
-def test_mixed_precision(model, images):
-    from keras_maxdeeplab import MaXDeepLabBackbone
-
-    backbone = model.backbone
-    config = dict(backbone.get_config(), dtype="mixed_bfloat16")
-    mixed = MaXDeepLab(
-        MaXDeepLabBackbone.from_config(config),
-        **{
-            k: v
-            for k, v in model.get_config().items()
-            if k not in ("backbone", "preprocessor", "name")
-        },
-    )
-    for source, target in zip(model.weights, mixed.weights):
-        target.assign(source)
-    assert all(keras.backend.standardize_dtype(v.dtype) == "float32" for v in mixed.weights)
-    outputs = mixed(images)
-    assert keras.backend.standardize_dtype(outputs["semantic_logits"].dtype) == "bfloat16"
-    reference = to_numpy(model(images))["transformer_class_logits"]
-    got = to_numpy(keras.ops.cast(outputs["transformer_class_logits"], "float32"))
-    np.testing.assert_allclose(got, reference, atol=0.1)
+def test_backbone_checks(model, images):
+    run_backbone_test(model.backbone, images)
 
 
 def test_bad_inputs(model):

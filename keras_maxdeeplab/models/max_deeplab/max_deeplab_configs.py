@@ -1,8 +1,11 @@
 """Named MaX-DeepLab architectures, with deeplab2's knob names and values.
 
-`MAX_DEEPLAB_CONFIGS[name]` holds the backbone keyword arguments (deeplab2's
-`max_deeplab_s` / `max_deeplab_l` encoders) and `MAX_DEEPLAB_HEAD_CONFIGS[name]`
-the task (heads) keyword arguments of deeplab2's COCO configs.
+`MAX_DEEPLAB_CONFIGS[name]` holds the backbone keyword arguments and
+`MAX_DEEPLAB_HEAD_CONFIGS[name]` the task (heads) keyword arguments:
+* `max_deeplab_s`, `max_deeplab_l`: deeplab2's encoders and COCO heads;
+* `max_deeplab_tiny`: MaX-DeepLab-S shrunk with deeplab2's own knobs, the
+  architecture of deeplab2's reference checkpoint in
+  `shared/reference/max_deeplab_tiny` (tests, demo, benchmarks).
 """
 
 MAX_DEEPLAB_CONFIGS = {
@@ -48,26 +51,39 @@ MAX_DEEPLAB_CONFIGS = {
     },
 }
 
+MAX_DEEPLAB_CONFIGS["max_deeplab_tiny"] = dict(
+    MAX_DEEPLAB_CONFIGS["max_deeplab_s"],
+    stem_width_multiplier=0.25,
+    backbone_width_multiplier=0.125,
+    backbone_layer_multiplier=0.5,
+    num_mask_slots=32,
+    memory_channels=32,
+    base_transformer_expansion=0.25,
+    global_feed_forward_network_channels=32,
+    dual_path_feed_forward_network_channels=64,
+)
+
 # deeplab2 COCO configs: 133 classes + void (channel 0 of the semantic head).
+_COCO_HEADS = {
+    "num_classes": 134,
+    "pixel_space_head_channels": 256,
+    "pixel_space_output_channels": 128,
+    "semantic_head_channels": 256,
+    "aspp_channels": 256,
+    "decoder_channels": 256,
+    "low_level_channels": (64, 32),
+    "atrous_rates": (6, 12, 18),
+}
 MAX_DEEPLAB_HEAD_CONFIGS = {
-    "max_deeplab_s": {
-        "num_classes": 134,
-        "pixel_space_head_channels": 256,
-        "pixel_space_output_channels": 128,
-        "semantic_head_channels": 256,
-        "aspp_channels": 256,
-        "decoder_channels": 256,
-        "low_level_channels": (64, 32),
-        "atrous_rates": (6, 12, 18),
-    },
-    "max_deeplab_l": {
-        "num_classes": 134,
-        "pixel_space_head_channels": 256,
-        "pixel_space_output_channels": 128,
-        "semantic_head_channels": 256,
-        "aspp_channels": 256,
-        "decoder_channels": 256,
-        "low_level_channels": (64, 32),
-        "atrous_rates": (6, 12, 18),
-    },
+    "max_deeplab_s": dict(_COCO_HEADS),
+    "max_deeplab_l": dict(_COCO_HEADS),
+    "max_deeplab_tiny": dict(
+        _COCO_HEADS,
+        pixel_space_head_channels=32,
+        pixel_space_output_channels=16,
+        semantic_head_channels=32,
+        aspp_channels=32,
+        decoder_channels=32,
+        low_level_channels=(16, 8),
+    ),
 }

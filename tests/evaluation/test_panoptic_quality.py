@@ -1,0 +1,152 @@
+import json
+import os
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from keras_maxdeeplab.evaluation import id2rgb
+from keras_maxdeeplab.evaluation import pq_compute
+from keras_maxdeeplab.evaluation import rgb2id
+from tests.helpers import SHARED
+from tests.helpers import shared_path
+
+CASES = sorted(
+    name
+    for name in (
+        os.listdir(os.path.join(SHARED, "data", "pq_cases")) if os.path.isdir(SHARED) else []
+    )
+    if os.path.isdir(os.path.join(SHARED, "data", "pq_cases", name))
+)
+
+
+@pytest.mark.parametrize("case", CASES or ["absent"])
+def test_matches_official_panopticapi(case):
+    folder = shared_path("data", "pq_cases", case)
+    expected = json.load(open(os.path.join(folder, "expected.json")))["panopticapi"]
+    results = pq_compute(
+        os.path.join(folder, "gt.json"),
+        os.path.join(folder, "pred.json"),
+        os.path.join(folder, "gt"),
+        os.path.join(folder, "pred"),
+    )
+    for group in ("All", "Things", "Stuff"):
+        for key in ("pq", "sq", "rq", "n"):
+            assert results[group][key] == pytest.approx(expected[group][key], abs=1e-9), (
+                group,
+                key,
+            )
+    for category, values in results["per_class"].items():
+        reference = expected["per_class"].get(str(category), {"pq": 0.0, "sq": 0.0, "rq": 0.0})
+        for key in ("pq", "sq", "rq"):
+            assert values[key] == pytest.approx(reference[key], abs=1e-9), (category, key)
+
+
+@pytest.mark.parametrize(
+    "json_name, png_folder",
+    [
+        (
+            ("coco_panoptic_sample", "panoptic_examples.json"),
+            ("coco_panoptic_sample", "panoptic_examples"),
+        ),
+        (("mini_real_panoptic", "panoptic.json"), ("mini_real_panoptic", "panoptic")),
+    ],
+)
+def test_ground_truth_against_itself(json_name, png_folder):
+    gt_json = shared_path("data", *json_name)
+    folder = shared_path("data", *png_folder)
+    results = pq_compute(gt_json, gt_json, folder, folder)
+    assert results["All"]["pq"] == 1.0 and results["All"]["n"] > 0
+
+
+def test_rgb_id_round_trip():
+    ids = np.array([[0, 1, 256], [65536, 16777215, 123456]])
+    np.testing.assert_array_equal(rgb2id(id2rgb(ids)), ids)
+
+
+def _write_case(tmp_path, gt_ids, pred_ids, gt_segments, pred_segments, categories):
+    for side, ids, segments in (("gt", gt_ids, gt_segments), ("pred", pred_ids, pred_segments)):
+        os.makedirs(os.path.join(tmp_path, side), exist_ok=True)
+        Image.fromarray(id2rgb(ids)).save(os.path.join(tmp_path, side, "a.png"))
+        annotation = {"image_id": 1, "file_name": "a.png", "segments_info": segments}
+        json.dump(
+            {
+                "images": [{"id": 1, "file_name": "a.jpg"}],
+                "annotations": [annotation],
+                "categories": categories,
+            },
+            open(os.path.join(tmp_path, f"{side}.json"), "w"),
+        )
+    return (os.path.join(tmp_path, "gt.json"), os.path.join(tmp_path, "pred.json"))
+
+
+CATEGORIES = [{"id": 1, "name": "person", "isthing": 1}, {"id": 2, "name": "sky", "isthing": 0}]
+
+
+def test_hand_computed_case(tmp_path):
+    # GT: a 4x4 person (id 5) on sky (id 9); the prediction shifts the person by one column.
+    gt = np.full((6, 6), 9)
+    gt[1:5, 1:5] = 5
+    pred = np.full((6, 6), 9)
+    pred[1:5, 2:6] = 5
+    files = _write_case(
+        tmp_path,
+        gt,
+        pred,
+        [
+            {"id": 5, "category_id": 1, "iscrowd": 0, "area": 16},
+            {"id": 9, "category_id": 2, "iscrowd": 0, "area": 20},
+        ],
+        [{"id": 5, "category_id": 1, "iscrowd": 0}, {"id": 9, "category_id": 2, "iscrowd": 0}],
+        CATEGORIES,
+    )
+    results = pq_compute(*files)
+    person_iou = 12 / 20  # intersection 12, union 16 + 16 - 12
+    sky_iou = 16 / 24  # intersection 16, union 20 + 20 - 16
+    assert results["per_class"][1]["pq"] == pytest.approx(person_iou)
+    assert results["per_class"][2]["pq"] == pytest.approx(sky_iou)
+    assert results["All"]["pq"] == pytest.approx((person_iou + sky_iou) / 2)
+    assert results["Things"]["n"] == 1 and results["Stuff"]["n"] == 1
+
+
+def test_empty_group_is_zero_with_n_0(tmp_path):
+    gt = np.full((4, 4), 9)
+    files = _write_case(
+        tmp_path,
+        gt,
+        gt,
+        [{"id": 9, "category_id": 2, "iscrowd": 0, "area": 16}],
+        [{"id": 9, "category_id": 2, "iscrowd": 0}],
+        CATEGORIES,
+    )
+    results = pq_compute(*files)
+    assert results["Things"] == {"pq": 0.0, "sq": 0.0, "rq": 0.0, "n": 0}
+    assert results["Stuff"]["pq"] == 1.0
+
+
+@pytest.mark.parametrize(
+    "mutation, message",
+    [
+        ("size", "differs from ground truth"),
+        ("category", "unknown category_id 7"),
+        ("duplicate", "duplicate segment id 9"),
+        ("png_only", "segment id 9 is in the prediction PNG but not in its JSON"),
+        ("gt_png_only", "ground-truth PNG ids \\[9\\]"),
+    ],
+)
+def test_bad_input(tmp_path, mutation, message):
+    gt = np.full((4, 4), 9)
+    pred = gt if mutation != "size" else np.full((4, 5), 9)
+    gt_segments = [{"id": 9, "category_id": 2, "iscrowd": 0, "area": 16}]
+    pred_segments = [{"id": 9, "category_id": 2, "iscrowd": 0}]
+    if mutation == "category":
+        pred_segments = [{"id": 9, "category_id": 7, "iscrowd": 0}]
+    if mutation == "duplicate":
+        pred_segments = pred_segments * 2
+    if mutation == "png_only":
+        pred_segments = []
+    if mutation == "gt_png_only":
+        gt_segments = []
+    files = _write_case(tmp_path, gt, pred, gt_segments, pred_segments, CATEGORIES)
+    with pytest.raises(ValueError, match=message):
+        pq_compute(*files)
