@@ -14,6 +14,7 @@ One difference, documented: a group (All / Things / Stuff) with no counted
 class returns zeros with `n = 0`, where panopticapi divides by zero.
 """
 
+import concurrent.futures
 import json
 import os
 
@@ -65,82 +66,133 @@ class PQStat:
         return self
 
     def add_image(self, gt_ids, gt_segments, pred_ids, pred_segments, name="image"):
-        """Accumulates one image.
+        """Accumulates one image (vectorised over pixels and segments).
 
         Args:
             gt_ids, pred_ids: `[H, W]` integer segment-id maps (0 = unlabelled).
-            gt_segments, pred_segments: `{id: {"category_id", "iscrowd", "area"}}`;
-                GT areas are taken from here, predicted areas are counted.
+            gt_segments, pred_segments: `{id: {"category_id", "iscrowd", "area"}}`
+                in JSON order; GT areas are taken from here, predicted areas
+                are counted.
             name: the image's name for error messages.
         """
         if gt_ids.shape != pred_ids.shape:
             raise ValueError(
                 f"{name}: prediction size {pred_ids.shape} differs from ground truth {gt_ids.shape}."
             )
-        labels, counts = np.unique(pred_ids, return_counts=True)
-        pred_areas = {}
-        for label, count in zip(labels.tolist(), counts.tolist()):
-            if label not in pred_segments:
-                if label == VOID:
-                    continue
-                raise ValueError(
-                    f"{name}: segment id {label} is in the prediction PNG but not in its JSON."
-                )
-            pred_areas[label] = count
-        absent = sorted(set(pred_segments) - set(pred_areas))
-        if absent:
+        # Segment tables; index 0 stands for unlabelled pixels.
+        gt_table = np.array([VOID] + list(gt_segments), np.int64)
+        pred_table = np.array([VOID] + list(pred_segments), np.int64)
+        gt_category = np.array([-1] + [s["category_id"] for s in gt_segments.values()])
+        pred_category = np.array([-2] + [s["category_id"] for s in pred_segments.values()])
+        gt_crowd = np.array([False] + [s["iscrowd"] == 1 for s in gt_segments.values()])
+        gt_area = np.array([0] + [s["area"] for s in gt_segments.values()], np.int64)
+
+        gt_index = _index_of(gt_ids, gt_table, f"{name}: ground-truth", "ground-truth JSON")
+        pred_index = _index_of(pred_ids, pred_table, f"{name}: prediction", "prediction JSON")
+        pred_area = np.bincount(pred_index.ravel(), minlength=len(pred_table))
+        absent = pred_table[1:][pred_area[1:] == 0]
+        if absent.size:
             raise ValueError(
-                f"{name}: segment ids {absent} are in the prediction JSON but not in its PNG."
+                f"{name}: segment ids {absent.tolist()} are in the prediction JSON but not in its PNG."
             )
-
-        pairs, intersections = np.unique(
-            gt_ids.astype(np.int64) * OFFSET + pred_ids.astype(np.int64), return_counts=True
+        size = len(pred_table)
+        # Pixel counts of every (gt segment, predicted segment) pair in one pass.
+        pair_counts = np.bincount(
+            (gt_index.ravel() * size + pred_index.ravel()), minlength=len(gt_table) * size
         )
-        overlap = dict(
-            zip(zip((pairs // OFFSET).tolist(), (pairs % OFFSET).tolist()), intersections.tolist())
-        )
+        codes = np.flatnonzero(pair_counts)
+        intersections = pair_counts[codes]
+        pair_gt, pair_pred = codes // size, codes % size
+        void_overlap = np.zeros(size, np.int64)
+        on_void = pair_gt == 0
+        void_overlap[pair_pred[on_void]] = intersections[on_void]
 
-        gt_matched, pred_matched = set(), set()
-        for (gt_label, pred_label), intersection in overlap.items():
-            gt = gt_segments.get(gt_label)
-            pred = pred_segments.get(pred_label)
-            if gt is None or pred is None or gt["iscrowd"] == 1:
-                continue
-            if gt["category_id"] != pred["category_id"]:
-                continue
-            union = (
-                pred_areas[pred_label]
-                + gt["area"]
-                - intersection
-                - overlap.get((VOID, pred_label), 0)
+        candidate = (
+            (pair_gt > 0)
+            & (pair_pred > 0)
+            & ~gt_crowd[pair_gt]
+            & (gt_category[pair_gt] == pred_category[pair_pred])
+        )
+        union = pred_area[pair_pred] + gt_area[pair_gt] - intersections - void_overlap[pair_pred]
+        iou = np.where(candidate, intersections / np.maximum(union, 1), 0.0)
+        matched = candidate & (iou > 0.5)
+        for category, value in zip(gt_category[pair_gt[matched]].tolist(), iou[matched].tolist()):
+            self._add(self.tp, category, 1)
+            self._add(self.iou, category, value)
+        gt_matched = np.zeros(len(gt_table), bool)
+        gt_matched[pair_gt[matched]] = True
+        pred_matched = np.zeros(size, bool)
+        pred_matched[pair_pred[matched]] = True
+
+        for category in gt_category[1:][~gt_matched[1:] & ~gt_crowd[1:]].tolist():
+            self._add(self.fn, category, 1)
+
+        # Unmatched predictions on unlabelled pixels or on the (last) crowd segment
+        # of their own category for more than half of their area are not counted.
+        crowd_of = {}
+        for index in np.nonzero(gt_crowd & ~gt_matched)[0].tolist():
+            crowd_of[int(gt_category[index])] = index
+        ignored = void_overlap.copy()
+        crowd_pairs = (
+            np.array(
+                [crowd_of.get(int(c), -1) == g for g, c in zip(pair_gt, pred_category[pair_pred])],
+                bool,
             )
-            iou = intersection / union
-            if iou > 0.5:
-                self._add(self.tp, gt["category_id"], 1)
-                self._add(self.iou, gt["category_id"], iou)
-                gt_matched.add(gt_label)
-                pred_matched.add(pred_label)
-
-        crowd_by_category = {}
-        for gt_label, gt in gt_segments.items():
-            if gt_label in gt_matched:
-                continue
-            if gt["iscrowd"] == 1:
-                crowd_by_category[gt["category_id"]] = gt_label
-                continue
-            self._add(self.fn, gt["category_id"], 1)
-
-        for pred_label, pred in pred_segments.items():
-            if pred_label in pred_matched:
-                continue
-            ignored = overlap.get((VOID, pred_label), 0)
-            crowd = crowd_by_category.get(pred["category_id"])
-            if crowd is not None:
-                ignored += overlap.get((crowd, pred_label), 0)
-            if ignored / pred_areas[pred_label] > 0.5:
-                continue
-            self._add(self.fp, pred["category_id"], 1)
+            if crowd_of
+            else np.zeros(len(codes), bool)
+        )
+        np.add.at(ignored, pair_pred[crowd_pairs], intersections[crowd_pairs])
+        unmatched = np.nonzero(~pred_matched)[0]
+        unmatched = unmatched[unmatched > 0]
+        counted = ignored[unmatched] / pred_area[unmatched] <= 0.5
+        for category in pred_category[unmatched[counted]].tolist():
+            self._add(self.fp, category, 1)
         return self
+
+    def add_label_maps(
+        self,
+        gt_panoptic,
+        pred_panoptic,
+        label_divisor=256,
+        gt_is_crowd=None,
+        void_label=0,
+        rules="coco",
+        name="image",
+    ):
+        """Accumulates one image given as `category * label_divisor + instance` maps.
+
+        Args:
+            gt_panoptic, pred_panoptic: `[H, W]` integer maps; category
+                `void_label` is unlabelled.
+            gt_is_crowd: optional `[H, W]` bool, crowd pixels of the GT.
+            rules: `"coco"` (panopticapi: crowd regions are separate segments)
+                or `"deeplab2"` (deeplab2's evaluator: crowd pixels are void
+                for every class).
+        """
+        if rules not in ("coco", "deeplab2"):
+            raise ValueError(f"rules must be 'coco' or 'deeplab2'; got {rules!r}.")
+        gt = np.asarray(gt_panoptic, np.int64)
+        pred = np.asarray(pred_panoptic, np.int64)
+        crowd = np.zeros(gt.shape, bool) if gt_is_crowd is None else np.asarray(gt_is_crowd, bool)
+        if crowd.shape != gt.shape:
+            raise ValueError(f"{name}: gt_is_crowd shape {crowd.shape} differs from {gt.shape}.")
+        gt = np.where(gt // label_divisor == void_label, VOID, gt)
+        pred = np.where(pred // label_divisor == void_label, VOID, pred)
+        if rules == "deeplab2":
+            gt = np.where(crowd, VOID, gt)
+        crowd_ids = set(_unique(gt[crowd])[0].tolist()) if rules == "coco" else set()
+        gt_ids, gt_areas = _unique(gt)
+        gt_segments = {
+            i: {"category_id": i // label_divisor, "iscrowd": int(i in crowd_ids), "area": a}
+            for i, a in zip(gt_ids.tolist(), gt_areas.tolist())
+            if i != VOID
+        }
+        pred_segments = {
+            i: {"category_id": i // label_divisor, "iscrowd": 0}
+            for i in _unique(pred)[0].tolist()
+            if i != VOID
+        }
+        return self.add_image(gt, gt_segments, pred, pred_segments, name=name)
 
     def pq_average(self, categories, isthing=None):
         """Mean PQ/SQ/RQ over the counted categories of a group, and per class.
@@ -174,6 +226,37 @@ class PQStat:
         if n == 0:
             return {"pq": 0.0, "sq": 0.0, "rq": 0.0, "n": 0}, per_class
         return {"pq": pq / n, "sq": sq / n, "rq": rq / n, "n": n}, per_class
+
+
+def _unique(values):
+    """`np.unique(values, return_counts=True)` in linear time for small ids."""
+    values = values.ravel()
+    if values.size == 0:
+        return values, values
+    if values.min() >= 0 and values.max() < (1 << 22):
+        counts = np.bincount(values)
+        ids = np.flatnonzero(counts)
+        return ids, counts[ids]
+    return np.unique(values, return_counts=True)
+
+
+def _index_of(ids, table, what, where):
+    """Position of every pixel's id in `table` (0 = unlabelled); unknown ids raise."""
+    if ids.size and ids.min() >= 0 and max(ids.max(), table.max()) < (1 << 22):
+        lookup = np.full(max(ids.max(), table.max()) + 1, -1, np.int64)
+        lookup[table] = np.arange(len(table))
+        index = lookup[ids]
+        unknown = index < 0
+    else:
+        order = np.argsort(table)
+        position = np.clip(np.searchsorted(table[order], ids), 0, len(table) - 1)
+        index = order[position]
+        unknown = (table[index] != ids) & (ids != VOID)
+    if unknown.any():
+        raise ValueError(
+            f"{what} PNG ids {sorted(set(ids[unknown].tolist()))} are not in the {where}."
+        )
+    return np.where(ids == VOID, 0, index)
 
 
 def _segments(annotation, categories, file_name):
@@ -219,13 +302,19 @@ def evaluate_image(gt_annotation, pred_annotation, gt_folder, pred_folder, categ
     return PQStat().add_image(gt_ids, gt_segments, pred_ids, pred_segments, name=name)
 
 
-def pq_compute(gt_json_file, pred_json_file, gt_folder=None, pred_folder=None):
+def _evaluate_job(job):
+    return evaluate_image(*job)
+
+
+def pq_compute(gt_json_file, pred_json_file, gt_folder=None, pred_folder=None, workers=None):
     """Panoptic quality of COCO-format predictions, as panopticapi computes it.
 
     Args:
         gt_json_file, pred_json_file: COCO panoptic JSON files.
         gt_folder, pred_folder: PNG folders; default: the JSON path without
             `.json` (panopticapi's default).
+        workers: threads reading and scoring images in parallel (default:
+            one per CPU core).
 
     Returns:
         `{"All": {"pq", "sq", "rq", "n"}, "Things": {...},
@@ -243,14 +332,19 @@ def pq_compute(gt_json_file, pred_json_file, gt_folder=None, pred_folder=None):
     pred_folder = pred_folder or pred_json_file.replace(".json", "")
     categories = {c["id"]: c for c in gt_json["categories"]}
     predictions = {a["image_id"]: a for a in pred_json["annotations"]}
-    stat = PQStat()
+    jobs = []
     for gt_annotation in gt_json["annotations"]:
         image_id = gt_annotation["image_id"]
         if image_id not in predictions:
             raise ValueError(f"No prediction for the image with id {image_id}.")
-        stat.merge(
-            evaluate_image(gt_annotation, predictions[image_id], gt_folder, pred_folder, categories)
-        )
+        jobs.append((gt_annotation, predictions[image_id], gt_folder, pred_folder, categories))
+    workers = min(workers or os.cpu_count() or 1, len(jobs))
+    stat = PQStat()
+    # Threads: PNG decoding and NumPy's sorting release the GIL, and unlike
+    # processes they need no re-import of the (heavy) package per worker.
+    with concurrent.futures.ThreadPoolExecutor(workers) as pool:
+        for image_stat in pool.map(_evaluate_job, jobs):
+            stat.merge(image_stat)
     results = {}
     for name, isthing in (("All", None), ("Things", True), ("Stuff", False)):
         results[name], per_class = stat.pq_average(categories, isthing=isthing)

@@ -2,3 +2,6 @@
 
 from keras_maxdeeplab.postprocessing.panoptic import postprocess_panoptic
 from keras_maxdeeplab.postprocessing.panoptic import thing_stuff_class_ids
+from keras_maxdeeplab.postprocessing.segments import post_process_panoptic_segmentation
+from keras_maxdeeplab.postprocessing.segments import segments_from_panoptic
+from keras_maxdeeplab.postprocessing.segments import to_coco_panoptic

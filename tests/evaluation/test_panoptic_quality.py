@@ -130,7 +130,7 @@ def test_empty_group_is_zero_with_n_0(tmp_path):
         ("size", "differs from ground truth"),
         ("category", "unknown category_id 7"),
         ("duplicate", "duplicate segment id 9"),
-        ("png_only", "segment id 9 is in the prediction PNG but not in its JSON"),
+        ("png_only", "prediction PNG ids \\[9\\] are not in the prediction JSON"),
         ("gt_png_only", "ground-truth PNG ids \\[9\\]"),
     ],
 )
@@ -150,3 +150,55 @@ def test_bad_input(tmp_path, mutation, message):
     files = _write_case(tmp_path, gt, pred, gt_segments, pred_segments, CATEGORIES)
     with pytest.raises(ValueError, match=message):
         pq_compute(*files)
+
+
+def _label_map_results(case, rules):
+    from keras_maxdeeplab.evaluation import PQStat
+
+    folder = shared_path("data", "pq_cases", case)
+    arrays = np.load(os.path.join(folder, "arrays.npz"))
+    categories = {
+        c["id"]: c for c in json.load(open(os.path.join(folder, "gt.json")))["categories"]
+    }
+    stat = PQStat()
+    index = 0
+    while f"gt_panoptic_{index}" in arrays.files:
+        stat.add_label_maps(
+            arrays[f"gt_panoptic_{index}"],
+            arrays[f"pred_panoptic_{index}"],
+            label_divisor=int(arrays["label_divisor"]),
+            gt_is_crowd=arrays[f"gt_is_crowd_{index}"],
+            rules=rules,
+        )
+        index += 1
+    return {
+        name: stat.pq_average(categories, isthing)[0]
+        for name, isthing in (("All", None), ("Things", True), ("Stuff", False))
+    }
+
+
+@pytest.mark.parametrize("case", CASES or ["absent"])
+def test_label_maps_match_official_panopticapi(case):
+    expected = json.load(open(shared_path("data", "pq_cases", case, "expected.json")))[
+        "panopticapi"
+    ]
+    results = _label_map_results(case, "coco")
+    for group in ("All", "Things", "Stuff"):
+        for key in ("pq", "sq", "rq", "n"):
+            assert results[group][key] == pytest.approx(expected[group][key], abs=1e-9), (
+                group,
+                key,
+            )
+
+
+def test_deeplab2_rules_match_deeplab2_evaluator():
+    published = json.load(open(shared_path("data", "pq_cases", "deeplab2_testdata", "case.json")))
+    results = _label_map_results("deeplab2_testdata", "deeplab2")["All"]
+    for key in ("pq", "sq", "rq"):
+        assert results[key] == pytest.approx(published["deeplab2_published"][key], abs=1e-6)
+
+
+def test_parallel_workers_give_the_same_result():
+    folder = shared_path("data", "pq_cases", "real_mixed")
+    args = [os.path.join(folder, name) for name in ("gt.json", "pred.json", "gt", "pred")]
+    assert pq_compute(*args, workers=1) == pq_compute(*args, workers=3)
