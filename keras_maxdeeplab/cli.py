@@ -33,6 +33,68 @@ def _convert(args):
     print(f"Wrote preset {os.path.abspath(args.output)}")
 
 
+def _evaluate(args):
+    import tempfile
+
+    from keras_maxdeeplab.evaluation import format_results
+    from keras_maxdeeplab.evaluation import pq_compute
+
+    gt_folder = args.panoptic or args.annotations.replace(".json", "")
+    if args.predictions:
+        results = pq_compute(args.annotations, args.predictions, gt_folder, workers=args.workers)
+    else:
+        if not (args.preset and args.images):
+            raise ValueError("evaluate needs --predictions, or --preset and --images to predict.")
+        with tempfile.TemporaryDirectory() as folder:
+            predictions = _predict_coco(args, folder)
+            results = pq_compute(args.annotations, predictions, gt_folder, workers=args.workers)
+    print(format_results(results))
+
+
+def _predict_coco(args, folder):
+    """Segments every image of the annotation file; writes COCO panoptic predictions."""
+    import numpy as np
+    from PIL import Image
+
+    import keras
+
+    from keras_maxdeeplab import MaXDeepLab
+    from keras_maxdeeplab.postprocessing import post_process_panoptic_segmentation
+    from keras_maxdeeplab.postprocessing import to_coco_panoptic
+
+    with open(args.annotations) as f:
+        dataset = json.load(f)
+    model = MaXDeepLab.from_preset(args.preset)
+    crop = tuple(model.backbone.image_shape[:2])
+    names = {image["id"]: image["file_name"] for image in dataset["images"]}
+    os.makedirs(os.path.join(folder, "predictions"))
+    annotations = []
+    progress = keras.utils.Progbar(len(dataset["annotations"]), unit_name="image")
+    for annotation in dataset["annotations"]:
+        path = os.path.join(args.images, names[annotation["image_id"]])
+        try:
+            image = np.asarray(Image.open(path).convert("RGB"))
+        except OSError as error:
+            raise ValueError(f"Cannot read image {path}: {error}") from error
+        outputs = model.predict(image[None], verbose=0)  # the preset's preprocessor runs here
+        (result,) = post_process_panoptic_segmentation(
+            outputs, [image.shape[:2]], dataset["categories"], crop
+        )
+        rgb, record = to_coco_panoptic(
+            result["segmentation"],
+            result["segments_info"],
+            annotation["image_id"],
+            annotation["file_name"],
+        )
+        Image.fromarray(rgb).save(os.path.join(folder, "predictions", annotation["file_name"]))
+        annotations.append(record)
+        progress.add(1)
+    path = os.path.join(folder, "predictions.json")
+    with open(path, "w") as f:
+        json.dump({**dataset, "annotations": annotations}, f)
+    return path
+
+
 def build_parser():
     parser = argparse.ArgumentParser(
         prog="maxdeeplab", description="MaX-DeepLab panoptic segmentation for Keras 3."
@@ -63,6 +125,19 @@ def build_parser():
     )
     convert.add_argument("--overwrite", action="store_true", help="replace an existing preset")
     convert.set_defaults(run=_convert)
+
+    evaluate = commands.add_parser(
+        "evaluate", help="PQ of COCO-format predictions, or of a preset's predictions on a dataset"
+    )
+    evaluate.add_argument("--annotations", required=True, help="ground-truth COCO panoptic JSON")
+    evaluate.add_argument(
+        "--panoptic", help="ground-truth PNG folder (default: JSON path minus .json)"
+    )
+    evaluate.add_argument("--predictions", help="predicted COCO panoptic JSON (PNGs beside it)")
+    evaluate.add_argument("--preset", help="preset folder or handle to predict with")
+    evaluate.add_argument("--images", help="image folder, with --preset")
+    evaluate.add_argument("--workers", type=int, help="threads scoring images (default: CPU cores)")
+    evaluate.set_defaults(run=_evaluate)
     return parser
 
 

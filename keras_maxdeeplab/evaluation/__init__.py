@@ -4,3 +4,6 @@ from keras_maxdeeplab.evaluation.panoptic_quality import PQStat
 from keras_maxdeeplab.evaluation.panoptic_quality import id2rgb
 from keras_maxdeeplab.evaluation.panoptic_quality import pq_compute
 from keras_maxdeeplab.evaluation.panoptic_quality import rgb2id
+from keras_maxdeeplab.evaluation.metric import PanopticQuality
+from keras_maxdeeplab.evaluation.panoptic_quality import format_results
+from keras_maxdeeplab.evaluation.panoptic_quality import read_coco_panoptic

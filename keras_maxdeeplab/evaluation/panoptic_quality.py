@@ -351,3 +351,30 @@ def pq_compute(gt_json_file, pred_json_file, gt_folder=None, pred_folder=None, w
         if name == "All":
             results["per_class"] = per_class
     return results
+
+
+def read_coco_panoptic(json_file, folder=None):
+    """Reads a COCO panoptic annotation set: yields `(annotation, ids [H, W])`.
+
+    `folder` defaults to the JSON path without `.json` (panopticapi's layout).
+
+    Example:
+    >>> for annotation, ids in read_coco_panoptic("predictions.json"):
+    ...     print(annotation["image_id"], ids.max())
+    """
+    with open(json_file) as f:
+        data = json.load(f)
+    folder = folder or json_file.replace(".json", "")
+    for annotation in data["annotations"]:
+        yield annotation, _read_ids(folder, annotation["file_name"])
+
+
+def format_results(results):
+    """PQ/SQ/RQ table (percent) for All, Things and Stuff, as panopticapi prints it."""
+    lines = [f"{'':10s}| {'PQ':>5s}  {'SQ':>5s}  {'RQ':>5s}  {'N':>5s}", "-" * 41]
+    for name in ("All", "Things", "Stuff"):
+        r = results[name]
+        lines.append(
+            f"{name:10s}| {100 * r['pq']:5.1f}  {100 * r['sq']:5.1f}  {100 * r['rq']:5.1f}  {r['n']:5d}"
+        )
+    return "\n".join(lines)

@@ -202,3 +202,53 @@ def test_parallel_workers_give_the_same_result():
     folder = shared_path("data", "pq_cases", "real_mixed")
     args = [os.path.join(folder, name) for name in ("gt.json", "pred.json", "gt", "pred")]
     assert pq_compute(*args, workers=1) == pq_compute(*args, workers=3)
+
+
+@pytest.mark.parametrize("rules", ["coco", "deeplab2"])
+def test_streaming_metric_on_label_maps(rules):
+    import keras
+
+    from keras_maxdeeplab.evaluation import PanopticQuality
+
+    case = "real_mixed" if rules == "coco" else "deeplab2_testdata"
+    arrays = np.load(shared_path("data", "pq_cases", case, "arrays.npz"))
+    categories = json.load(open(shared_path("data", "pq_cases", case, "gt.json")))["categories"]
+    things = [c["id"] for c in categories if c["isthing"]]
+    metric = PanopticQuality(
+        num_classes=201, thing_class_ids=things, label_divisor=1000, rules=rules
+    )
+    index = 0
+    while f"gt_panoptic_{index}" in arrays.files:
+        metric.update_state(
+            {
+                "panoptic_gt": arrays[f"gt_panoptic_{index}"][None],
+                "is_crowd_gt": arrays[f"gt_is_crowd_{index}"][None],
+            },
+            arrays[f"pred_panoptic_{index}"][None],
+        )
+        index += 1
+    expected = _label_map_results(case, rules)
+    results = metric.results()
+    for group in ("All", "Things", "Stuff"):
+        assert results[group]["n"] == expected[group]["n"]
+        assert results[group]["pq"] == pytest.approx(expected[group]["pq"], abs=1e-6)
+    assert float(keras.ops.convert_to_numpy(metric.result())) == pytest.approx(
+        expected["All"]["pq"], abs=1e-6
+    )
+    metric.reset_state()
+    assert float(keras.ops.convert_to_numpy(metric.result())) == 0.0
+
+
+def test_streaming_metric_post_processes_model_outputs():
+    from keras_maxdeeplab.evaluation import PanopticQuality
+
+    data = np.load(shared_path("reference", "max_deeplab_s", "postprocess_cases.npz"))
+    outputs = {
+        "pixel_space_mask_logits": data["synthetic_default/in/pixel_space_mask_logits"],
+        "transformer_class_logits": data["synthetic_default/in/transformer_class_logits"],
+    }
+    # deeplab2's own prediction as ground truth: every segment matches itself.
+    metric = PanopticQuality()
+    metric.update_state({"panoptic_gt": data["synthetic_default/out/panoptic_pred"]}, outputs)
+    results = metric.results()
+    assert results["All"]["pq"] == 1.0 and results["All"]["n"] == 4  # 5 segments, 4 classes

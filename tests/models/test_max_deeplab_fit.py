@@ -35,6 +35,7 @@ def _scenes(count, seed):
         "thing_id_mask_gt": thing_mask,
         "thing_id_class_gt": thing_class,
         "semantic_loss_weight": np.ones((count, SIZE, SIZE), np.float32),
+        "panoptic_gt": semantic * 256 + np.where(thing_mask >= 0, thing_mask + 1, 0),
     }
     return images * 2.0 - 1.0, y_true
 
@@ -60,3 +61,40 @@ def test_fit_lowers_the_loss(jit_compile):
     assert all(np.isfinite(losses))
     assert np.mean(losses[-5:]) < 0.9 * np.mean(losses[:5]), losses
     assert after["loss"] < before["loss"]
+
+
+def test_evaluate_reports_panoptic_quality():
+    from keras_maxdeeplab.evaluation import PQStat
+    from keras_maxdeeplab.evaluation import PanopticQuality
+    from keras_maxdeeplab.postprocessing import postprocess_panoptic
+
+    keras.utils.set_random_seed(2)
+    model = tiny_model(SIZE)
+    # An untrained model is never confident: score its raw mask assignment.
+    options = dict(
+        transformer_class_confidence_threshold=0.0,
+        pixel_confidence_threshold=0.0,
+        thing_area_limit=0,
+        stuff_area_limit=0,
+    )
+    metric = PanopticQuality(rules="deeplab2", postprocess_options=options)
+    model.compile(metrics=[metric])
+    images, y_true = _scenes(2, seed=3)
+    outputs = model.predict(images, verbose=0)
+    maps = postprocess_panoptic(
+        outputs["pixel_space_mask_logits"],
+        outputs["transformer_class_logits"],
+        (SIZE, SIZE),
+        **options,
+    )
+    predicted = keras.ops.convert_to_numpy(maps["panoptic_pred"])
+    # Image 0's ground truth is the model's own prediction: a perfect match.
+    y_true["panoptic_gt"] = np.stack([predicted[0], y_true["panoptic_gt"][1]])
+    logs = model.evaluate(images, y_true, batch_size=2, verbose=0, return_dict=True)
+    stat = PQStat()
+    for gt, pred in zip(y_true["panoptic_gt"], predicted):
+        stat.add_label_maps(gt, pred, rules="deeplab2")
+    categories = {c: {"isthing": int(c <= 80)} for c in range(1, 134)}
+    expected = stat.pq_average(categories)[0]
+    assert expected["n"] > 1 and expected["pq"] > 0
+    assert logs["panoptic_quality"] == pytest.approx(expected["pq"], abs=1e-6)

@@ -46,3 +46,13 @@ def test_bad_input():
         converter(np.zeros((10, 10), "uint8"))
     with pytest.raises(ValueError, match="RGB"):
         converter(np.zeros((10, 10, 4), "uint8"))
+
+
+def test_tf_data_path_matches():
+    import tensorflow as tf
+
+    io = np.load(shared_path("reference", "max_deeplab_tiny", "io.npz"))
+    converter = MaXDeepLabImageConverter(image_size=(129, 129))
+    dataset = tf.data.Dataset.from_tensors(io["image/decoded_uint8"]).map(converter)
+    (got,) = list(dataset.as_numpy_iterator())
+    np.testing.assert_allclose(got, io["s129/input/image_normalized"][0], atol=1e-5)

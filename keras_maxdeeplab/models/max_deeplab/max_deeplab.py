@@ -3,6 +3,7 @@
 import keras
 from keras_hub.models import ImageSegmenter
 
+from keras_maxdeeplab.evaluation.metric import PanopticQuality
 from keras_maxdeeplab.layers.convolutions import Conv1D
 from keras_maxdeeplab.layers.heads import L2Normalize
 from keras_maxdeeplab.layers.heads import MaskLogits
@@ -177,7 +178,9 @@ class MaXDeepLab(ImageSegmenter):
         `optimizer="auto"`: Adam (no weight decay), `learning_rate` with
         `warmup_steps` of linear warm-up then polynomial decay (power 0.9) to 0
         at `training_steps`, and `backbone_learning_rate_multiplier` on the
-        ImageNet-pretrained backbone variables. `loss="auto"`: a
+        ImageNet-pretrained backbone variables. `metrics` may include
+        `keras_maxdeeplab.evaluation.PanopticQuality` (targets then need
+        `panoptic_gt`). `loss="auto"`: a
         `MaXDeepLabLoss` for this model's classes (weights 3.0 / 0.3 / 1.0 /
         1.0); each term is reported as a metric. keras-hub's semantic
         cross-entropy default does not apply to MaX-DeepLab's outputs.
@@ -199,6 +202,17 @@ class MaXDeepLab(ImageSegmenter):
         self.loss_term_trackers = {}
         if loss is not None:
             self.loss_term_trackers = {term: keras.metrics.Mean(name=term) for term in TERMS}
+        # Panoptic-quality metrics read the whole target and output dicts, so
+        # they are updated here rather than by Keras' per-output metric logic.
+        metrics = list(metrics or [])
+        self.panoptic_quality_metrics = [m for m in metrics if isinstance(m, PanopticQuality)]
+        metrics = [m for m in metrics if not isinstance(m, PanopticQuality)] or None
+        if self.panoptic_quality_metrics and keras.backend.backend() == "tensorflow":
+            if jit_compile is True:
+                raise ValueError(
+                    "PanopticQuality scores on the host (tf.numpy_function), which XLA cannot "
+                    "compile: use jit_compile='auto' or False with TensorFlow."
+                )
         keras.Model.compile(self, optimizer=optimizer, loss=None, metrics=metrics, **kwargs)
         if loss is not None and keras.backend.backend() == "tensorflow":
             # XLA cannot compile the host call to scipy's matcher.
@@ -219,6 +233,11 @@ class MaXDeepLab(ImageSegmenter):
             total = total + value
         return total
 
+    def compute_metrics(self, x, y, y_pred, sample_weight=None):
+        for metric in getattr(self, "panoptic_quality_metrics", []):
+            metric.update_state(y, y_pred)
+        return super().compute_metrics(x, y, y_pred, sample_weight)
+
     def _prepare_batch(self, x, y, sample_weight):
         # keras-hub's PipelineModel converts `y` as one tensor; ours is a dict.
         data = self.preprocess_samples(x, y, sample_weight)
@@ -237,7 +256,11 @@ class MaXDeepLab(ImageSegmenter):
 
     @property
     def metrics(self):
-        return super().metrics + list(getattr(self, "loss_term_trackers", {}).values())
+        return (
+            super().metrics
+            + list(getattr(self, "loss_term_trackers", {}).values())
+            + list(getattr(self, "panoptic_quality_metrics", []))
+        )
 
     def get_config(self):
         config = super().get_config()

@@ -5,6 +5,7 @@ import numpy as np
 import keras
 from keras import ops
 from keras_hub.layers import ImageConverter
+from keras_hub.src.utils.tensor_utils import in_tf_function
 
 from keras_maxdeeplab.layers.resize import resize_bilinear_align_corners
 from keras_maxdeeplab.models.max_deeplab.max_deeplab_backbone import MaXDeepLabBackbone
@@ -66,12 +67,19 @@ class MaXDeepLabImageConverter(ImageConverter):
         return resized_size(height, width, *self.image_size)
 
     def call(self, inputs):
-        images = ops.convert_to_tensor(inputs)
-        if len(images.shape) not in (3, 4) or images.shape[-1] != 3:
+        shape = getattr(inputs, "shape", np.shape(inputs))
+        if len(shape) not in (3, 4) or shape[-1] != 3:
             raise ValueError(
                 f"MaXDeepLabImageConverter expects RGB images [H, W, 3] or [B, H, W, 3]; "
-                f"got shape {tuple(images.shape)}."
+                f"got shape {tuple(shape)}."
             )
+        if in_tf_function():
+            # Inside tf.data (keras-hub runs preprocessing there): TensorFlow ops.
+            return self._call_tf(inputs)
+        return self._call_ops(inputs)
+
+    def _call_ops(self, inputs):
+        images = ops.convert_to_tensor(inputs)
         unbatched = len(images.shape) == 3
         if unbatched:
             images = ops.expand_dims(images, 0)
@@ -88,6 +96,40 @@ class MaXDeepLabImageConverter(ImageConverter):
             constant_values=127.5,
         )
         images = images / 127.5 - 1.0
+        return images[0] if unbatched else images
+
+    def _call_tf(self, inputs):
+        import tensorflow as tf
+
+        images = tf.cast(inputs, tf.float32)
+        unbatched = images.shape.rank == 3
+        if unbatched:
+            images = images[None]
+        crop_height, crop_width = self.image_size
+        size = tf.shape(images)[1:3]
+        # deeplab2's resize_to_range in float32, as resized_size() does.
+        height, width = tf.cast(size[0], tf.float64), tf.cast(size[1], tf.float64)
+        factor = tf.cast(tf.maximum(crop_height / height, crop_width / width), tf.float32)
+        height = tf.floor(tf.cast(height, tf.float32) * factor)
+        width = tf.floor(tf.cast(width, tf.float32) * factor)
+        factor = tf.minimum(
+            tf.cast(
+                tf.minimum(
+                    crop_height / tf.cast(height, tf.float64),
+                    crop_width / tf.cast(width, tf.float64),
+                ),
+                tf.float32,
+            ),
+            1.0,
+        )
+        new_size = tf.cast(tf.floor(tf.stack([height, width]) * factor), tf.int32)
+        images = tf.compat.v1.image.resize(images, new_size, align_corners=True)
+        images = tf.pad(
+            images,
+            [[0, 0], [0, crop_height - new_size[0]], [0, crop_width - new_size[1]], [0, 0]],
+            constant_values=127.5,
+        )
+        images = tf.ensure_shape(images, [None, crop_height, crop_width, 3]) / 127.5 - 1.0
         return images[0] if unbatched else images
 
     def get_config(self):
