@@ -132,12 +132,7 @@ class PanopticQuality(keras.metrics.Metric):
             for c in range(self.num_classes)
             if c != self.void_label
         }
-        results = {}
-        for name, isthing in (("All", None), ("Things", True), ("Stuff", False)):
-            results[name], per_class = stat.pq_average(categories, isthing=isthing)
-            if name == "All":
-                results["per_class"] = per_class
-        return results
+        return stat.summary(categories)
 
     def reset_state(self):
         self.stats.assign(ops.zeros(self.stats.shape, "float32"))

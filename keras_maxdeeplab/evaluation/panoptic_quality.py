@@ -194,6 +194,15 @@ class PQStat:
         }
         return self.add_image(gt, gt_segments, pred, pred_segments, name=name)
 
+    def summary(self, categories):
+        """panopticapi's result structure: All/Things/Stuff and `per_class`."""
+        results = {}
+        for name, isthing in (("All", None), ("Things", True), ("Stuff", False)):
+            results[name], per_class = self.pq_average(categories, isthing=isthing)
+            if name == "All":
+                results["per_class"] = per_class
+        return results
+
     def pq_average(self, categories, isthing=None):
         """Mean PQ/SQ/RQ over the counted categories of a group, and per class.
 
@@ -345,12 +354,7 @@ def pq_compute(gt_json_file, pred_json_file, gt_folder=None, pred_folder=None, w
     with concurrent.futures.ThreadPoolExecutor(workers) as pool:
         for image_stat in pool.map(_evaluate_job, jobs):
             stat.merge(image_stat)
-    results = {}
-    for name, isthing in (("All", None), ("Things", True), ("Stuff", False)):
-        results[name], per_class = stat.pq_average(categories, isthing=isthing)
-        if name == "All":
-            results["per_class"] = per_class
-    return results
+    return stat.summary(categories)
 
 
 def read_coco_panoptic(json_file, folder=None):
