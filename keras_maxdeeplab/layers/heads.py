@@ -315,6 +315,11 @@ class TransformerClassHead(Conv1D):
         return config
 
 
+def l2_normalize(x):
+    """`x / sqrt(max(sum(x^2), 1e-12))` over the last axis, as tf.math.l2_normalize."""
+    return x * ops.rsqrt(ops.maximum(ops.sum(ops.square(x), axis=-1, keepdims=True), 1e-12))
+
+
 @keras.saving.register_keras_serializable(package="keras_maxdeeplab")
 class L2Normalize(keras.layers.Layer):
     """`x / sqrt(max(sum(x^2), 1e-12))` over the last axis (tf.math.l2_normalize).
@@ -324,8 +329,7 @@ class L2Normalize(keras.layers.Layer):
     """
 
     def call(self, inputs):
-        squared = ops.sum(ops.square(inputs), axis=-1, keepdims=True)
-        return inputs * ops.rsqrt(ops.maximum(squared, 1e-12))
+        return l2_normalize(inputs)
 
 
 @keras.saving.register_keras_serializable(package="keras_maxdeeplab")

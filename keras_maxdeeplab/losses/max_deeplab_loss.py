@@ -23,6 +23,7 @@ import numpy as np
 import keras
 from keras import ops
 
+from keras_maxdeeplab.layers.heads import l2_normalize
 from keras_maxdeeplab.losses.matching import hungarian_matching
 from keras_maxdeeplab.postprocessing.panoptic import COCO_THING_CLASS_IDS
 from keras_maxdeeplab.postprocessing.panoptic import thing_stuff_class_ids
@@ -66,10 +67,6 @@ def _mean_of_non_zero(values):
 def _soft_cross_entropy(labels, logits):
     """Softmax cross-entropy against (possibly all-zero) soft labels, last axis."""
     return -ops.sum(labels * ops.log_softmax(logits, axis=-1), axis=-1)
-
-
-def _l2_normalize(x):
-    return x * ops.rsqrt(ops.maximum(ops.sum(ops.square(x), axis=-1, keepdims=True), 1e-12))
 
 
 class MaXDeepLabLoss(keras.losses.Loss):
@@ -205,7 +202,7 @@ class MaXDeepLabLoss(keras.losses.Loss):
     # ------------------------------------------------------------------ terms
     def _instance_discrimination(self, feature, t):
         mean_feature = ops.einsum("bpd,bpi->bid", feature, t["mask_one_hot"])
-        mean_feature = _l2_normalize(mean_feature / ops.maximum(t["area"], 1.0)[:, :, None])
+        mean_feature = l2_normalize(mean_feature / ops.maximum(t["area"], 1.0)[:, :, None])
         logits = ops.einsum("bpd,bid->bpi", feature, mean_feature)
         logits = logits / self.instance_discrimination_temperature
         valid = t["mask_non_void"][:, None, :]

@@ -38,6 +38,13 @@ def thing_stuff_class_ids(num_class_head_channels, thing_class_ids, void_label=0
     return things + stuff
 
 
+def _gather(values, index):
+    """`values[b, index[b, h, w]]`: `[B, M]` values at `[B, H, W]` indices."""
+    batch, height, width = ops.shape(index)
+    flat = ops.reshape(index, (batch, height * width))
+    return ops.reshape(ops.take_along_axis(values, flat, axis=1), (batch, height, width))
+
+
 def postprocess_panoptic(
     pixel_space_mask_logits,
     transformer_class_logits,
@@ -106,9 +113,7 @@ def postprocess_panoptic(
     confident = ops.logical_and(confident, any_detected)
 
     def per_pixel(values):  # [B, N] slot values -> [B, H, W] at each pixel's slot.
-        batch, height, width = ops.shape(mask_id)
-        flat = ops.reshape(mask_id, (batch, height * width))
-        return ops.reshape(ops.take_along_axis(values, flat, axis=1), (batch, height, width))
+        return _gather(values, mask_id)
 
     pixel_class = per_pixel(class_pred)
     is_thing = pixel_class < num_things
@@ -122,12 +127,7 @@ def postprocess_panoptic(
     stuff_slot_area = ops.einsum("bhwn,bhw->bn", slot_one_hot, ops.cast(stuff_mask, "float32"))
     class_one_hot = ops.one_hot(class_pred, num_channels - 1, dtype="float32")  # [B, N, K-1]
     stuff_class_area = ops.einsum("bn,bnk->bk", stuff_slot_area, class_one_hot)
-    stuff_area = ops.reshape(
-        ops.take_along_axis(
-            stuff_class_area, ops.reshape(pixel_class, (ops.shape(pixel_class)[0], -1)), axis=1
-        ),
-        ops.shape(pixel_class),
-    )
+    stuff_area = _gather(stuff_class_area, pixel_class)
     thing_keep = ops.logical_and(thing_mask, per_pixel(thing_slot_area) > thing_area_limit - 0.5)
     stuff_keep = ops.logical_and(stuff_mask, stuff_area > stuff_area_limit - 0.5)
 
@@ -138,14 +138,7 @@ def postprocess_panoptic(
 
     # The "semantic" pass of deeplab2: every threshold 0, so every slot counts.
     all_slots_id = ops.cast(ops.argmax(logits, axis=-1), "int32")
-    batch, height, width = ops.shape(all_slots_id)
-    semantic_pred = ops.take(
-        class_ids,
-        ops.reshape(
-            ops.take_along_axis(class_pred, ops.reshape(all_slots_id, (batch, -1)), axis=1),
-            (batch, height, width),
-        ),
-    )
+    semantic_pred = ops.take(class_ids, _gather(class_pred, all_slots_id))
     return {
         "panoptic_pred": ops.cast(panoptic, "int32"),
         "semantic_pred": ops.cast(semantic_pred, "int32"),

@@ -47,7 +47,7 @@ def segments_from_panoptic(panoptic, semantic_scores, categories, label_divisor=
     score_sums = np.bincount(
         inverse.ravel(), weights=np.asarray(semantic_scores, np.float64).ravel()
     )
-    segmentation = np.zeros(panoptic.shape, np.int32)
+    new_ids = np.zeros(len(ids), np.int32)  # 0 for void
     segments_info = []
     next_id = 1
     for index, panoptic_id in enumerate(ids.tolist()):
@@ -59,7 +59,7 @@ def segments_from_panoptic(panoptic, semantic_scores, categories, label_divisor=
                 f"Predicted class {label_id} is not among the {len(categories)} categories."
             )
         category = categories[label_id]
-        segmentation[inverse.reshape(panoptic.shape) == index] = next_id
+        new_ids[index] = next_id
         segments_info.append(
             {
                 "id": next_id,
@@ -73,6 +73,7 @@ def segments_from_panoptic(panoptic, semantic_scores, categories, label_divisor=
             }
         )
         next_id += 1
+    segmentation = new_ids[inverse].reshape(panoptic.shape)
     return segmentation, segments_info
 
 

@@ -107,22 +107,12 @@ class MaXDeepLabImageConverter(ImageConverter):
             images = images[None]
         crop_height, crop_width = self.image_size
         size = tf.shape(images)[1:3]
-        # deeplab2's resize_to_range in float32, as resized_size() does.
-        height, width = tf.cast(size[0], tf.float64), tf.cast(size[1], tf.float64)
-        factor = tf.cast(tf.maximum(crop_height / height, crop_width / width), tf.float32)
-        height = tf.floor(tf.cast(height, tf.float32) * factor)
-        width = tf.floor(tf.cast(width, tf.float32) * factor)
-        factor = tf.minimum(
-            tf.cast(
-                tf.minimum(
-                    crop_height / tf.cast(height, tf.float64),
-                    crop_width / tf.cast(width, tf.float64),
-                ),
-                tf.float32,
-            ),
-            1.0,
+        new_size = tf.numpy_function(
+            lambda h, w: np.array(self.resized_size(int(h), int(w)), np.int32),
+            [size[0], size[1]],
+            tf.int32,
         )
-        new_size = tf.cast(tf.floor(tf.stack([height, width]) * factor), tf.int32)
+        new_size.set_shape([2])
         images = tf.compat.v1.image.resize(images, new_size, align_corners=True)
         images = tf.pad(
             images,
