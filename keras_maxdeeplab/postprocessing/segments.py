@@ -4,18 +4,11 @@ HF-transformers-style `segmentation` + `segments_info`, and COCO panoptic export
 import numpy as np
 from keras import ops
 
+from keras_maxdeeplab.data.categories import contiguous_categories
 from keras_maxdeeplab.evaluation.panoptic_quality import id2rgb
 from keras_maxdeeplab.layers.resize import nearest_indices
 from keras_maxdeeplab.models.max_deeplab.max_deeplab_image_converter import resized_size
 from keras_maxdeeplab.postprocessing.panoptic import postprocess_panoptic
-
-
-def contiguous_categories(categories):
-    """deeplab2's contiguous ids for COCO-style categories: sorted by id, from 1.
-
-    Returns `{contiguous_id: category dict}` (COCO: things 1..80, stuff 81..133).
-    """
-    return {index + 1: dict(c) for index, c in enumerate(sorted(categories, key=lambda c: c["id"]))}
 
 
 def restore_original_size(maps, image_size, crop_size):

@@ -1,8 +1,13 @@
 import numpy as np
 import pytest
 
-
+from keras_maxdeeplab import MaXDeepLab
+from keras_maxdeeplab import MaXDeepLabBackbone
+from keras_maxdeeplab import MaXDeepLabImageConverter
 from keras_maxdeeplab.layers.heads import void_prior_logit
+from keras_maxdeeplab.postprocessing import post_process_panoptic_segmentation
+from tests.helpers import TINY_BACKBONE
+from tests.helpers import TINY_HEADS
 from tests.helpers import run_backbone_test
 from tests.helpers import run_task_test
 from tests.helpers import tiny_model
@@ -53,3 +58,70 @@ def test_bad_inputs(model):
         model(np.zeros((1, 64, 64, 3), "float32"))
     with pytest.raises(ValueError, match="float images"):
         model(np.zeros((1, 65, 65, 3), "uint8"))
+
+
+CUSTOM_CATEGORIES = [
+    {"id": 10, "name": "road", "isthing": 0},
+    {"id": 5, "name": "robot", "isthing": 1},
+    {"id": 3, "name": "wall", "isthing": 0},
+]
+HEADS_WITHOUT_CLASSES = {k: v for k, v in TINY_HEADS.items() if k != "num_classes"}
+
+
+def _custom_model(**kwargs):
+    backbone = MaXDeepLabBackbone(image_shape=(65, 65, 3), **TINY_BACKBONE)
+    return MaXDeepLab(backbone, categories=CUSTOM_CATEGORIES, **HEADS_WITHOUT_CLASSES, **kwargs)
+
+
+def test_categories_define_the_classes():
+    model = _custom_model(postprocess_options={"thing_area_limit": 7})
+    # Contiguous classes by id: 1 wall, 2 robot, 3 road; + void.
+    assert model.num_classes == 4 and model.thing_class_ids == (2,)
+    assert [c["name"] for c in model.categories] == ["wall", "robot", "road"]
+    assert model.max_deeplab_loss.thing_class_ids == (2,)
+    assert model.postprocess_options["thing_area_limit"] == 7
+    assert model.postprocess_options["stuff_area_limit"] == 1600
+    assert model.output["transformer_class_logits"].shape[-1] == 4
+    clone = MaXDeepLab.from_config(model.get_config())
+    assert clone.categories == model.categories
+    assert clone.postprocess_options == model.postprocess_options
+    metric = model.panoptic_quality()
+    assert metric.num_classes == 4 and metric.thing_class_ids == (2,)
+
+
+def test_category_errors():
+    backbone = MaXDeepLabBackbone(image_shape=(65, 65, 3), **TINY_BACKBONE)
+    with pytest.raises(ValueError, match="num_classes=134 does not match 3 categories"):
+        MaXDeepLab(backbone, categories=CUSTOM_CATEGORIES, **TINY_HEADS)
+    with pytest.raises(ValueError, match="num_classes=5 does not match 133 categories"):
+        MaXDeepLab(backbone, **dict(TINY_HEADS, num_classes=5))
+    with pytest.raises(ValueError, match="Unknown postprocess_options \\['area'\\]"):
+        _custom_model(postprocess_options={"area": 1})
+
+
+def test_predict_panoptic_returns_segments_at_each_image_size():
+    model = _custom_model(
+        postprocess_options={
+            "transformer_class_confidence_threshold": 0.0,
+            "pixel_confidence_threshold": 0.0,
+            "thing_area_limit": 0,
+            "stuff_area_limit": 0,
+        }
+    )
+    rng = np.random.RandomState(1)
+    images = [rng.randint(0, 256, (40, 90, 3)).astype("uint8"), rng.randint(0, 256, (65, 30, 3))]
+    results = model.predict_panoptic(images, batch_size=1)
+    converter = MaXDeepLabImageConverter(image_size=(65, 65))
+    for image, result in zip(images, results):
+        outputs = model.predict(np.asarray(converter(image))[None], verbose=0)
+        expected = post_process_panoptic_segmentation(
+            outputs, [image.shape[:2]], CUSTOM_CATEGORIES, (65, 65), **model.postprocess_options
+        )[0]
+        assert result["segmentation"].shape == image.shape[:2]
+        np.testing.assert_array_equal(result["segmentation"], expected["segmentation"])
+        assert result["segments_info"] == expected["segments_info"]
+        assert result["segments_info"], "zero thresholds keep every slot's pixels"
+        for segment in result["segments_info"]:
+            assert segment["category_id"] in (3, 5, 10)
+            assert segment["isthing"] == (segment["category_id"] == 5)
+            assert segment["area"] == (result["segmentation"] == segment["id"]).sum()

@@ -11,7 +11,7 @@ from keras_maxdeeplab.evaluation import rgb2id
 from keras_maxdeeplab.postprocessing import post_process_panoptic_segmentation
 from keras_maxdeeplab.postprocessing import segments_from_panoptic
 from keras_maxdeeplab.postprocessing import to_coco_panoptic
-from keras_maxdeeplab.postprocessing.segments import contiguous_categories
+from keras_maxdeeplab.data.categories import contiguous_categories
 from keras_maxdeeplab.postprocessing.segments import restore_original_size
 from tests.helpers import shared_path
 

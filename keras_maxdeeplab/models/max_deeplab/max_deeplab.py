@@ -3,6 +3,9 @@
 import keras
 from keras_hub.models import ImageSegmenter
 
+from keras_maxdeeplab.data.categories import COCO_PANOPTIC_CATEGORIES
+from keras_maxdeeplab.data.categories import check_categories
+from keras_maxdeeplab.data.categories import thing_class_ids
 from keras_maxdeeplab.evaluation.metric import PanopticQuality
 from keras_maxdeeplab.layers.convolutions import Conv1D
 from keras_maxdeeplab.layers.heads import L2Normalize
@@ -14,10 +17,23 @@ from keras_maxdeeplab.losses.max_deeplab_loss import TERMS
 from keras_maxdeeplab.losses.max_deeplab_loss import MaXDeepLabLoss
 from keras_maxdeeplab.models.max_deeplab.input_checks import check_images
 from keras_maxdeeplab.models.max_deeplab.max_deeplab_backbone import MaXDeepLabBackbone
+from keras_maxdeeplab.models.max_deeplab.max_deeplab_image_converter import (
+    MaXDeepLabImageConverter,
+)
 from keras_maxdeeplab.models.max_deeplab.max_deeplab_preprocessor import MaXDeepLabPreprocessor
 from keras_maxdeeplab.optimizers import MaXDeepLabAdam
 from keras_maxdeeplab.optimizers import WarmUpPolynomialDecay
 from keras_maxdeeplab.optimizers import is_pretrained_backbone_variable
+from keras_maxdeeplab.postprocessing.segments import post_process_panoptic_segmentation
+
+# deeplab2's post-processing defaults (COCO at 641; its 1025 configs use area
+# limits 256 / 4096).
+DEFAULT_POSTPROCESS_OPTIONS = {
+    "transformer_class_confidence_threshold": 0.7,
+    "pixel_confidence_threshold": 0.4,
+    "thing_area_limit": 100,
+    "stuff_area_limit": 1600,
+}
 
 
 @keras.saving.register_keras_serializable(package="keras_maxdeeplab")
@@ -40,7 +56,16 @@ class MaXDeepLab(ImageSegmenter):
 
     Args:
         backbone: a `MaXDeepLabBackbone`.
-        num_classes: int, dataset classes including void (134 for COCO).
+        num_classes: int, dataset classes including void; defaults to
+            `len(categories) + 1` (134 for COCO).
+        categories: the dataset's COCO-style categories (`id`, `name`,
+            `isthing`, optional `color`); contiguous class k is the k-th by
+            id. Default: COCO panoptic's 133. Predictions come back in these
+            ids and names, and the thing/stuff split drives the loss and
+            post-processing.
+        postprocess_options: thresholds and area limits of deeplab2's
+            post-processor used by `predict_panoptic` and the default PQ
+            metric (`DEFAULT_POSTPROCESS_OPTIONS` override by key).
         pixel_space_head_channels, pixel_space_output_channels: 256 / 128.
         semantic_head_channels, aspp_channels, decoder_channels: 256.
         low_level_channels: projections of res3 and res2 (64, 32).
@@ -68,7 +93,9 @@ class MaXDeepLab(ImageSegmenter):
     def __init__(
         self,
         backbone,
-        num_classes=134,
+        num_classes=None,
+        categories=None,
+        postprocess_options=None,
         pixel_space_head_channels=256,
         pixel_space_output_channels=128,
         semantic_head_channels=256,
@@ -80,8 +107,22 @@ class MaXDeepLab(ImageSegmenter):
         preprocessor=None,
         **kwargs,
     ):
-        if num_classes < 2:
-            raise ValueError(f"num_classes counts void plus at least one class; got {num_classes}.")
+        categories = check_categories(
+            COCO_PANOPTIC_CATEGORIES if categories is None else categories, "MaXDeepLab categories"
+        )
+        if num_classes is None:
+            num_classes = len(categories) + 1
+        if num_classes != len(categories) + 1:
+            raise ValueError(
+                f"num_classes={num_classes} does not match {len(categories)} categories + void; "
+                "pass the dataset's `categories` (num_classes then follows from them)."
+            )
+        unknown = sorted(set(postprocess_options or {}) - set(DEFAULT_POSTPROCESS_OPTIONS))
+        if unknown:
+            raise ValueError(
+                f"Unknown postprocess_options {unknown}; expected keys among "
+                f"{sorted(DEFAULT_POSTPROCESS_OPTIONS)}."
+            )
         dtype = backbone.dtype_policy
         # === Layers ===
         self.pixel_space_head = PredictionHead(
@@ -147,6 +188,8 @@ class MaXDeepLab(ImageSegmenter):
         self.backbone = backbone
         self.preprocessor = preprocessor
         self.num_classes = num_classes
+        self.categories = categories
+        self.postprocess_options = {**DEFAULT_POSTPROCESS_OPTIONS, **(postprocess_options or {})}
         self.pixel_space_head_channels = pixel_space_head_channels
         self.pixel_space_output_channels = pixel_space_output_channels
         self.semantic_head_channels = semantic_head_channels
@@ -197,7 +240,9 @@ class MaXDeepLab(ImageSegmenter):
                 [v for v in self.backbone.trainable_weights if is_pretrained_backbone_variable(v)]
             )
         if loss == "auto":
-            loss = MaXDeepLabLoss(num_classes=self.num_classes)
+            loss = MaXDeepLabLoss(
+                num_classes=self.num_classes, thing_class_ids=self.thing_class_ids
+            )
         self.max_deeplab_loss = loss
         self.loss_term_trackers = {}
         if loss is not None:
@@ -217,6 +262,67 @@ class MaXDeepLab(ImageSegmenter):
         if loss is not None and keras.backend.backend() == "tensorflow":
             # XLA cannot compile the host call to scipy's matcher.
             loss.jit_compile = self.jit_compile is True or jit_compile is True
+
+    @property
+    def thing_class_ids(self):
+        """Contiguous class ids of the thing categories (COCO: 1..80)."""
+        return thing_class_ids(self.categories)
+
+    def panoptic_quality(self, rules="coco"):
+        """A `PanopticQuality` metric for this model's classes and post-processing.
+
+        Example:
+        >>> model.compile(metrics=[model.panoptic_quality()])
+        """
+        return PanopticQuality(
+            num_classes=self.num_classes,
+            thing_class_ids=self.thing_class_ids,
+            rules=rules,
+            postprocess_options=self.postprocess_options,
+        )
+
+    def predict_panoptic(self, images, batch_size=8, **postprocess_options):
+        """Segments images of any size: preprocessing, model, deeplab2's
+        post-processing, and the maps resized back to each image.
+
+        Args:
+            images: an `[H, W, 3]` image, a list of them (sizes may differ) or
+                a `[B, H, W, 3]` batch; uint8 or float in 0..255.
+            batch_size: images per forward pass.
+            **postprocess_options: overrides of `self.postprocess_options`.
+
+        Returns:
+            a list with one dict per image: `segmentation` `[H, W]` int32
+            (0 = void, segments 1..K), `segments_info` (`id`, `label_id`,
+            `category_id`, `label`, `isthing`, `score`, `area`,
+            `panoptic_id`) in this model's dataset ids, and deeplab2's raw
+            `panoptic_pred`, `semantic_pred`, `instance_pred` maps.
+
+        Example:
+        >>> result = model.predict_panoptic(image)[0]
+        >>> [(s["label"], s["score"]) for s in result["segments_info"]]
+        """
+        images = list(images) if isinstance(images, (list, tuple)) else images
+        if not isinstance(images, list):
+            images = keras.ops.convert_to_numpy(images)
+            images = [images] if images.ndim == 3 else list(images)
+        crop_size = tuple(self.backbone.image_shape[:2])
+        converter = MaXDeepLabImageConverter(image_size=crop_size)
+        options = {**self.postprocess_options, **postprocess_options}
+        results = []
+        for start in range(0, len(images), batch_size):
+            chunk = images[start : start + batch_size]
+            batch = keras.ops.stack([converter(image) for image in chunk])
+            # Already converted: skip the preprocessor keras-hub's predict applies.
+            outputs = keras.Model.predict_on_batch(self, batch)
+            results += post_process_panoptic_segmentation(
+                outputs,
+                [keras.ops.shape(image)[:2] for image in chunk],
+                self.categories,
+                crop_size,
+                **options,
+            )
+        return results
 
     def compute_loss(self, x=None, y=None, y_pred=None, sample_weight=None, training=True):
         """Mean over the batch of every MaX-DeepLab term (NaN -> 0, as deeplab2), summed."""
@@ -267,6 +373,8 @@ class MaXDeepLab(ImageSegmenter):
         config.update(
             {
                 "num_classes": self.num_classes,
+                "categories": self.categories,
+                "postprocess_options": self.postprocess_options,
                 "pixel_space_head_channels": self.pixel_space_head_channels,
                 "pixel_space_output_channels": self.pixel_space_output_channels,
                 "semantic_head_channels": self.semantic_head_channels,

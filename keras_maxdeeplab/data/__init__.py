@@ -1,0 +1,9 @@
+"""Datasets in COCO panoptic format, deeplab2's targets and augmentation."""
+
+from keras_maxdeeplab.data.categories import COCO_PANOPTIC_CATEGORIES
+from keras_maxdeeplab.data.categories import check_categories
+from keras_maxdeeplab.data.categories import contiguous_categories
+from keras_maxdeeplab.data.categories import thing_class_ids
+from keras_maxdeeplab.data.coco_panoptic import COCOPanopticDataset
+from keras_maxdeeplab.data.coco_panoptic import DatasetError
+from keras_maxdeeplab.data.coco_panoptic import panoptic_label_to_coco
