@@ -67,16 +67,14 @@ class PanopticQuality(keras.metrics.Metric):
         )
 
     def _batch_stats(self, gt, pred, crowd):
-        stat = PQStat()
-        for index in range(gt.shape[0]):
-            stat.add_label_maps(
-                gt[index],
-                pred[index],
-                label_divisor=self.label_divisor,
-                gt_is_crowd=crowd[index],
-                void_label=self.void_label,
-                rules=self.rules,
-            )
+        stat = PQStat().add_label_maps(
+            gt,
+            pred,
+            label_divisor=self.label_divisor,
+            gt_is_crowd=crowd,
+            void_label=self.void_label,
+            rules=self.rules,
+        )
         table = np.zeros((len(_STATS), self.num_classes), np.float32)
         for row, name in enumerate(_STATS):
             for category, value in getattr(stat, name).items():

@@ -22,8 +22,6 @@ import numpy as np
 from PIL import Image
 
 VOID = 0
-# Segment-pair encoding: gt_id * OFFSET + pred_id (ids are < 256^3).
-OFFSET = 256 * 256 * 256
 
 
 def rgb2id(color):
@@ -46,6 +44,7 @@ class PQStat:
 
     Example:
     >>> stat = PQStat()
+    >>> stat.add_label_maps(gt_panoptic, pred_panoptic)  # [H, W] or [B, H, W]
     >>> stat.add_image(gt_ids, gt_segments, pred_ids, pred_segments)
     >>> results, per_class = stat.pq_average(categories, isthing=None)
     """
@@ -56,17 +55,22 @@ class PQStat:
         self.fp = {}
         self.fn = {}
 
-    def _add(self, table, category, value):
-        table[category] = table.get(category, 0) + value
-
     def merge(self, other):
         for name in ("iou", "tp", "fp", "fn"):
+            table = getattr(self, name)
             for category, value in getattr(other, name).items():
-                self._add(getattr(self, name), category, value)
+                table[category] = table.get(category, 0) + value
         return self
 
+    def _add(self, table, categories, values=None):
+        """Adds `values` (default 1 each) to `table` per category of `categories`."""
+        labels, inverse = np.unique(categories, return_inverse=True)
+        sums = np.bincount(inverse, values, len(labels))
+        for category, value in zip(labels.tolist(), sums.tolist()):
+            table[category] = table.get(category, 0) + value
+
     def add_image(self, gt_ids, gt_segments, pred_ids, pred_segments, name="image"):
-        """Accumulates one image (vectorised over pixels and segments).
+        """Accumulates one image given as segment-id maps and COCO segment infos.
 
         Args:
             gt_ids, pred_ids: `[H, W]` integer segment-id maps (0 = unlabelled).
@@ -74,6 +78,10 @@ class PQStat:
                 in JSON order; GT areas are taken from here, predicted areas
                 are counted.
             name: the image's name for error messages.
+
+        Example:
+        >>> PQStat().add_image(gt_ids, {5: {"category_id": 1, "iscrowd": 0, "area": 16}},
+        ...                    pred_ids, {7: {"category_id": 1, "iscrowd": 0}})
         """
         if gt_ids.shape != pred_ids.shape:
             raise ValueError(
@@ -87,67 +95,18 @@ class PQStat:
         gt_crowd = np.array([False] + [s["iscrowd"] == 1 for s in gt_segments.values()])
         gt_area = np.array([0] + [s["area"] for s in gt_segments.values()], np.int64)
 
-        gt_index = _index_of(gt_ids, gt_table, f"{name}: ground-truth", "ground-truth JSON")
-        pred_index = _index_of(pred_ids, pred_table, f"{name}: prediction", "prediction JSON")
-        pred_area = np.bincount(pred_index.ravel(), minlength=len(pred_table))
-        absent = pred_table[1:][pred_area[1:] == 0]
+        (gt_run, pred_run), lengths = _runs([gt_ids, pred_ids])
+        gt_index = _index_of(gt_run, gt_table, f"{name}: ground-truth", "ground-truth JSON")
+        pred_index = _index_of(pred_run, pred_table, f"{name}: prediction", "prediction JSON")
+        absent = pred_table[1:][np.bincount(pred_index, minlength=len(pred_table))[1:] == 0]
         if absent.size:
             raise ValueError(
                 f"{name}: segment ids {absent.tolist()} are in the prediction JSON but not in its PNG."
             )
-        size = len(pred_table)
-        # Pixel counts of every (gt segment, predicted segment) pair in one pass.
-        pair_counts = np.bincount(
-            (gt_index.ravel() * size + pred_index.ravel()), minlength=len(gt_table) * size
+        gt_image = np.zeros(len(gt_table), np.int64)
+        return self._match(
+            gt_index, pred_index, lengths, gt_category, gt_crowd, gt_area, gt_image, pred_category
         )
-        codes = np.flatnonzero(pair_counts)
-        intersections = pair_counts[codes]
-        pair_gt, pair_pred = codes // size, codes % size
-        void_overlap = np.zeros(size, np.int64)
-        on_void = pair_gt == 0
-        void_overlap[pair_pred[on_void]] = intersections[on_void]
-
-        candidate = (
-            (pair_gt > 0)
-            & (pair_pred > 0)
-            & ~gt_crowd[pair_gt]
-            & (gt_category[pair_gt] == pred_category[pair_pred])
-        )
-        union = pred_area[pair_pred] + gt_area[pair_gt] - intersections - void_overlap[pair_pred]
-        iou = np.where(candidate, intersections / np.maximum(union, 1), 0.0)
-        matched = candidate & (iou > 0.5)
-        for category, value in zip(gt_category[pair_gt[matched]].tolist(), iou[matched].tolist()):
-            self._add(self.tp, category, 1)
-            self._add(self.iou, category, value)
-        gt_matched = np.zeros(len(gt_table), bool)
-        gt_matched[pair_gt[matched]] = True
-        pred_matched = np.zeros(size, bool)
-        pred_matched[pair_pred[matched]] = True
-
-        for category in gt_category[1:][~gt_matched[1:] & ~gt_crowd[1:]].tolist():
-            self._add(self.fn, category, 1)
-
-        # Unmatched predictions on unlabelled pixels or on the (last) crowd segment
-        # of their own category for more than half of their area are not counted.
-        crowd_of = {}
-        for index in np.nonzero(gt_crowd & ~gt_matched)[0].tolist():
-            crowd_of[int(gt_category[index])] = index
-        ignored = void_overlap.copy()
-        crowd_pairs = (
-            np.array(
-                [crowd_of.get(int(c), -1) == g for g, c in zip(pair_gt, pred_category[pair_pred])],
-                bool,
-            )
-            if crowd_of
-            else np.zeros(len(codes), bool)
-        )
-        np.add.at(ignored, pair_pred[crowd_pairs], intersections[crowd_pairs])
-        unmatched = np.nonzero(~pred_matched)[0]
-        unmatched = unmatched[unmatched > 0]
-        counted = ignored[unmatched] / pred_area[unmatched] <= 0.5
-        for category in pred_category[unmatched[counted]].tolist():
-            self._add(self.fp, category, 1)
-        return self
 
     def add_label_maps(
         self,
@@ -159,40 +118,124 @@ class PQStat:
         rules="coco",
         name="image",
     ):
-        """Accumulates one image given as `category * label_divisor + instance` maps.
+        """Accumulates images given as `category * label_divisor + instance` maps.
+
+        A batch in one call gives the same statistics as its images one by
+        one, in less time.
 
         Args:
-            gt_panoptic, pred_panoptic: `[H, W]` integer maps; category
-                `void_label` is unlabelled.
-            gt_is_crowd: optional `[H, W]` bool, crowd pixels of the GT.
-            rules: `"coco"` (panopticapi: crowd regions are separate segments)
-                or `"deeplab2"` (deeplab2's evaluator: crowd pixels are void
-                for every class).
+            gt_panoptic, pred_panoptic: `[H, W]` or `[B, H, W]` integer maps;
+                pixels of category `void_label` are unlabelled.
+            gt_is_crowd: optional bool map of the same shape, crowd pixels of
+                the GT.
+            rules: `"coco"` (panopticapi: a GT segment with crowd pixels is a
+                crowd segment) or `"deeplab2"` (deeplab2's evaluator: crowd
+                pixels are unlabelled).
+            name: the images' name for error messages.
+
+        Example:
+        >>> stat = PQStat().add_label_maps(gt, pred, gt_is_crowd=crowd)  # [B, H, W]
+        >>> stat.summary({1: {"isthing": 1}, 2: {"isthing": 0}})["All"]["pq"]
         """
         if rules not in ("coco", "deeplab2"):
             raise ValueError(f"rules must be 'coco' or 'deeplab2'; got {rules!r}.")
-        gt = np.asarray(gt_panoptic, np.int64)
-        pred = np.asarray(pred_panoptic, np.int64)
-        crowd = np.zeros(gt.shape, bool) if gt_is_crowd is None else np.asarray(gt_is_crowd, bool)
-        if crowd.shape != gt.shape:
-            raise ValueError(f"{name}: gt_is_crowd shape {crowd.shape} differs from {gt.shape}.")
-        gt = np.where(gt // label_divisor == void_label, VOID, gt)
-        pred = np.where(pred // label_divisor == void_label, VOID, pred)
+        gt, pred = np.asarray(gt_panoptic), np.asarray(pred_panoptic)
+        if gt.shape != pred.shape or gt.ndim not in (2, 3):
+            raise ValueError(
+                f"{name}: expected [H, W] or [B, H, W] maps of one shape; got ground truth "
+                f"{gt.shape} and prediction {pred.shape}."
+            )
+        if gt.size == 0:
+            return self
+        size = gt.shape[-2] * gt.shape[-1]
+        crowd = None
+        if gt_is_crowd is not None:
+            crowd = np.asarray(gt_is_crowd, bool)
+            if crowd.shape != gt.shape:
+                raise ValueError(
+                    f"{name}: gt_is_crowd shape {crowd.shape} differs from {gt.shape}."
+                )
+            # The metric passes all-False masks: skip scanning them.
+            crowd = crowd.reshape(-1, size) if crowd.any() else None
+        gt, pred = gt.reshape(-1, size), pred.reshape(-1, size)
+        tables = [
+            _pair_counts(gt[i], pred[i], None if crowd is None else crowd[i])
+            for i in range(len(gt))
+        ]
+        image = np.repeat(np.arange(len(tables)), [len(table[-1]) for table in tables])
+        gt_id, pred_id, is_crowd, counts = (np.concatenate(column) for column in zip(*tables))
+
+        gt_void = gt_id // label_divisor == void_label
         if rules == "deeplab2":
-            gt = np.where(crowd, VOID, gt)
-        crowd_ids = set(_unique(gt[crowd])[0].tolist()) if rules == "coco" else set()
-        gt_ids, gt_areas = _unique(gt)
-        gt_segments = {
-            i: {"category_id": i // label_divisor, "iscrowd": int(i in crowd_ids), "area": a}
-            for i, a in zip(gt_ids.tolist(), gt_areas.tolist())
-            if i != VOID
-        }
-        pred_segments = {
-            i: {"category_id": i // label_divisor, "iscrowd": 0}
-            for i in _unique(pred)[0].tolist()
-            if i != VOID
-        }
-        return self.add_image(gt, gt_segments, pred, pred_segments, name=name)
+            gt_void |= is_crowd
+        gt_index, gt_image, gt_id = _number_segments(image, gt_id, gt_void)
+        pred_index, _, pred_id = _number_segments(
+            image, pred_id, pred_id // label_divisor == void_label
+        )
+        gt_area = np.bincount(gt_index, counts, len(gt_id))
+        gt_crowd = np.bincount(gt_index, is_crowd, len(gt_id)) > 0
+        gt_crowd[0] = False
+        return self._match(
+            gt_index,
+            pred_index,
+            counts,
+            gt_id // label_divisor,
+            gt_crowd,
+            gt_area,
+            gt_image,
+            pred_id // label_divisor,
+        )
+
+    def _match(
+        self, gt_index, pred_index, counts, gt_category, gt_crowd, gt_area, gt_image, pred_category
+    ):
+        """Matches segments by panopticapi's rules and adds TP, FN, FP and IoU.
+
+        Args:
+            gt_index, pred_index, counts: `[R]` groups of pixels (runs or
+                pairs) with one GT and one predicted segment: their indices in
+                the tables below (0 = unlabelled) and pixel counts.
+            gt_category, gt_crowd, gt_area, gt_image: `[G]` GT segment tables
+                (entry 0 unused); a crowd rule looks at the image's last crowd
+                segment of a category in table order.
+            pred_category: `[P]` predicted segment categories (entry 0 unused).
+        """
+        size = len(pred_category)
+        pairs, pair_of_group = _rank(gt_index * size + pred_index)
+        intersections = np.bincount(pair_of_group, counts, len(pairs))
+        pair_gt, pair_pred = pairs // size, pairs % size
+        pred_area = np.bincount(pred_index, counts, size)
+        void_overlap = np.bincount(pair_pred, np.where(pair_gt == 0, intersections, 0), size)
+
+        same_category = gt_category[pair_gt] == pred_category[pair_pred]
+        candidate = (pair_gt > 0) & (pair_pred > 0) & ~gt_crowd[pair_gt] & same_category
+        union = pred_area[pair_pred] + gt_area[pair_gt] - intersections - void_overlap[pair_pred]
+        iou = np.where(candidate, intersections / np.maximum(union, 1), 0.0)
+        matched = candidate & (iou > 0.5)
+        self._add(self.tp, gt_category[pair_gt[matched]])
+        self._add(self.iou, gt_category[pair_gt[matched]], iou[matched])
+        gt_missed = np.ones(len(gt_category), bool)
+        gt_missed[pair_gt[matched]] = False
+        gt_missed[0] = False
+        self._add(self.fn, gt_category[gt_missed & ~gt_crowd])
+
+        # Unmatched predictions on unlabelled pixels or on the last crowd segment
+        # of their own category in their image for more than half of their area
+        # are not counted (panopticapi keeps one crowd segment per category).
+        crowd = np.flatnonzero(gt_crowd)
+        crowd = crowd[np.lexsort((crowd, gt_category[crowd], gt_image[crowd]))]
+        last = np.ones(len(crowd), bool)
+        last[:-1] = (np.diff(gt_image[crowd]) != 0) | (np.diff(gt_category[crowd]) != 0)
+        last_crowd = np.zeros(len(gt_category), bool)
+        last_crowd[crowd[last]] = True
+        on_crowd = last_crowd[pair_gt] & same_category
+        ignored = void_overlap + np.bincount(pair_pred[on_crowd], intersections[on_crowd], size)
+        unmatched = np.ones(size, bool)
+        unmatched[pair_pred[matched]] = False
+        unmatched = np.flatnonzero(unmatched[1:]) + 1
+        counted = ignored[unmatched] / pred_area[unmatched] <= 0.5
+        self._add(self.fp, pred_category[unmatched[counted]])
+        return self
 
     def summary(self, categories):
         """panopticapi's result structure: All/Things/Stuff and `per_class`."""
@@ -237,30 +280,83 @@ class PQStat:
         return {"pq": pq / n, "sq": sq / n, "rq": rq / n, "n": n}, per_class
 
 
-def _unique(values):
-    """`np.unique(values, return_counts=True)` in linear time for small ids."""
-    values = values.ravel()
-    if values.size == 0:
-        return values, values
-    if values.min() >= 0 and values.max() < (1 << 22):
-        counts = np.bincount(values)
-        ids = np.flatnonzero(counts)
-        return ids, counts[ids]
-    return np.unique(values, return_counts=True)
+def _runs(maps):
+    """Run-length encodes aligned maps of one image, flattened.
+
+    Label maps are piecewise constant: a 640x480 GT/prediction pair has a few
+    thousand runs of equal values, so all later work is on runs, not pixels.
+
+    Returns:
+        `([values of each map per run], lengths)`, `[R]` each.
+    """
+    flat = [np.ravel(values) for values in maps]
+    change = np.empty(flat[0].size, bool)
+    change[:1] = True
+    np.not_equal(flat[0][1:], flat[0][:-1], out=change[1:])
+    for values in flat[1:]:
+        change[1:] |= values[1:] != values[:-1]
+    starts = np.flatnonzero(change)
+    return [values[starts] for values in flat], np.diff(starts, append=change.size)
+
+
+def _rank(values):
+    """`np.unique(values, return_inverse=True)` for a non-empty integer array.
+
+    In linear time through a lookup table where the values span fewer than
+    2^20 integers (label-map ids, packed pairs): sorting the ~10^4 runs of a
+    real image costs milliseconds.
+    """
+    low = values.min()
+    span = int(values.max()) - int(low) + 1
+    if span > 1 << 20:
+        return np.unique(values, return_inverse=True)
+    offset = values - low
+    present = np.zeros(span, bool)
+    present[offset] = True
+    distinct = np.flatnonzero(present)
+    lookup = np.empty(span, np.intp)
+    lookup[distinct] = np.arange(len(distinct))
+    return distinct + low, lookup[offset]
+
+
+def _pair_counts(gt, pred, crowd):
+    """The distinct `(gt id, pred id, crowd)` of one image's pixels and their counts.
+
+    Args:
+        gt, pred: `[N]` integer ids; crowd: `[N]` bool or None.
+
+    Returns:
+        `(gt ids, pred ids, crowd, pixel counts)`, `[M]` each.
+    """
+    (gt_run, pred_run, *crowd_run), lengths = _runs([gt, pred] + ([] if crowd is None else [crowd]))
+    crowd_run = crowd_run[0] if crowd_run else np.zeros(len(lengths), bool)
+    gt_ids, gt_rank = _rank(gt_run.astype(np.int64))
+    pred_ids, pred_rank = _rank(pred_run.astype(np.int64))
+    pairs, pair_of_run = _rank((gt_rank * len(pred_ids) + pred_rank) * 2 + crowd_run)
+    counts = np.bincount(pair_of_run, lengths, len(pairs))
+    pairs, pair_crowd = pairs // 2, pairs % 2 == 1
+    return gt_ids[pairs // len(pred_ids)], pred_ids[pairs % len(pred_ids)], pair_crowd, counts
+
+
+def _number_segments(image, ids, void):
+    """Numbers the distinct `(image, id)` of non-void rows 1, 2, ... in that order.
+
+    Returns:
+        `(number per row (0 if void), image per number, id per number)`;
+        entry 0 of the last two stands for void and is unused.
+    """
+    values, rank = np.unique(ids, return_inverse=True)
+    keys = np.where(void, -1, image * len(values) + rank)
+    segments, index = np.unique(np.append(-1, keys), return_inverse=True)
+    return index[1:], segments // len(values), values[segments % len(values)]
 
 
 def _index_of(ids, table, what, where):
-    """Position of every pixel's id in `table` (0 = unlabelled); unknown ids raise."""
-    if ids.size and ids.min() >= 0 and max(ids.max(), table.max()) < (1 << 22):
-        lookup = np.full(max(ids.max(), table.max()) + 1, -1, np.int64)
-        lookup[table] = np.arange(len(table))
-        index = lookup[ids]
-        unknown = index < 0
-    else:
-        order = np.argsort(table)
-        position = np.clip(np.searchsorted(table[order], ids), 0, len(table) - 1)
-        index = order[position]
-        unknown = (table[index] != ids) & (ids != VOID)
+    """Position of every id in `table` (0 = unlabelled); unknown ids raise."""
+    order = np.argsort(table)
+    position = np.clip(np.searchsorted(table[order], ids), 0, len(table) - 1)
+    index = order[position]
+    unknown = (table[index] != ids) & (ids != VOID)
     if unknown.any():
         raise ValueError(
             f"{what} PNG ids {sorted(set(ids[unknown].tolist()))} are not in the {where}."
@@ -302,12 +398,7 @@ def evaluate_image(gt_annotation, pred_annotation, gt_folder, pred_folder, categ
     pred_segments = _segments(pred_annotation, categories, pred_annotation["file_name"])
     gt_ids = _read_ids(gt_folder, gt_annotation["file_name"])
     pred_ids = _read_ids(pred_folder, pred_annotation["file_name"])
-    gt_labels = set(np.unique(gt_ids).tolist()) - {VOID}
-    missing = sorted(gt_labels - set(gt_segments))
-    if missing:
-        raise ValueError(
-            f"{name}: ground-truth PNG ids {missing} are not in the ground-truth JSON."
-        )
+    # add_image raises for PNG ids missing from either JSON.
     return PQStat().add_image(gt_ids, gt_segments, pred_ids, pred_segments, name=name)
 
 
