@@ -7,3 +7,6 @@ from keras_maxdeeplab.data.categories import thing_class_ids
 from keras_maxdeeplab.data.coco_panoptic import COCOPanopticDataset
 from keras_maxdeeplab.data.coco_panoptic import DatasetError
 from keras_maxdeeplab.data.coco_panoptic import panoptic_label_to_coco
+from keras_maxdeeplab.data.synthetic import SYNTHETIC_CATEGORIES
+from keras_maxdeeplab.data.synthetic import synthetic_scene
+from keras_maxdeeplab.data.synthetic import write_synthetic_panoptic_dataset

@@ -5,3 +5,4 @@ from keras_maxdeeplab.postprocessing.panoptic import thing_stuff_class_ids
 from keras_maxdeeplab.postprocessing.segments import post_process_panoptic_segmentation
 from keras_maxdeeplab.postprocessing.segments import segments_from_panoptic
 from keras_maxdeeplab.postprocessing.segments import to_coco_panoptic
+from keras_maxdeeplab.postprocessing.segments import save_coco_panoptic

@@ -1,8 +1,12 @@
 """From deeplab2's crop-sized maps to per-image results at the original size:
 HF-transformers-style `segmentation` + `segments_info`, and COCO panoptic export."""
 
+import json
+import os
+
 import numpy as np
 from keras import ops
+from PIL import Image
 
 from keras_maxdeeplab.data.categories import contiguous_categories
 from keras_maxdeeplab.evaluation.panoptic_quality import id2rgb
@@ -160,3 +164,42 @@ def to_coco_panoptic(segmentation, segments_info, image_id, file_name):
         )
     annotation = {"image_id": image_id, "file_name": file_name, "segments_info": annotations}
     return id2rgb(segmentation), annotation
+
+
+def save_coco_panoptic(results, file_names, folder, categories, image_ids=None):
+    """Writes per-image results as a COCO panoptic prediction set.
+
+    Args:
+        results: `post_process_panoptic_segmentation` / `predict_panoptic`
+            results (`segmentation`, `segments_info`).
+        file_names: the image file name of each result; its PNG is named
+            after it (`.png`).
+        folder: output folder; gets `panoptic/*.png` and `panoptic.json`.
+        categories: the dataset's categories, written to the JSON.
+        image_ids: the JSON's image ids (default: 0, 1, ...).
+
+    Returns:
+        the path of `panoptic.json` (its PNGs are in `panoptic/` beside it).
+
+    Example:
+    >>> save_coco_panoptic(model.predict_panoptic(images), names, "out", model.categories)
+    """
+    if len(file_names) != len(results):
+        raise ValueError(f"Got {len(file_names)} file names for {len(results)} results.")
+    image_ids = list(range(len(results))) if image_ids is None else list(image_ids)
+    png_folder = os.path.join(folder, "panoptic")
+    os.makedirs(png_folder, exist_ok=True)
+    images, annotations = [], []
+    for result, name, image_id in zip(results, file_names, image_ids):
+        png_name = os.path.splitext(os.path.basename(name))[0] + ".png"
+        rgb, annotation = to_coco_panoptic(
+            result["segmentation"], result["segments_info"], image_id, png_name
+        )
+        Image.fromarray(rgb).save(os.path.join(png_folder, png_name))
+        height, width = rgb.shape[:2]
+        images.append({"id": image_id, "file_name": name, "height": height, "width": width})
+        annotations.append(annotation)
+    path = os.path.join(folder, "panoptic.json")
+    with open(path, "w") as f:
+        json.dump({"images": images, "annotations": annotations, "categories": categories}, f)
+    return path
