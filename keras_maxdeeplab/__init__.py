@@ -1,6 +1,6 @@
 """keras-maxdeeplab: MaX-DeepLab panoptic segmentation for Keras 3."""
 
-from keras_maxdeeplab import evaluation, layers, losses, postprocessing
+from keras_maxdeeplab import evaluation, hub, layers, losses, postprocessing
 from keras_maxdeeplab.models.max_deeplab.max_deeplab import MaXDeepLab
 from keras_maxdeeplab.models.max_deeplab.max_deeplab_backbone import MaXDeepLabBackbone
 from keras_maxdeeplab.models.max_deeplab.max_deeplab_configs import MAX_DEEPLAB_CONFIGS
@@ -9,5 +9,7 @@ from keras_maxdeeplab.models.max_deeplab.max_deeplab_image_converter import (
     MaXDeepLabImageConverter,
 )
 from keras_maxdeeplab.models.max_deeplab.max_deeplab_preprocessor import MaXDeepLabPreprocessor
+from keras_maxdeeplab.models.max_deeplab.max_deeplab_presets import MAX_DEEPLAB_PRESET_ALIASES
+from keras_maxdeeplab.models.max_deeplab.max_deeplab_presets import MAX_DEEPLAB_PRESETS
 
 __version__ = "0.1.0"

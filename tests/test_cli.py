@@ -43,3 +43,51 @@ def test_evaluate_bad_arguments(capsys):
     gt = shared_path("data", "coco_panoptic_sample", "panoptic_examples.json")
     assert main(["evaluate", "--annotations", gt]) == 1
     assert "needs --predictions" in capsys.readouterr().err
+
+
+def test_presets_lists_the_table(capsys):
+    assert main(["presets"]) == 0
+    out = capsys.readouterr().out
+    lines = out.splitlines()
+    assert lines[0].split() == "name kind params crop steps PQ PQ Th PQ St PQ deeplab2".split()
+    rows = {line.split()[0]: line.split()[1:] for line in lines[1:12]}
+    assert (
+        rows["max_deeplab_s_coco_1025_400k"] == "task 78.0M 1025 400k 49.0 54.0 41.4 49.54".split()
+    )
+    assert rows["max_deeplab_l_coco_1025_100k"][:5] == ["task", "451.6M", "1025", "100k", "50.9"]
+    assert rows["max_deeplab_s_imagenet"] == ["backbone", "62.0M", "641", "-", "-", "-", "-", "-"]
+    assert "max_deeplab_s_coco -> max_deeplab_s_coco_1025_400k" in out
+
+
+def test_upload_writes_the_model_card_then_calls_keras_hub(tmp_path, monkeypatch, capsys):
+    import huggingface_hub
+    import keras_hub
+
+    from keras_maxdeeplab.conversion import build_model
+
+    folder = os.path.join(tmp_path, "tiny")
+    build_model("max_deeplab_tiny", 65).save_to_preset(folder)
+    calls = []
+
+    def create_repo(repo_id, exist_ok):
+        calls.append("create_repo")
+        return type("RepoUrl", (), {"repo_id": "someone/" + repo_id})()
+
+    def upload_file(path_or_fileobj, path_in_repo, repo_id):
+        calls.append((path_in_repo, repo_id))
+
+    monkeypatch.setattr(huggingface_hub, "create_repo", create_repo)
+    monkeypatch.setattr(huggingface_hub, "upload_file", upload_file)
+    monkeypatch.setattr(keras_hub, "upload_preset", lambda uri, preset: calls.append(uri))
+    assert main(["upload", folder, "hf://tiny"]) == 0
+    assert calls == ["create_repo", ("README.md", "someone/tiny"), "hf://tiny"]
+    assert "to https://huggingface.co/someone/tiny" in capsys.readouterr().out
+    with open(os.path.join(folder, "README.md")) as f:
+        card = f.read()
+    assert 'MaXDeepLab.from_preset("hf://tiny")' in card
+    assert "it has no `conversion.json`" in card
+
+    assert main(["upload", folder, "s3://bucket/tiny"]) == 1
+    error = capsys.readouterr().err
+    assert error.startswith("maxdeeplab upload: error: Upload target must be a Hugging Face handle")
+    assert len(error.strip().splitlines()) == 1

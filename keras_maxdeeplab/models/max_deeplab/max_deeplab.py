@@ -7,6 +7,8 @@ from keras_maxdeeplab.data.categories import COCO_PANOPTIC_CATEGORIES
 from keras_maxdeeplab.data.categories import check_categories
 from keras_maxdeeplab.data.categories import thing_class_ids
 from keras_maxdeeplab.evaluation.metric import PanopticQuality
+from keras_maxdeeplab.hub import classproperty
+from keras_maxdeeplab.hub import load_task
 from keras_maxdeeplab.layers.convolutions import Conv1D
 from keras_maxdeeplab.layers.heads import L2Normalize
 from keras_maxdeeplab.layers.heads import MaskLogits
@@ -21,6 +23,7 @@ from keras_maxdeeplab.models.max_deeplab.max_deeplab_image_converter import (
     MaXDeepLabImageConverter,
 )
 from keras_maxdeeplab.models.max_deeplab.max_deeplab_preprocessor import MaXDeepLabPreprocessor
+from keras_maxdeeplab.models.max_deeplab.max_deeplab_presets import listed_presets
 from keras_maxdeeplab.optimizers import MaXDeepLabAdam
 from keras_maxdeeplab.optimizers import WarmUpPolynomialDecay
 from keras_maxdeeplab.optimizers import is_pretrained_backbone_variable
@@ -204,6 +207,84 @@ class MaXDeepLab(ImageSegmenter):
     def __call__(self, inputs, *args, **kwargs):
         check_images(inputs, self.backbone.image_shape)
         return super().__call__(inputs, *args, **kwargs)
+
+    @classproperty
+    def presets(cls):
+        """MaX-DeepLab's presets, `{name: {"metadata": {...}, "handle": "hf://..."}}`.
+
+        COCO panoptic models, and ImageNet-1K backbones whose heads start fresh.
+        """
+        return listed_presets()
+
+    @classmethod
+    def from_preset(cls, preset, load_weights=True, **kwargs):
+        """Loads a MaX-DeepLab model from a preset.
+
+        Args:
+            preset: a name of `MaXDeepLab.presets` (its architecture,
+                preprocessing and classes are built from this package's
+                configs, without any download; only the weights come from its
+                Hugging Face repository), a local preset folder, or a keras-hub
+                handle (`hf://org/name`, ...).
+            load_weights: False builds the architecture alone.
+            categories: fine-tune on another dataset: its COCO-style category
+                list. The transformer class head and the semantic head's last
+                convolution are re-initialised for these classes; every other
+                weight (backbone, pixel-space head, mask head, semantic
+                decoder) is kept.
+            num_classes: optional; must equal `len(categories) + 1`.
+            **kwargs: other constructor overrides (`postprocess_options`,
+                `dtype`, `image_shape`, ...).
+
+        Raises:
+            ValueError: an unknown name (the known ones are listed), a preset
+                that is not reachable offline, missing or unreadable files, a
+                preset of another model, or `num_classes` disagreeing with
+                `categories`.
+
+        Example:
+        >>> model = MaXDeepLab.from_preset("max_deeplab_s_coco")
+        >>> result = model.predict_panoptic(image)[0]
+        >>> model = MaXDeepLab.from_preset("max_deeplab_s_coco", categories=my_categories)
+        """
+        return load_task(cls, super().from_preset, preset, load_weights, kwargs)
+
+    def _with_categories(self, categories=None, num_classes=None):
+        """This model with class heads for `categories` (fine-tuning on new data).
+
+        The backbone is shared, every class-independent head weight copied;
+        the transformer class head and the semantic head's last convolution
+        are freshly initialised. Returns `self` when the classes are the same.
+        """
+        if categories is None:
+            if num_classes in (None, self.num_classes):
+                return self
+            raise ValueError(
+                f"num_classes={num_classes} differs from the preset's {self.num_classes}: pass "
+                "the new dataset's `categories` (num_classes follows from them)."
+            )
+        if check_categories(categories, "categories") == self.categories:
+            if num_classes in (None, self.num_classes):
+                return self
+        config = self.get_config()
+        for key in ("backbone", "preprocessor", "name", "categories", "num_classes"):
+            config.pop(key)
+        model = type(self)(
+            self.backbone,
+            categories=categories,
+            num_classes=num_classes,
+            preprocessor=self.preprocessor,
+            **config,
+        )
+        fresh = model.transformer_class_head.weights
+        if model.semantic_head is not None:
+            fresh = fresh + model.semantic_head.final_conv.weights
+        skipped = {id(w) for w in fresh + self.backbone.weights}
+        source = {w.path: w for w in self.weights}
+        for weight in model.weights:
+            if id(weight) not in skipped:
+                weight.assign(source[weight.path])
+        return model
 
     def compile(
         self,

@@ -4,6 +4,8 @@ import keras
 from keras import ops
 from keras_hub.models import Backbone
 
+from keras_maxdeeplab.hub import classproperty
+from keras_maxdeeplab.hub import load_backbone
 from keras_maxdeeplab.layers.blocks import BlockGroup
 from keras_maxdeeplab.layers.blocks import InceptionStem
 from keras_maxdeeplab.layers.convolutions import Conv1D
@@ -12,6 +14,7 @@ from keras_maxdeeplab.layers.dual_path_transformer import MemoryFeature
 from keras_maxdeeplab.layers.resized_fuse import ResizedFuse
 from keras_maxdeeplab.models.max_deeplab.input_checks import check_image_shape
 from keras_maxdeeplab.models.max_deeplab.input_checks import check_images
+from keras_maxdeeplab.models.max_deeplab.max_deeplab_presets import listed_presets
 
 OUTPUT_STRIDE = 16
 HIGH_RESOLUTION_OUTPUT_STRIDE = 4
@@ -294,6 +297,38 @@ class MaXDeepLabBackbone(Backbone):
     def __call__(self, inputs, *args, **kwargs):
         check_images(inputs, self.image_shape)
         return super().__call__(inputs, *args, **kwargs)
+
+    @classproperty
+    def presets(cls):
+        """MaX-DeepLab's presets, `{name: {"metadata": {...}, "handle": "hf://..."}}`.
+
+        The backbone of every preset: ImageNet-1K ones and those of the COCO models.
+        """
+        return listed_presets()
+
+    @classmethod
+    def from_preset(cls, preset, load_weights=True, **kwargs):
+        """Loads a MaX-DeepLab backbone from a preset.
+
+        Args:
+            preset: a name of `MaXDeepLabBackbone.presets` (its architecture is
+                built from this package's configs, without any download; only
+                the weights come from its Hugging Face repository), a local
+                preset folder, or a keras-hub handle (`hf://org/name`, ...).
+            load_weights: False builds the architecture alone.
+            **kwargs: constructor overrides, e.g. `image_shape=(1025, 1025, 3)`
+                (the weights do not depend on the input size) or `dtype`.
+
+        Raises:
+            ValueError: an unknown name (the known ones are listed), a preset
+                that is not reachable offline, missing or unreadable files, or
+                a preset of another model.
+
+        Example:
+        >>> backbone = MaXDeepLabBackbone.from_preset("max_deeplab_s_imagenet")
+        >>> features = backbone(images)  # [B, 641, 641, 3] in [-1, 1]
+        """
+        return load_backbone(cls, super().from_preset, preset, load_weights, kwargs)
 
     def get_config(self):
         config = super().get_config()

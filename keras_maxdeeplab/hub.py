@@ -1,0 +1,321 @@
+"""Preset loading and publishing: names, folders and Hugging Face handles.
+
+`MaXDeepLab.from_preset` and `MaXDeepLabBackbone.from_preset` run
+`load_task` / `load_backbone`:
+* a name of `MAX_DEEPLAB_PRESETS` (or an alias) builds the architecture from
+  the configs shipped in this package, without any download, and fetches only
+  the weights from the preset's `hf://` handle;
+* a local preset folder or an `hf://` handle is first checked here (files
+  present, a MaX-DeepLab config; `hf://` files are fetched with
+  `huggingface_hub.hf_hub_download`, which also serves the local cache
+  offline), then built by keras-hub's loader; the weights are read here so
+  that a truncated file or another model's weights fail with a clear error;
+* other keras-hub handles (`kaggle://`, `gs://`, ...) go to keras-hub as they
+  are.
+
+`upload_preset` publishes a preset folder with this package's model card
+(`write_model_card`).
+"""
+
+import contextlib
+import json
+import os
+
+import huggingface_hub
+import keras_hub
+from huggingface_hub import constants as hf_constants
+from huggingface_hub import errors as hf_errors
+
+from keras_maxdeeplab.models.max_deeplab.max_deeplab_configs import MAX_DEEPLAB_CONFIGS
+from keras_maxdeeplab.models.max_deeplab.max_deeplab_configs import MAX_DEEPLAB_HEAD_CONFIGS
+from keras_maxdeeplab.models.max_deeplab.max_deeplab_presets import get_preset
+from keras_maxdeeplab.models.max_deeplab.max_deeplab_presets import preset_names
+from keras_maxdeeplab.models.max_deeplab.model_card import write_model_card
+
+HF_PREFIX = "hf://"
+CONFIG_FILE = "config.json"
+WEIGHTS_FILE = "model.weights.h5"
+TASK_CONFIG_FILE = "task.json"
+TASK_WEIGHTS_FILE = "task.weights.h5"
+IMAGE_CONVERTER_FILE = "image_converter.json"
+BACKBONE_CLASS = "keras_maxdeeplab>MaXDeepLabBackbone"
+TASK_CLASS = "keras_maxdeeplab>MaXDeepLab"
+_FOLDER_HINT = (
+    "a preset folder holds config.json and model.weights.h5 (plus task.json and "
+    "task.weights.h5 for a full model), as `save_to_preset` or `maxdeeplab convert` write them"
+)
+
+
+class classproperty(property):
+    """A read-only property of the class (keras-hub's `presets` is one)."""
+
+    def __get__(self, _, owner):
+        return self.fget(owner)
+
+
+def resolve_preset(preset):
+    """The table entry for a preset name or alias; None for a folder or a handle.
+
+    Raises:
+        ValueError: for anything else, listing the known preset names.
+
+    Example:
+    >>> resolve_preset("max_deeplab_s_coco")["handle"]
+    'hf://keras-maxdeeplab/max_deeplab_s_coco_1025_400k'
+    """
+    if not isinstance(preset, str):
+        raise ValueError(f"A preset is a name, a folder or a handle string; got {preset!r}.")
+    entry = get_preset(preset)
+    if entry is not None or "://" in preset or os.path.exists(preset):
+        return entry
+    raise ValueError(
+        f"Unknown MaX-DeepLab preset {preset!r}: not a preset name, an existing folder or a "
+        f"handle such as 'hf://org/name'. Known presets: {', '.join(preset_names())}."
+    )
+
+
+def fetch_hf_file(handle, filename, required=True):
+    """Local path of one file of an `hf://org/name` preset: the Hugging Face
+    cache's copy, downloaded first when the Hub is reachable.
+
+    Returns None for an optional file the repository does not have.
+
+    Raises:
+        ValueError: the Hub is unreachable (no network or `HF_HUB_OFFLINE=1`)
+            and the file is not cached; the repository or a required file
+            does not exist; the handle is malformed.
+
+    Example:
+    >>> fetch_hf_file("hf://keras-maxdeeplab/max_deeplab_s_coco_641_400k", "config.json")
+    """
+    repo_id = handle[len(HF_PREFIX) :]
+    try:
+        return huggingface_hub.hf_hub_download(repo_id=repo_id, filename=filename)
+    except hf_errors.LocalEntryNotFoundError as error:
+        # Offline, a file known to be absent from the repository is cached as such.
+        absent = huggingface_hub.try_to_load_from_cache(repo_id, filename)
+        if absent is huggingface_hub._CACHED_NO_EXIST and not required:
+            return None
+        raise ValueError(
+            f"Cannot fetch {filename} of preset {handle!r}: the Hugging Face Hub is unreachable "
+            "(no network connection, or HF_HUB_OFFLINE=1) and the file is not in the local "
+            f"cache ({hf_constants.HF_HUB_CACHE}). Connect once to download the "
+            "preset, or load a local preset folder instead: "
+            "`MaXDeepLab.from_preset('path/to/folder')` (" + _FOLDER_HINT + ")."
+        ) from error
+    except hf_errors.EntryNotFoundError as error:
+        if not required:
+            return None
+        raise ValueError(
+            f"Preset {handle!r} has no {filename}: the repository exists but is not a complete "
+            f"keras-hub preset ({_FOLDER_HINT})."
+        ) from error
+    except hf_errors.RepositoryNotFoundError as error:
+        raise ValueError(
+            f"No Hugging Face model repository {repo_id!r} for preset {handle!r} (a private or "
+            "gated repository needs `hf auth login` first)."
+        ) from error
+    except hf_errors.HFValidationError as error:
+        raise ValueError(
+            f"{handle!r} is not a valid Hugging Face handle; expected 'hf://org/name'."
+        ) from error
+
+
+def _folder_file(folder, filename, required):
+    path = os.path.join(folder, filename)
+    if os.path.isfile(path):
+        return path
+    if required:
+        raise ValueError(f"Preset folder {folder!r} has no {filename}; {_FOLDER_HINT}.")
+    return None
+
+
+def _check_class(path, expected, preset):
+    try:
+        with open(path, encoding="utf-8") as f:
+            config = json.load(f)
+    except (OSError, ValueError) as error:
+        raise ValueError(f"{path} of preset {preset!r} is not readable JSON: {error}") from error
+    found = config.get("registered_name") if isinstance(config, dict) else None
+    if found != expected:
+        raise ValueError(
+            f"Preset {preset!r} holds another model: {os.path.basename(path)} describes "
+            f"{found or 'an unnamed object'!r}, not {expected!r}. Pass a MaX-DeepLab preset."
+        )
+
+
+def preset_files(preset, load_weights, task):
+    """Checks a folder or `hf://` preset and returns its local file paths.
+
+    Returns `{filename: path or None}` for config.json and, where loaded,
+    model.weights.h5, task.json, task.weights.h5 and (without task.json)
+    image_converter.json; None: the preset has no such optional file, e.g. no
+    task for a backbone preset.
+
+    Raises:
+        ValueError: a required file is missing or cannot be fetched, or the
+            preset is not a MaX-DeepLab one.
+    """
+    if preset.startswith(HF_PREFIX):
+
+        def get(filename, required=True):
+            return fetch_hf_file(preset, filename, required)
+
+    else:
+
+        def get(filename, required=True):
+            return _folder_file(preset, filename, required)
+
+    files = {CONFIG_FILE: get(CONFIG_FILE)}
+    _check_class(files[CONFIG_FILE], BACKBONE_CLASS, preset)
+    if load_weights:
+        files[WEIGHTS_FILE] = get(WEIGHTS_FILE)
+    if task:
+        files[TASK_CONFIG_FILE] = get(TASK_CONFIG_FILE, required=False)
+        if files[TASK_CONFIG_FILE] is not None:
+            _check_class(files[TASK_CONFIG_FILE], TASK_CLASS, preset)
+            if load_weights:
+                # Without them keras-hub would quietly keep freshly initialised heads.
+                files[TASK_WEIGHTS_FILE] = get(TASK_WEIGHTS_FILE)
+        else:
+            files[IMAGE_CONVERTER_FILE] = get(IMAGE_CONVERTER_FILE, required=False)
+    return files
+
+
+@contextlib.contextmanager
+def _reading(preset, path):
+    try:
+        yield
+    except OSError as error:
+        raise ValueError(
+            f"Cannot read {path} of preset {preset!r}: the file is truncated or not a Keras "
+            f"weights file ({error}). Download or convert the preset again."
+        ) from error
+    except ValueError as error:
+        # Keras' message runs on with variable values; its shape line says it all.
+        lines = [line.strip() for line in str(error).splitlines() if line.strip()] or [""]
+        summary = next((line for line in lines if "shape" in line), lines[0])
+        summary = summary.split(" Target variable:")[0]
+        raise ValueError(
+            f"The weights in {path} do not fit the architecture of preset {preset!r} (a config "
+            f"or weights file from another model?). Keras reports: {summary}"
+        ) from error
+
+
+def _load_weights(model, files, preset):
+    backbone = getattr(model, "backbone", model)
+    with _reading(preset, files[WEIGHTS_FILE]):
+        backbone.load_weights(files[WEIGHTS_FILE])
+    if files.get(TASK_WEIGHTS_FILE):
+        with _reading(preset, files[TASK_WEIGHTS_FILE]):
+            model.load_task_weights(files[TASK_WEIGHTS_FILE])
+
+
+def _is_checked(preset):
+    return preset.startswith(HF_PREFIX) or "://" not in preset
+
+
+def _build_backbone(cls, entry, kwargs):
+    crop = entry["crop_size"]
+    config = {"image_shape": (crop, crop, 3), **MAX_DEEPLAB_CONFIGS[entry["config"]]}
+    return cls(**{**config, **kwargs})
+
+
+def _default_preprocessor(cls, image_shape):
+    converter_cls = cls.preprocessor_cls.image_converter_cls
+    return cls.preprocessor_cls(image_converter=converter_cls(image_size=tuple(image_shape[:2])))
+
+
+def _build_task(cls, entry, kwargs):
+    # As keras-hub's loader: `dtype` and `image_shape` go to the backbone.
+    backbone_kwargs = {k: kwargs.pop(k) for k in ("dtype", "image_shape") if k in kwargs}
+    backbone = _build_backbone(cls.backbone_cls, entry, backbone_kwargs)
+    if "preprocessor" not in kwargs:
+        kwargs["preprocessor"] = _default_preprocessor(cls, backbone.image_shape)
+    heads = dict(MAX_DEEPLAB_HEAD_CONFIGS[entry["config"]])
+    heads["postprocess_options"] = dict(entry["postprocess_options"])
+    return cls(backbone, **{**heads, **kwargs})
+
+
+def _entry_files(entry, load_weights, task):
+    files = {}
+    if load_weights:
+        files[WEIGHTS_FILE] = fetch_hf_file(entry["handle"], WEIGHTS_FILE)
+        if task and entry["kind"] == "task":
+            files[TASK_WEIGHTS_FILE] = fetch_hf_file(entry["handle"], TASK_WEIGHTS_FILE)
+    return files
+
+
+def load_backbone(cls, keras_hub_from_preset, preset, load_weights, kwargs):
+    """`MaXDeepLabBackbone.from_preset`; `keras_hub_from_preset` is keras-hub's."""
+    entry = resolve_preset(preset)
+    if entry is not None:
+        files = _entry_files(entry, load_weights, task=False)
+        backbone = _build_backbone(cls, entry, dict(kwargs))
+    elif _is_checked(preset):
+        files = preset_files(preset, load_weights, task=False)
+        backbone = keras_hub_from_preset(preset, load_weights=False, **kwargs)
+    else:
+        return keras_hub_from_preset(preset, load_weights=load_weights, **kwargs)
+    if load_weights:
+        _load_weights(backbone, files, preset)
+    return backbone
+
+
+def load_task(cls, keras_hub_from_preset, preset, load_weights, kwargs):
+    """`MaXDeepLab.from_preset`; `keras_hub_from_preset` is keras-hub's.
+
+    `categories` / `num_classes` are applied after loading the preset as
+    saved, so that every weight that does not depend on the classes is kept.
+    """
+    kwargs = dict(kwargs)
+    classes = {k: kwargs.pop(k) for k in ("categories", "num_classes") if k in kwargs}
+    entry = resolve_preset(preset)
+    if entry is not None:
+        files = _entry_files(entry, load_weights, task=True)
+        model = _build_task(cls, entry, kwargs)
+    elif _is_checked(preset):
+        files = preset_files(preset, load_weights, task=True)
+        if files[TASK_CONFIG_FILE] is None and files[IMAGE_CONVERTER_FILE] is None:
+            # A bare backbone folder: keras-hub would fail looking for a converter.
+            with open(files[CONFIG_FILE], encoding="utf-8") as f:
+                image_shape = kwargs.get("image_shape", json.load(f)["config"]["image_shape"])
+            kwargs.setdefault("preprocessor", _default_preprocessor(cls, image_shape))
+        model = keras_hub_from_preset(preset, load_weights=False, **kwargs)
+    else:
+        files = None
+        model = keras_hub_from_preset(preset, load_weights=load_weights, **kwargs)
+    if load_weights and files is not None:
+        _load_weights(model, files, preset)
+    return model._with_categories(**classes) if classes else model
+
+
+def upload_preset(preset_dir, uri):
+    """Uploads a MaX-DeepLab preset folder to the Hugging Face Hub, with this
+    package's model card (`README.md`) instead of keras-hub's generic one.
+
+    The card is written into `preset_dir` and uploaded first: keras-hub's
+    `upload_preset` replaces a missing card with its own.
+
+    Args:
+        preset_dir: a preset folder (`save_to_preset` / `maxdeeplab convert`).
+        uri: `hf://org/name` (or `hf://name` for the logged-in user).
+
+    Example:
+    >>> upload_preset("presets/max_deeplab_s_coco_641_400k",
+    ...               "hf://keras-maxdeeplab/max_deeplab_s_coco_641_400k")
+    """
+    if not isinstance(uri, str) or not uri.startswith(HF_PREFIX) or uri == HF_PREFIX:
+        raise ValueError(
+            f"Upload target must be a Hugging Face handle 'hf://org/name'; got {uri!r}."
+        )
+    if not os.path.isdir(preset_dir):
+        raise ValueError(f"Preset folder {preset_dir!r} does not exist.")
+    preset_files(preset_dir, load_weights=True, task=True)
+    card = write_model_card(preset_dir, handle=uri)
+    repo = huggingface_hub.create_repo(repo_id=uri[len(HF_PREFIX) :], exist_ok=True)
+    huggingface_hub.upload_file(
+        path_or_fileobj=card, path_in_repo="README.md", repo_id=repo.repo_id
+    )
+    keras_hub.upload_preset(uri, preset_dir)
+    return repo.repo_id

@@ -1,0 +1,458 @@
+"""Produces each MaX-DeepLab preset from deeplab2's published checkpoint, in one command.
+
+    python tools/make_presets.py build max_deeplab_s_coco_641_400k [--upload]
+    python tools/make_presets.py build --all --work-dir ~/deeplab2_checkpoints
+    python tools/make_presets.py definitions     # regenerate presets/ from the table
+
+`build NAME` takes the preset's entry of `MAX_DEEPLAB_PRESETS` and
+1. downloads its `source_url` (urllib) into `--work-dir` and unpacks it;
+2. converts it into a keras-hub preset folder `--output-dir/NAME`:
+   COCO models with `keras_maxdeeplab.conversion.convert_checkpoint` (with
+   the preset's architecture, crop and post-processing options); ImageNet
+   backbones by loading the pretrained encoder variables into a
+   `MaXDeepLabBackbone` whose dual-path transformers, memory and decoder keep
+   their fresh initialisation (what deeplab2's COCO training starts from);
+3. writes the model card (`README.md`, `keras_maxdeeplab.hub.write_model_card`);
+4. checks parity on a real image (default: COCO val2017 000000439180.jpg):
+   our outputs against deeplab2's own model on the same input, when deeplab2
+   is importable (run by `tools/deeplab2_outputs.py` in a subprocess under
+   `TF_USE_LEGACY_KERAS=1` with tf-keras); otherwise it prints how to install
+   deeplab2 and the segments our model finds;
+5. with `--upload`, publishes the folder to the preset's `hf://` handle
+   (`keras_maxdeeplab.hub.upload_preset`; log in first with `hf auth login`).
+
+It needs network access and TensorFlow (to read the checkpoints), so it has
+not been run where this package is developed (no network there): its pure
+parts (name and URL table, argument parsing, archive unpacking, the ImageNet
+key mapping, the `presets/` definitions) are tested in
+`tests/tools/test_make_presets.py`.
+"""
+
+import argparse
+import importlib.util
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tarfile
+import tempfile
+import urllib.parse
+import urllib.request
+
+import numpy as np
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+DEFINITIONS_DIR = os.path.join(REPO, "presets")
+DEFAULT_IMAGE = "http://images.cocodataset.org/val2017/000000439180.jpg"
+# Raw outputs: max |ours - deeplab2| / max |deeplab2| (TF's own kernel choices
+# reach ~1e-5); panoptic maps: share of differing pixels.
+RELATIVE_TOLERANCE = 1e-4
+PIXEL_TOLERANCE = 1e-3
+DEEPLAB2_INSTALL = """\
+The parity check against deeplab2 needs deeplab2 importable in this Python:
+    pip install tf-keras
+    git clone https://github.com/google-research/deeplab2 /opt/src/deeplab2
+    cd /opt/src && protoc deeplab2/*.proto --python_out=.
+    export PYTHONPATH=/opt/src:$PYTHONPATH
+(deeplab2 then runs under TF_USE_LEGACY_KERAS=1 in a subprocess.)"""
+
+
+def canonical_name(name):
+    """The table name of a preset name or alias; ValueError listing the names otherwise."""
+    from keras_maxdeeplab import MAX_DEEPLAB_PRESET_ALIASES
+    from keras_maxdeeplab import MAX_DEEPLAB_PRESETS
+
+    name = MAX_DEEPLAB_PRESET_ALIASES.get(name, name)
+    if name not in MAX_DEEPLAB_PRESETS:
+        raise ValueError(f"Unknown preset {name!r}; expected one of {sorted(MAX_DEEPLAB_PRESETS)}.")
+    return name
+
+
+def _preset_argument(name):
+    try:
+        return canonical_name(name)
+    except ValueError as error:
+        raise argparse.ArgumentTypeError(str(error)) from error
+
+
+def download(url, folder):
+    """Downloads `url` into `folder` once (a finished file is reused); returns its path."""
+    os.makedirs(folder, exist_ok=True)
+    path = os.path.join(folder, os.path.basename(urllib.parse.urlparse(url).path))
+    if not os.path.exists(path):
+        partial = path + ".part"
+        with urllib.request.urlopen(url) as response, open(partial, "wb") as f:
+            shutil.copyfileobj(response, f)
+        os.replace(partial, path)
+    return path
+
+
+def unpack(archive, folder):
+    """Extracts a checkpoint `.tar.gz` into `folder/<archive name>` once.
+
+    Returns the folder that holds the checkpoint (its `.index` file).
+    """
+    name = os.path.basename(archive)
+    target = os.path.join(folder, name[: -len(".tar.gz")] if name.endswith(".tar.gz") else name)
+    if not os.path.isdir(target):
+        staging = tempfile.mkdtemp(prefix=".unpacking-", dir=folder)
+        with tarfile.open(archive) as tar:
+            tar.extractall(staging, filter="data")
+        os.replace(staging, target)
+    holders = sorted(
+        root for root, _, files in os.walk(target) if any(f.endswith(".index") for f in files)
+    )
+    if len(holders) != 1:
+        raise ValueError(f"Expected one checkpoint folder in {archive}, found {holders or 'none'}.")
+    return holders[0]
+
+
+def checkpoint_prefix(folder):
+    """The checkpoint prefix (`.../ckpt-400000`) of a folder holding one checkpoint."""
+    indexes = sorted(f for f in os.listdir(folder) if f.endswith(".index"))
+    if len(indexes) != 1:
+        raise ValueError(f"Expected one '*.index' file in {folder}, found {indexes or 'none'}.")
+    return os.path.join(folder, indexes[0][: -len(".index")])
+
+
+def _encoder_key(key):
+    if key.startswith("backbone/_encoder/"):
+        return "encoder/" + key[len("backbone/_encoder/") :]
+    return key if key.startswith("encoder/") else None
+
+
+def imagenet_encoder_arrays(arrays):
+    """The encoder variables of a deeplab2 ImageNet checkpoint, keyed as deeplab2's
+    COCO training reads them (`encoder/...`).
+
+    deeplab2's runner accepts TF Model Garden checkpoints, which nest the
+    encoder under `backbone/_encoder/`; anything outside the encoder (the
+    ImageNet classifier) is left out.
+    """
+    return {_encoder_key(k): v for k, v in arrays.items() if _encoder_key(k) is not None}
+
+
+def load_imagenet_backbone(backbone, arrays):
+    """Assigns the ImageNet-pretrained variables of `arrays` to `backbone`.
+
+    Strict for the pretrained part (every weight deeplab2 initialises from
+    ImageNet must be found, with its shape); the dual-path transformers,
+    memory and `*_extra` layers keep their initialisation. Encoder variables
+    our backbone has no weight for are skipped, as deeplab2 reads initial
+    checkpoints with `expect_partial()`.
+
+    Returns:
+        the sorted checkpoint keys that were skipped.
+    """
+    from keras_maxdeeplab.conversion import deeplab2_key_to_path
+    from keras_maxdeeplab.conversion import match_checkpoint
+    from keras_maxdeeplab.optimizers import is_pretrained_backbone_variable
+
+    encoder = imagenet_encoder_arrays(arrays)
+    paths = {weight.path for weight in backbone.weights}
+    kept = {key: value for key, value in encoder.items() if deeplab2_key_to_path(key) in paths}
+    fresh = [
+        weight.path for weight in backbone.weights if not is_pretrained_backbone_variable(weight)
+    ]
+    for variable, value in match_checkpoint(backbone, kept, allow_unused_prefixes=fresh):
+        variable.assign(np.asarray(value, dtype=variable.dtype))
+    return sorted(key for key in arrays if _encoder_key(key) not in kept)
+
+
+def convert_imagenet_backbone(checkpoint_dir, output_dir, entry, overwrite=False):
+    """An ImageNet backbone preset folder (backbone, image converter,
+    conversion.json) from a deeplab2 ImageNet checkpoint."""
+    from keras_maxdeeplab import MAX_DEEPLAB_CONFIGS
+    from keras_maxdeeplab import MaXDeepLabBackbone
+    from keras_maxdeeplab import MaXDeepLabImageConverter
+    from keras_maxdeeplab.conversion import read_checkpoint
+    from keras_maxdeeplab.conversion.convert import CONVERSION_FILE
+    from keras_maxdeeplab.conversion.convert import _checkpoint_files
+
+    if os.path.exists(output_dir) and os.listdir(output_dir) and not overwrite:
+        raise ValueError(
+            f"Output folder {output_dir!r} exists and is not empty (pass --overwrite)."
+        )
+    crop = entry["crop_size"]
+    backbone = MaXDeepLabBackbone(
+        image_shape=(crop, crop, 3), **MAX_DEEPLAB_CONFIGS[entry["config"]]
+    )
+    skipped = load_imagenet_backbone(backbone, read_checkpoint(checkpoint_dir))
+    print(f"Skipped {len(skipped)} checkpoint variables MaX-DeepLab has no weight for: {skipped}")
+    parent = os.path.dirname(os.path.abspath(output_dir))
+    os.makedirs(parent, exist_ok=True)
+    staging = tempfile.mkdtemp(prefix=".converting-", dir=parent)
+    try:
+        backbone.save_to_preset(staging)
+        MaXDeepLabImageConverter(image_size=(crop, crop)).save_to_preset(staging)
+        record = {
+            "source_checkpoint": os.path.abspath(checkpoint_dir),
+            "source_url": entry["source_url"],
+            "source_sha256": _checkpoint_files(checkpoint_dir),
+            "config": entry["config"],
+            "crop_size": crop,
+            "overrides": {},
+            "skipped_variables": skipped,
+        }
+        with open(os.path.join(staging, CONVERSION_FILE), "w") as f:
+            json.dump(record, f, indent=2)
+        if os.path.exists(output_dir):
+            shutil.rmtree(output_dir)
+        os.replace(staging, output_dir)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+
+
+def read_image(path_or_url, folder):
+    from PIL import Image
+
+    if urllib.parse.urlparse(path_or_url).scheme in ("http", "https", "file"):
+        path_or_url = download(path_or_url, folder)
+    return np.asarray(Image.open(path_or_url).convert("RGB"))
+
+
+def _relative_error(ours, reference):
+    return float(np.max(np.abs(ours - reference)) / max(np.max(np.abs(reference)), 1e-12))
+
+
+def parity_check(model, entry, checkpoint_dir, image, folder):
+    """Compares `model` with deeplab2's model of the same checkpoint on `image`.
+
+    Returns `{output: relative error, "panoptic_pred": share of differing
+    pixels}`, or None when deeplab2 is not importable (then it says how to
+    install it). Raises ValueError beyond `RELATIVE_TOLERANCE` /
+    `PIXEL_TOLERANCE`.
+    """
+    import keras
+
+    from keras_maxdeeplab.postprocessing import postprocess_panoptic
+
+    spec = importlib.util.find_spec("deeplab2")
+    if spec is None:
+        print(DEEPLAB2_INSTALL)
+        return None
+    inputs = keras.ops.convert_to_numpy(model.preprocessor(image))
+    ours = keras.tree.map_structure(keras.ops.convert_to_numpy, model(inputs[None]))
+    crop = tuple(model.backbone.image_shape[:2])
+    ours["panoptic_pred"] = keras.ops.convert_to_numpy(
+        postprocess_panoptic(
+            ours["pixel_space_mask_logits"],
+            ours["transformer_class_logits"],
+            crop,
+            thing_class_ids=model.thing_class_ids,
+            **model.postprocess_options,
+        )["panoptic_pred"]
+    )
+    input_path = os.path.join(folder, "deeplab2_input.npy")
+    output_path = os.path.join(folder, "deeplab2_outputs.npz")
+    # deeplab2 normalises inside its model: give it the 0..255 padded image.
+    np.save(input_path, (inputs + 1.0) * 127.5)
+    config = os.path.join(
+        spec.submodule_search_locations[0],
+        "configs",
+        "coco",
+        "max_deeplab",
+        entry["deeplab2_name"] + ".textproto",
+    )
+    subprocess.run(
+        [
+            sys.executable,
+            os.path.join(REPO, "tools", "deeplab2_outputs.py"),
+            config,
+            checkpoint_prefix(checkpoint_dir),
+            input_path,
+            output_path,
+        ],
+        env={**os.environ, "TF_USE_LEGACY_KERAS": "1"},
+        check=True,
+    )
+    reference = np.load(output_path)
+    report = {}
+    for key in (
+        "semantic_logits",
+        "pixel_space_normalized_feature",
+        "pixel_space_mask_logits",
+        "transformer_class_logits",
+    ):
+        report[key] = _relative_error(ours[key], reference[key])
+    report["panoptic_pred"] = float(np.mean(ours["panoptic_pred"] != reference["panoptic_pred"]))
+    for key, value in report.items():
+        print(f"  {key}: {value:.2e}")
+    failed = [
+        key
+        for key, value in report.items()
+        if value > (PIXEL_TOLERANCE if key == "panoptic_pred" else RELATIVE_TOLERANCE)
+    ]
+    if failed:
+        raise ValueError(f"Parity with deeplab2 failed for {failed}: {report}")
+    return report
+
+
+def build(name, work_dir, output_dir, image, overwrite=False, upload=False):
+    """Download, convert, model card, parity check and optional upload of one preset."""
+    from keras_maxdeeplab import MAX_DEEPLAB_PRESETS
+    from keras_maxdeeplab import MaXDeepLab
+    from keras_maxdeeplab.conversion import convert_checkpoint
+    from keras_maxdeeplab.hub import upload_preset
+    from keras_maxdeeplab.hub import write_model_card
+
+    entry = MAX_DEEPLAB_PRESETS[name]
+    checkpoint_dir = unpack(download(entry["source_url"], work_dir), work_dir)
+    preset_dir = os.path.join(output_dir, name)
+    print(f"{name}: converting {checkpoint_dir} -> {preset_dir}")
+    if entry["kind"] == "task":
+        options = entry["postprocess_options"]
+        convert_checkpoint(
+            checkpoint_dir,
+            preset_dir,
+            config=entry["config"],
+            crop_size=entry["crop_size"],
+            overrides={"postprocess_options": options} if options else None,
+            source_url=entry["source_url"],
+            overwrite=overwrite,
+        )
+    else:
+        convert_imagenet_backbone(checkpoint_dir, preset_dir, entry, overwrite)
+    write_model_card(preset_dir, handle=entry["handle"])
+    if entry["kind"] == "task":
+        print(f"{name}: parity check on {image}")
+        model = MaXDeepLab.from_preset(preset_dir)
+        pixels = read_image(image, work_dir)
+        if parity_check(model, entry, checkpoint_dir, pixels, work_dir) is None:
+            segments = model.predict_panoptic(pixels)[0]["segments_info"]
+            print("Our segments:", [(s["label"], round(s["score"], 2)) for s in segments])
+    else:
+        print(f"{name}: no deeplab2 parity check for a backbone (its conversion is strict).")
+    if upload:
+        repo_id = upload_preset(preset_dir, entry["handle"])
+        print(f"{name}: uploaded to https://huggingface.co/{repo_id}")
+    return preset_dir
+
+
+def definitions():
+    """`{file name: text}` of the `presets/` folder, generated from the table."""
+    from keras_maxdeeplab import MAX_DEEPLAB_CONFIGS
+    from keras_maxdeeplab import MAX_DEEPLAB_HEAD_CONFIGS
+    from keras_maxdeeplab import MAX_DEEPLAB_PRESET_ALIASES
+    from keras_maxdeeplab import MAX_DEEPLAB_PRESETS
+
+    files = {}
+    rows = []
+    for name, entry in MAX_DEEPLAB_PRESETS.items():
+        aliases = sorted(a for a, target in MAX_DEEPLAB_PRESET_ALIASES.items() if target == name)
+        definition = {
+            "name": name,
+            "aliases": aliases,
+            "kind": entry["kind"],
+            "description": entry["metadata"]["description"],
+            "params": entry["metadata"]["params"],
+            "handle": entry["handle"],
+            "source_url": entry["source_url"],
+            "deeplab2_name": entry["deeplab2_name"],
+            "config": entry["config"],
+            "crop_size": entry["crop_size"],
+            "training_steps": entry["training_steps"],
+            "pq": entry["pq"],
+            "postprocess_options": entry["postprocess_options"],
+            "backbone_arguments": MAX_DEEPLAB_CONFIGS[entry["config"]],
+            "head_arguments": MAX_DEEPLAB_HEAD_CONFIGS[entry["config"]]
+            if entry["kind"] == "task"
+            else None,
+            "build": f"python tools/make_presets.py build {name}",
+        }
+        files[f"{name}.json"] = json.dumps(definition, indent=2) + "\n"
+        pq = entry["pq"] or {}
+        steps = entry["training_steps"]
+        cells = [
+            f"`{name}`" + "".join(f" (`{alias}`)" for alias in aliases),
+            entry["kind"],
+            f"{entry['metadata']['params'] / 1e6:.1f}M",
+            str(entry["crop_size"]),
+            f"{steps // 1000}k" if steps else "-",
+            *(str(pq.get(key, "-")) for key in ("pq", "pq_thing", "pq_stuff", "pq_deeplab2")),
+            f"[{entry['deeplab2_name']}]({entry['source_url']})",
+        ]
+        rows.append("| " + " | ".join(cells) + " |")
+    files["README.md"] = "\n".join(
+        [
+            "# MaX-DeepLab presets",
+            "",
+            "Generated by `python tools/make_presets.py definitions` from",
+            "`keras_maxdeeplab/models/max_deeplab/max_deeplab_presets.py` (the table the package",
+            "reads); edit that table, not these files. One JSON file per preset holds its full",
+            "definition. PQ: COCO val2017, single scale, as deeplab2 reports it (official script;",
+            "the last column by deeplab2's own evaluator). Weights: the `hf://` handle in each JSON.",
+            "",
+            "| preset (alias) | kind | params | crop | steps | PQ | PQ things | PQ stuff "
+            "| PQ (deeplab2) | deeplab2 checkpoint |",
+            "|---|---|---|---|---|---|---|---|---|---|",
+            *rows,
+            "",
+            "Build one (download, convert, model card, parity check with deeplab2, upload):",
+            "",
+            "    python tools/make_presets.py build NAME [--upload]",
+            "",
+        ]
+    )
+    return files
+
+
+def write_definitions(folder=DEFINITIONS_DIR):
+    """Rewrites `folder` with `definitions()`, removing stale preset files."""
+    os.makedirs(folder, exist_ok=True)
+    files = definitions()
+    for name in os.listdir(folder):
+        if name not in files and (name.endswith(".json") or name == "README.md"):
+            os.remove(os.path.join(folder, name))
+    for name, text in files.items():
+        with open(os.path.join(folder, name), "w", encoding="utf-8") as f:
+            f.write(text)
+    return sorted(files)
+
+
+def build_parser():
+    parser = argparse.ArgumentParser(
+        prog="make_presets.py", description="Builds MaX-DeepLab presets from deeplab2 checkpoints."
+    )
+    commands = parser.add_subparsers(dest="command", required=True)
+    build_command = commands.add_parser("build", help="download, convert, check and upload presets")
+    build_command.add_argument(
+        "names", nargs="*", type=_preset_argument, help="preset names or aliases"
+    )
+    build_command.add_argument("--all", action="store_true", help="every preset of the table")
+    build_command.add_argument(
+        "--work-dir", default="deeplab2_checkpoints", help="downloads and unpacked checkpoints"
+    )
+    build_command.add_argument("--output-dir", default="converted_presets", help="preset folders")
+    build_command.add_argument("--image", default=DEFAULT_IMAGE, help="parity image (path or URL)")
+    build_command.add_argument("--overwrite", action="store_true", help="replace preset folders")
+    build_command.add_argument(
+        "--upload", action="store_true", help="upload each preset to its hf:// handle"
+    )
+    definitions_command = commands.add_parser(
+        "definitions", help="regenerate the presets/ folder from the package's table"
+    )
+    definitions_command.add_argument("--output", default=DEFINITIONS_DIR, help="folder to write")
+    return parser
+
+
+def main(argv=None):
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.command == "definitions":
+        print("Wrote", ", ".join(write_definitions(args.output)))
+        return 0
+    from keras_maxdeeplab import MAX_DEEPLAB_PRESETS
+
+    names = list(MAX_DEEPLAB_PRESETS) if args.all else list(dict.fromkeys(args.names))
+    if not names:
+        parser.error("build needs preset names or --all")
+    for name in names:
+        build(name, args.work_dir, args.output_dir, args.image, args.overwrite, args.upload)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
