@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# Installs (scripts/install.sh) and runs a short prediction on a sample image.
+# Installs (scripts/install.sh) and runs `maxdeeplab demo` (offline, the embedded demo preset).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/install.sh
-KERAS_BACKEND="${KERAS_BACKEND:-torch}" .venv/bin/python -m keras_maxdeeplab.demo "$@"
+KERAS_BACKEND="${KERAS_BACKEND:-tensorflow}" .venv/bin/maxdeeplab demo "$@"

@@ -91,3 +91,56 @@ def test_upload_writes_the_model_card_then_calls_keras_hub(tmp_path, monkeypatch
     error = capsys.readouterr().err
     assert error.startswith("maxdeeplab upload: error: Upload target must be a Hugging Face handle")
     assert len(error.strip().splitlines()) == 1
+
+
+def test_predict_writes_valid_coco_panoptic_files(tmp_path, capsys):
+    from keras_maxdeeplab.conversion import build_model
+    from keras_maxdeeplab.data import COCOPanopticDataset
+
+    preset = os.path.join(tmp_path, "tiny")
+    build_model("max_deeplab_tiny", 65).save_to_preset(preset)
+    images = shared_path("data", "coco_panoptic_sample", "input_images")
+    output = os.path.join(tmp_path, "out")
+    assert main(["predict", images, "--preset", preset, "--output", output]) == 0
+    assert "Wrote 2 predictions" in capsys.readouterr().out
+    names = sorted(os.listdir(images))
+    assert sorted(os.listdir(os.path.join(output, "overlays"))) == [
+        n.replace(".jpg", ".png") for n in names
+    ]
+    # The reader checks every PNG id against the JSON (ids, areas, categories).
+    written = COCOPanopticDataset(
+        images, os.path.join(output, "panoptic"), os.path.join(output, "panoptic.json")
+    )
+    for index in range(len(written)):
+        image, label = written.load(index)
+        assert label.shape == image.shape[:2]
+    assert main(["predict", os.path.join(tmp_path, "nothing.jpg"), "--preset", preset]) == 1
+    assert "nothing.jpg: no such image file or folder" in capsys.readouterr().err
+
+
+def test_train_two_steps_then_resume(tmp_path, capsys):
+    import json
+
+    from keras_maxdeeplab import MaXDeepLab
+    from keras_maxdeeplab.data import SYNTHETIC_CATEGORIES
+    from keras_maxdeeplab.data import write_synthetic_panoptic_dataset
+
+    data = os.path.join(tmp_path, "data")
+    write_synthetic_panoptic_dataset(data, 4, seed=0)
+    output = os.path.join(tmp_path, "run")
+    command = ["train", data, "--output", output, "--config", "max_deeplab_tiny"]
+    command += ["--crop-size", "65", "--batch-size", "2", "--steps-per-epoch", "1", "--quiet"]
+
+    def steps_done():
+        with open(os.path.join(output, "training.json")) as f:
+            return json.load(f)["steps_done"]
+
+    assert main(command + ["--steps", "2"]) == 0
+    assert steps_done() == 2
+    assert main(command + ["--steps", "3"]) == 0  # resumes at step 2, trains one more
+    assert steps_done() == 3
+    assert "Trained to step 3" in capsys.readouterr().out
+    model = MaXDeepLab.from_preset(os.path.join(output, "preset"))
+    assert [c["id"] for c in model.categories] == [c["id"] for c in SYNTHETIC_CATEGORIES]
+    assert main(["train", data, "--output", output]) == 1
+    assert "exactly one of --preset" in capsys.readouterr().err

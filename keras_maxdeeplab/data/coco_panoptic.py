@@ -208,6 +208,8 @@ class COCOPanopticDataset:
                 f"{int(areas[wrong][0])} pixels in the PNG but area "
                 f"{int(json_areas[wrong][0])} in the JSON."
             )
+        if not len(sorted_ids):  # an all-void image
+            return np.zeros(ids.shape, np.int32)
         label = np.where(known, values[order][position], 0)
         return label.astype(np.int32)
 

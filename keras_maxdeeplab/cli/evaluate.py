@@ -1,0 +1,57 @@
+"""`maxdeeplab evaluate`: PQ of COCO-format predictions, or of a preset on a dataset."""
+
+import json
+import os
+
+
+def run(args):
+    import tempfile
+
+    from keras_maxdeeplab.evaluation import format_results
+    from keras_maxdeeplab.evaluation import pq_compute
+
+    gt_folder = args.panoptic or args.annotations.replace(".json", "")
+    if args.predictions:
+        results = pq_compute(args.annotations, args.predictions, gt_folder, workers=args.workers)
+    else:
+        if not (args.preset and args.images):
+            raise ValueError("evaluate needs --predictions, or --preset and --images to predict.")
+        with tempfile.TemporaryDirectory() as folder:
+            predictions = _predict_dataset(args, folder)
+            results = pq_compute(
+                args.annotations,
+                predictions,
+                gt_folder,
+                os.path.join(folder, "panoptic"),
+                workers=args.workers,
+            )
+    print(format_results(results))
+
+
+def _predict_dataset(args, folder):
+    """Segments every annotated image; writes COCO panoptic predictions to `folder`."""
+    from keras_maxdeeplab import MaXDeepLab
+    from keras_maxdeeplab.cli.predict import predict_to_files
+
+    with open(args.annotations) as f:
+        dataset = json.load(f)
+    names = {image["id"]: image["file_name"] for image in dataset["images"]}
+    image_ids = [annotation["image_id"] for annotation in dataset["annotations"]]
+    files = [os.path.join(args.images, names[image_id]) for image_id in image_ids]
+    model = MaXDeepLab.from_preset(args.preset)
+    return predict_to_files(model, files, folder, overlays=False, image_ids=image_ids)
+
+
+def add_parser(commands):
+    parser = commands.add_parser(
+        "evaluate", help="PQ of COCO-format predictions, or of a preset's predictions on a dataset"
+    )
+    parser.add_argument("--annotations", required=True, help="ground-truth COCO panoptic JSON")
+    parser.add_argument(
+        "--panoptic", help="ground-truth PNG folder (default: JSON path minus .json)"
+    )
+    parser.add_argument("--predictions", help="predicted COCO panoptic JSON (PNGs beside it)")
+    parser.add_argument("--preset", help="preset name, handle or folder to predict with")
+    parser.add_argument("--images", help="image folder, with --preset")
+    parser.add_argument("--workers", type=int, help="threads scoring images (default: CPU cores)")
+    parser.set_defaults(run=run)
