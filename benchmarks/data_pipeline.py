@@ -35,7 +35,8 @@ def pipeline_rate(data, crop, batch_size, workers, training, batches):
         seed=0,
         num_parallel_calls=workers,
         drop_remainder=True,
-    ).repeat()
+        repeat=True,
+    )
     iterator = iter(dataset)
     next(iterator)  # warm-up: graph tracing
     start = time.perf_counter()

@@ -84,23 +84,12 @@ def _synthetic_demo(model, output, scenes):
 
 
 def _photo_demo(model, output, images):
-    from keras_maxdeeplab.postprocessing import save_coco_panoptic
-    from keras_maxdeeplab.visualization import overlay_panoptic
+    from keras_maxdeeplab.cli.predict import write_predictions
 
-    results = model.predict_panoptic(list(images.values()))
-    for (name, image), result in zip(images.items(), results):
-        overlay = overlay_panoptic(
-            image,
-            result["segmentation"],
-            result["segments_info"],
-            categories=model.categories,
-            draw_labels=True,
-        )
-        stem = os.path.splitext(name)[0]
-        Image.fromarray(overlay).save(os.path.join(output, f"{stem}_panoptic.png"))
+    _, results = write_predictions(model, images.items(), len(images), output)
+    for name, result in zip(images, results):
         found = ", ".join(sorted({s["label"] for s in result["segments_info"]})) or "nothing"
         print(f"{name}: {len(result['segments_info'])} segments ({found})")
-    save_coco_panoptic(results, list(images), os.path.join(output, "predictions"), model.categories)
 
 
 def run_demo(output="demo_output", preset=None, images=None, scenes=6):

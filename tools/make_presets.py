@@ -167,42 +167,27 @@ def convert_imagenet_backbone(checkpoint_dir, output_dir, entry, overwrite=False
     from keras_maxdeeplab import MaXDeepLabBackbone
     from keras_maxdeeplab import MaXDeepLabImageConverter
     from keras_maxdeeplab.conversion import read_checkpoint
-    from keras_maxdeeplab.conversion.convert import CONVERSION_FILE
-    from keras_maxdeeplab.conversion.convert import _checkpoint_files
+    from keras_maxdeeplab.conversion.convert import check_output_folder
+    from keras_maxdeeplab.conversion.convert import checkpoint_digests
+    from keras_maxdeeplab.conversion.convert import write_preset
 
-    if os.path.exists(output_dir) and os.listdir(output_dir) and not overwrite:
-        raise ValueError(
-            f"Output folder {output_dir!r} exists and is not empty (pass --overwrite)."
-        )
+    check_output_folder(output_dir, overwrite)
     crop = entry["crop_size"]
     backbone = MaXDeepLabBackbone(
         image_shape=(crop, crop, 3), **MAX_DEEPLAB_CONFIGS[entry["config"]]
     )
     skipped = load_imagenet_backbone(backbone, read_checkpoint(checkpoint_dir))
     print(f"Skipped {len(skipped)} checkpoint variables MaX-DeepLab has no weight for: {skipped}")
-    parent = os.path.dirname(os.path.abspath(output_dir))
-    os.makedirs(parent, exist_ok=True)
-    staging = tempfile.mkdtemp(prefix=".converting-", dir=parent)
-    try:
-        backbone.save_to_preset(staging)
-        MaXDeepLabImageConverter(image_size=(crop, crop)).save_to_preset(staging)
-        record = {
-            "source_checkpoint": os.path.abspath(checkpoint_dir),
-            "source_url": entry["source_url"],
-            "source_sha256": _checkpoint_files(checkpoint_dir),
-            "config": entry["config"],
-            "crop_size": crop,
-            "overrides": {},
-            "skipped_variables": skipped,
-        }
-        with open(os.path.join(staging, CONVERSION_FILE), "w") as f:
-            json.dump(record, f, indent=2)
-        if os.path.exists(output_dir):
-            shutil.rmtree(output_dir)
-        os.replace(staging, output_dir)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
+    record = {
+        "source_checkpoint": os.path.abspath(checkpoint_dir),
+        "source_url": entry["source_url"],
+        "source_sha256": checkpoint_digests(checkpoint_dir),
+        "config": entry["config"],
+        "crop_size": crop,
+        "overrides": {},
+        "skipped_variables": skipped,
+    }
+    write_preset([backbone, MaXDeepLabImageConverter(image_size=(crop, crop))], output_dir, record)
 
 
 def read_image(path_or_url, folder):

@@ -114,9 +114,7 @@ def main(argv=None):
         steps_per_epoch = min(100, args.steps)  # a log line every 100 steps
         epochs = args.steps // steps_per_epoch
         start = time.time()
-        history = model.fit(
-            dataset.repeat(), steps_per_epoch=steps_per_epoch, epochs=epochs, verbose=2
-        )
+        history = model.fit(dataset, steps_per_epoch=steps_per_epoch, epochs=epochs, verbose=2)
         train_seconds = time.time() - start
         results = held_out_pq(model, held_out)
     print(format_results(results))

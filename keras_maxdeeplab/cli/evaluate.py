@@ -31,7 +31,8 @@ def run(args):
 def _predict_dataset(args, folder):
     """Segments every annotated image; writes COCO panoptic predictions to `folder`."""
     from keras_maxdeeplab import MaXDeepLab
-    from keras_maxdeeplab.cli.predict import predict_to_files
+    from keras_maxdeeplab.cli.predict import read_images
+    from keras_maxdeeplab.cli.predict import write_predictions
 
     with open(args.annotations) as f:
         dataset = json.load(f)
@@ -39,7 +40,10 @@ def _predict_dataset(args, folder):
     image_ids = [annotation["image_id"] for annotation in dataset["annotations"]]
     files = [os.path.join(args.images, names[image_id]) for image_id in image_ids]
     model = MaXDeepLab.from_preset(args.preset)
-    return predict_to_files(model, files, folder, overlays=False, image_ids=image_ids)
+    path, _ = write_predictions(
+        model, read_images(files), len(files), folder, overlays=False, image_ids=image_ids
+    )
+    return path
 
 
 def add_parser(commands):

@@ -33,12 +33,13 @@ def read_image(path):
         raise ValueError(f"Cannot read image {path}: {error}") from error
 
 
-def predict_to_files(model, image_files, output, overlays=True, image_ids=None, batch_size=4):
-    """Segments `image_files` with `model.predict_panoptic`, with a progress bar.
+def write_predictions(model, named_images, count, output, overlays=True, image_ids=None):
+    """Segments `(file name, [H, W, 3] uint8 image)` pairs with
+    `model.predict_panoptic`, with a progress bar over `count` images.
 
     Writes `output/panoptic.json` + `output/panoptic/*.png` (COCO panoptic
     format, the model's category ids) and, with `overlays`, labelled colour
-    overlays `output/overlays/*.png`. Returns the JSON path.
+    overlays `output/overlays/*.png`. Returns `(json path, results)`.
     """
     import keras
     from PIL import Image
@@ -48,27 +49,29 @@ def predict_to_files(model, image_files, output, overlays=True, image_ids=None, 
 
     if overlays:
         os.makedirs(os.path.join(output, "overlays"), exist_ok=True)
-    results = []
-    progress = keras.utils.Progbar(len(image_files), unit_name="image")
-    for start in range(0, len(image_files), batch_size):
-        chunk = image_files[start : start + batch_size]
-        images = [read_image(path) for path in chunk]
-        chunk_results = model.predict_panoptic(images, batch_size=batch_size)
-        for path, image, result in zip(chunk, images, chunk_results):
-            if overlays:
-                overlay = overlay_panoptic(
-                    image,
-                    result["segmentation"],
-                    result["segments_info"],
-                    categories=model.categories,
-                    draw_labels=True,
-                )
-                stem = os.path.splitext(os.path.basename(path))[0]
-                Image.fromarray(overlay).save(os.path.join(output, "overlays", f"{stem}.png"))
-        results += chunk_results
-        progress.add(len(chunk))
-    names = [os.path.basename(path) for path in image_files]
-    return save_coco_panoptic(results, names, output, model.categories, image_ids)
+    names, results = [], []
+    progress = keras.utils.Progbar(count, unit_name="image")
+    for name, image in named_images:
+        (result,) = model.predict_panoptic(image)
+        if overlays:
+            overlay = overlay_panoptic(
+                image,
+                result["segmentation"],
+                result["segments_info"],
+                categories=model.categories,
+                draw_labels=True,
+            )
+            stem = os.path.splitext(name)[0]
+            Image.fromarray(overlay).save(os.path.join(output, "overlays", f"{stem}.png"))
+        names.append(name)
+        results.append(result)
+        progress.add(1)
+    return save_coco_panoptic(results, names, output, model.categories, image_ids), results
+
+
+def read_images(paths):
+    """`(file name, image)` pairs, read one at a time."""
+    return ((os.path.basename(path), read_image(path)) for path in paths)
 
 
 def run(args):
@@ -76,7 +79,9 @@ def run(args):
 
     files = list_images(args.images)
     model = MaXDeepLab.from_preset(args.preset)
-    path = predict_to_files(model, files, args.output, overlays=not args.no_overlays)
+    path, _ = write_predictions(
+        model, read_images(files), len(files), args.output, overlays=not args.no_overlays
+    )
     print(f"Wrote {len(files)} predictions: {path}")
 
 

@@ -65,9 +65,7 @@ def run(args):
         # Only a preset's ImageNet-pretrained backbone part learns 10x slower.
         backbone_learning_rate_multiplier=0.1 if args.preset else 1.0,
     )
-    dataset = data.as_dataset(
-        crop_size=args.crop_size, batch_size=args.batch_size, seed=args.seed
-    ).repeat()
+    dataset = data.as_dataset(crop_size=args.crop_size, batch_size=args.batch_size, seed=args.seed)
     steps_per_epoch = min(args.steps_per_epoch, args.steps)
     history = model.fit(
         dataset,

@@ -69,7 +69,8 @@ def build_model(config="max_deeplab_s", crop_size=641, overrides=None):
     )
 
 
-def _checkpoint_files(path):
+def checkpoint_digests(path):
+    """sha256 of every file of a TF checkpoint (folder or prefix): `{name: hex}`."""
     folder = path if os.path.isdir(path) else os.path.dirname(path) or "."
     prefix = None if os.path.isdir(path) else os.path.basename(path)
     names = sorted(
@@ -113,24 +114,40 @@ def convert_checkpoint(
     ...                    config="max_deeplab_s", crop_size=641)
     """
     output_dir = os.path.abspath(output_dir)
-    if os.path.exists(output_dir) and os.listdir(output_dir) and not overwrite:
-        raise ValueError(f"Output folder {output_dir!r} exists and is not empty (pass overwrite).")
+    check_output_folder(output_dir, overwrite)
     model = build_model(config, crop_size, overrides)
     load_deeplab2_checkpoint(model, checkpoint)
+    record = {
+        "source_checkpoint": os.path.abspath(checkpoint),
+        "source_url": source_url,
+        "source_sha256": checkpoint_digests(checkpoint),
+        "config": config,
+        "crop_size": crop_size,
+        "overrides": overrides or {},
+        "converted_on": datetime.date.today().isoformat(),
+    }
+    write_preset([model], output_dir, record)
+    return model
+
+
+def check_output_folder(output_dir, overwrite):
+    """Refuses a non-empty `output_dir` unless `overwrite`, before any work."""
+    if os.path.exists(output_dir) and os.listdir(output_dir) and not overwrite:
+        raise ValueError(f"Output folder {output_dir!r} exists and is not empty (pass overwrite).")
+
+
+def write_preset(parts, output_dir, record):
+    """Writes a preset folder atomically: each of `parts` (a model, an image
+    converter, ...) `save_to_preset` plus `conversion.json` = `record` into a
+    temporary folder beside `output_dir`, which replaces `output_dir` only once
+    complete, so a failure leaves nothing behind."""
+    output_dir = os.path.abspath(output_dir)
     parent = os.path.dirname(output_dir)
     os.makedirs(parent, exist_ok=True)
     staging = tempfile.mkdtemp(prefix=".converting-", dir=parent)
     try:
-        model.save_to_preset(staging)
-        record = {
-            "source_checkpoint": os.path.abspath(checkpoint),
-            "source_url": source_url,
-            "source_sha256": _checkpoint_files(checkpoint),
-            "config": config,
-            "crop_size": crop_size,
-            "overrides": overrides or {},
-            "converted_on": datetime.date.today().isoformat(),
-        }
+        for part in parts:
+            part.save_to_preset(staging)
         with open(os.path.join(staging, CONVERSION_FILE), "w") as f:
             json.dump(record, f, indent=2)
         if os.path.exists(output_dir):
@@ -139,4 +156,3 @@ def convert_checkpoint(
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise
-    return model

@@ -22,6 +22,7 @@ from keras_maxdeeplab.data.categories import contiguous_categories
 from keras_maxdeeplab.data.categories import thing_class_ids
 from keras_maxdeeplab.data.targets import LABEL_DIVISOR
 from keras_maxdeeplab.data.targets import MAX_THING_ID
+from keras_maxdeeplab.evaluation.panoptic_quality import coco_bbox
 from keras_maxdeeplab.evaluation.panoptic_quality import rgb2id
 
 
@@ -231,6 +232,7 @@ class COCOPanopticDataset:
         batch_size=1,
         seed=None,
         shuffle=None,
+        repeat=None,
         drop_remainder=None,
         min_scale=0.5,
         max_scale=1.5,
@@ -253,9 +255,13 @@ class COCOPanopticDataset:
             training: deeplab2's augmentation (`preprocess_for_training`) when
                 True; its evaluation preprocessing (resize the longest side to
                 the crop, pad bottom/right) when False.
-            seed: fixes the shuffle order and every augmentation; each
-                iteration (epoch) still draws new ones.
+            seed: fixes the shuffle order and every augmentation (stateless
+                random ops, independent of TensorFlow's global seed); each pass
+                over the data draws new ones. None: a random seed.
             shuffle: defaults to `training`.
+            repeat: an endless stream of passes (deeplab2 trains by steps: give
+                `fit` a `steps_per_epoch`); defaults to `training`. A finite
+                dataset restarts from the first pass each time it is iterated.
             drop_remainder: defaults to `training`.
             min_scale, max_scale, scale_step: random scales 0.5, 0.6, ..., 1.5.
             small_instance_area, small_instance_weight: semantic loss weight
@@ -279,6 +285,9 @@ class COCOPanopticDataset:
                 f"crop_size must be 16k + 1 (e.g. 129, 641, 1025) per side; got {crop_size}."
             )
         shuffle = training if shuffle is None else shuffle
+        repeat = training if repeat is None else repeat
+        if seed is None:
+            seed = int(np.random.SeedSequence().entropy % 2**31)
         drop_remainder = training if drop_remainder is None else drop_remainder
         parallel = tf.data.AUTOTUNE if num_parallel_calls is None else num_parallel_calls
         things = self.thing_class_ids
@@ -306,13 +315,21 @@ class COCOPanopticDataset:
             )
             return image, targets
 
-        indices = tf.data.Dataset.range(len(self))
-        if shuffle:
-            indices = indices.shuffle(len(self), seed=seed, reshuffle_each_iteration=True)
-        # One stateless seed pair per sample, new each iteration, fixed by `seed`.
-        seeds = tf.data.Dataset.random(seed=seed, rerandomize_each_iteration=True).batch(2)
-        seeds = seeds.map(lambda s: tf.cast(s % (2**31 - 1), tf.int32))
-        dataset = tf.data.Dataset.zip((indices, seeds))
+        count = len(self)
+
+        def one_pass(number):
+            """Pass `number`: its sample order and one stateless seed per sample,
+            both functions of (`seed`, pass, position) alone."""
+            order = tf.range(count, dtype=tf.int64)
+            if shuffle:
+                order = tf.argsort(tf.random.stateless_uniform([count], [seed, number]))
+                order = tf.cast(order, tf.int64)
+            positions = number * count + tf.range(count, dtype=tf.int64)
+            seeds = tf.stack([tf.fill([count], tf.constant(seed, tf.int64)), positions], axis=1)
+            return tf.data.Dataset.from_tensor_slices((order, seeds))
+
+        passes = tf.data.Dataset.counter() if repeat else tf.data.Dataset.range(1)
+        dataset = passes.flat_map(one_pass)
         dataset = dataset.map(
             lambda index, sample_seed: (*load(index), sample_seed), num_parallel_calls=parallel
         )
@@ -361,12 +378,7 @@ def panoptic_label_to_coco(label, categories, label_divisor=LABEL_DIVISOR):
                 "category_id": category["id"],
                 "iscrowd": int(bool(category["isthing"]) and instance == 0),
                 "area": int(rows.size),
-                "bbox": [
-                    int(cols.min()),
-                    int(rows.min()),
-                    int(cols.max() - cols.min() + 1),
-                    int(rows.max() - rows.min() + 1),
-                ],
+                "bbox": coco_bbox(rows, cols),
             }
         )
     return new_ids[inverse], segments

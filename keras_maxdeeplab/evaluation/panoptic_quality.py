@@ -39,6 +39,16 @@ def id2rgb(ids):
     return np.stack([ids % 256, ids // 256 % 256, ids // (256 * 256) % 256], -1).astype(np.uint8)
 
 
+def coco_bbox(rows, cols):
+    """COCO's `[x, y, width, height]` of a segment given its pixels' rows and columns."""
+    return [
+        int(cols.min()),
+        int(rows.min()),
+        int(cols.max() - cols.min() + 1),
+        int(rows.max() - rows.min() + 1),
+    ]
+
+
 class PQStat:
     """Per-category accumulators: IoU sum, TP, FP, FN (summed over images).
 

@@ -9,6 +9,7 @@ from keras import ops
 from PIL import Image
 
 from keras_maxdeeplab.data.categories import contiguous_categories
+from keras_maxdeeplab.evaluation.panoptic_quality import coco_bbox
 from keras_maxdeeplab.evaluation.panoptic_quality import id2rgb
 from keras_maxdeeplab.layers.resize import nearest_indices
 from keras_maxdeeplab.models.max_deeplab.max_deeplab_image_converter import resized_size
@@ -154,12 +155,7 @@ def to_coco_panoptic(segmentation, segments_info, image_id, file_name):
                 "category_id": int(segment["category_id"]),
                 "iscrowd": 0,
                 "area": int(rows.size),
-                "bbox": [
-                    int(cols.min()),
-                    int(rows.min()),
-                    int(cols.max() - cols.min() + 1),
-                    int(rows.max() - rows.min() + 1),
-                ],
+                "bbox": coco_bbox(rows, cols),
             }
         )
     annotation = {"image_id": image_id, "file_name": file_name, "segments_info": annotations}

@@ -3,7 +3,7 @@
 import numpy as np
 
 from keras_maxdeeplab.evaluation import rgb2id
-from keras_maxdeeplab.postprocessing.segments import contiguous_categories
+from keras_maxdeeplab.data.categories import contiguous_categories
 
 
 def coco_panoptic_to_segments(panoptic, segments_info, categories):
