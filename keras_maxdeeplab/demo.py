@@ -50,23 +50,18 @@ def _read_images(paths):
 def _synthetic_demo(model, output, scenes):
     from keras_maxdeeplab.data import COCOPanopticDataset
     from keras_maxdeeplab.data import write_synthetic_panoptic_dataset
-    from keras_maxdeeplab.evaluation import PQStat
+    from keras_maxdeeplab.evaluation import evaluate_dataset
     from keras_maxdeeplab.evaluation import format_results
-    from keras_maxdeeplab.evaluation import rgb2id
     from keras_maxdeeplab.postprocessing import save_coco_panoptic
     from keras_maxdeeplab.visualization import coco_panoptic_to_segments
     from keras_maxdeeplab.visualization import plot_panoptic
 
     paths = write_synthetic_panoptic_dataset(os.path.join(output, "scenes"), scenes, seed=DEMO_SEED)
     data = COCOPanopticDataset(*paths)
-    images = [data.load(index)[0] for index in range(len(data))]
-    results = model.predict_panoptic(images)
-    stat = PQStat()
-    for index, (image, result, sample) in enumerate(zip(images, results, data.samples)):
-        gt_ids = rgb2id(np.asarray(Image.open(sample["panoptic_file"]).convert("RGB")))
-        gt_segments = {s["id"]: s for s in sample["segments_info"]}
-        predicted = {s["id"]: dict(s, iscrowd=0) for s in result["segments_info"]}
-        stat.add_image(gt_ids, gt_segments, result["segmentation"], predicted)
+    results, predictions = evaluate_dataset(model, data)
+    for index, (result, sample) in enumerate(zip(predictions, data.samples)):
+        image, _ = data.load(index)
+        gt_ids = np.asarray(Image.open(sample["panoptic_file"]).convert("RGB"))
         figure = plot_panoptic(
             image,
             result,
@@ -76,8 +71,7 @@ def _synthetic_demo(model, output, scenes):
         )
         figure.savefig(os.path.join(output, f"scene_{index:02d}.png"), dpi=100)
     names = [os.path.basename(s["image_file"]) for s in data.samples]
-    save_coco_panoptic(results, names, os.path.join(output, "predictions"), model.categories)
-    results = stat.summary({c["id"]: c for c in model.categories})
+    save_coco_panoptic(predictions, names, os.path.join(output, "predictions"), model.categories)
     print(f"PQ on {scenes} held-out synthetic scenes (official COCO rules):")
     print(format_results(results))
     return results
@@ -110,14 +104,18 @@ def run_demo(output="demo_output", preset=None, images=None, scenes=6):
 
     start = time.time()
     os.makedirs(output, exist_ok=True)
-    model = MaXDeepLab.from_preset(preset or DEMO_PRESET)
-    if preset is None and images:
+    photos = images or preset is not None
+    if photos:
+        # Read before the model is built: a wrong path fails fast.
+        named = _read_images(images) if images else _sample_photos()
+    if photos and os.path.abspath(preset or DEMO_PRESET) == DEMO_PRESET:
         warnings.warn(
             "The embedded demo model knows only synthetic shapes on synthetic backgrounds: its "
             "segments of real photos mean nothing. Use --preset with a COCO preset for photos."
         )
-    if images or preset is not None:
-        results = _photo_demo(model, output, _read_images(images) if images else _sample_photos())
+    model = MaXDeepLab.from_preset(preset or DEMO_PRESET)
+    if photos:
+        results = _photo_demo(model, output, named)
     else:
         results = _synthetic_demo(model, output, scenes)
     print(f"Wrote {output}/ in {time.time() - start:.1f}s")

@@ -20,9 +20,6 @@ import os
 import tempfile
 import time
 
-import numpy as np
-from PIL import Image
-
 import keras
 
 from keras_maxdeeplab import MAX_DEEPLAB_CONFIGS
@@ -34,9 +31,8 @@ from keras_maxdeeplab import MaXDeepLabPreprocessor
 from keras_maxdeeplab.data import COCOPanopticDataset
 from keras_maxdeeplab.data.synthetic import SYNTHETIC_CATEGORIES
 from keras_maxdeeplab.data.synthetic import write_synthetic_panoptic_dataset
-from keras_maxdeeplab.evaluation import PQStat
+from keras_maxdeeplab.evaluation import evaluate_dataset
 from keras_maxdeeplab.evaluation import format_results
-from keras_maxdeeplab.evaluation import rgb2id
 
 CROP = 129
 # deeplab2's area limits (100 / 1600 px at 641) scaled to 129x129 inputs.
@@ -59,26 +55,6 @@ def build_model(seed):
         preprocessor=preprocessor,
         **heads,
     )
-
-
-def held_out_pq(model, dataset_paths):
-    """Official-rule PQ of `model.predict_panoptic` on a synthetic COCO-format set."""
-    data = COCOPanopticDataset(*dataset_paths)
-    stat = PQStat()
-    by_id = {c["id"]: c for c in data.categories}
-    for index, sample in enumerate(data.samples):
-        image, _ = data.load(index)
-        result = model.predict_panoptic(image)[0]
-        gt_ids = rgb2id(np.asarray(Image.open(sample["panoptic_file"]).convert("RGB")))
-        gt_segments = {s["id"]: s for s in sample["segments_info"]}
-        pred_segments = {
-            s["id"]: {"category_id": s["category_id"], "iscrowd": 0, "area": s["area"]}
-            for s in result["segments_info"]
-        }
-        stat.add_image(
-            gt_ids, gt_segments, result["segmentation"], pred_segments, sample["panoptic_file"]
-        )
-    return stat.summary(by_id)
 
 
 def main(argv=None):
@@ -116,7 +92,7 @@ def main(argv=None):
         start = time.time()
         history = model.fit(dataset, steps_per_epoch=steps_per_epoch, epochs=epochs, verbose=2)
         train_seconds = time.time() - start
-        results = held_out_pq(model, held_out)
+        results, _ = evaluate_dataset(model, COCOPanopticDataset(*held_out))
     print(format_results(results))
     print(f"trained {args.steps} steps in {train_seconds / 60:.1f} min ({keras.backend.backend()})")
 

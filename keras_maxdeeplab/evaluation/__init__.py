@@ -7,3 +7,4 @@ from keras_maxdeeplab.evaluation.panoptic_quality import rgb2id
 from keras_maxdeeplab.evaluation.metric import PanopticQuality
 from keras_maxdeeplab.evaluation.panoptic_quality import format_results
 from keras_maxdeeplab.evaluation.panoptic_quality import read_coco_panoptic
+from keras_maxdeeplab.evaluation.dataset import evaluate_dataset
