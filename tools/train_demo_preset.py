@@ -22,12 +22,7 @@ import time
 
 import keras
 
-from keras_maxdeeplab import MAX_DEEPLAB_CONFIGS
-from keras_maxdeeplab import MAX_DEEPLAB_HEAD_CONFIGS
-from keras_maxdeeplab import MaXDeepLab
-from keras_maxdeeplab import MaXDeepLabBackbone
-from keras_maxdeeplab import MaXDeepLabImageConverter
-from keras_maxdeeplab import MaXDeepLabPreprocessor
+from keras_maxdeeplab.conversion import build_model as build_named_model
 from keras_maxdeeplab.data import COCOPanopticDataset
 from keras_maxdeeplab.data.synthetic import SYNTHETIC_CATEGORIES
 from keras_maxdeeplab.data.synthetic import write_synthetic_panoptic_dataset
@@ -41,20 +36,8 @@ POSTPROCESS_OPTIONS = {"thing_area_limit": 4, "stuff_area_limit": 64}
 
 def build_model(seed):
     keras.utils.set_random_seed(seed)
-    backbone = MaXDeepLabBackbone(
-        image_shape=(CROP, CROP, 3), **MAX_DEEPLAB_CONFIGS["max_deeplab_tiny"]
-    )
-    heads = {
-        k: v for k, v in MAX_DEEPLAB_HEAD_CONFIGS["max_deeplab_tiny"].items() if k != "num_classes"
-    }
-    preprocessor = MaXDeepLabPreprocessor(MaXDeepLabImageConverter(image_size=(CROP, CROP)))
-    return MaXDeepLab(
-        backbone,
-        categories=SYNTHETIC_CATEGORIES,
-        postprocess_options=POSTPROCESS_OPTIONS,
-        preprocessor=preprocessor,
-        **heads,
-    )
+    overrides = {"categories": SYNTHETIC_CATEGORIES, "postprocess_options": POSTPROCESS_OPTIONS}
+    return build_named_model("max_deeplab_tiny", CROP, overrides)
 
 
 def main(argv=None):

@@ -29,23 +29,18 @@ def _dataset_paths(args):
 
 def build_model(args, categories):
     """A preset fine-tuned to `categories`, or a fresh `--config` model."""
-    from keras_maxdeeplab import MAX_DEEPLAB_CONFIGS
-    from keras_maxdeeplab import MAX_DEEPLAB_HEAD_CONFIGS
     from keras_maxdeeplab import MaXDeepLab
-    from keras_maxdeeplab import MaXDeepLabBackbone
     from keras_maxdeeplab import MaXDeepLabImageConverter
     from keras_maxdeeplab import MaXDeepLabPreprocessor
+    from keras_maxdeeplab.conversion import build_model as build_named_model
 
+    if not args.preset:
+        return build_named_model(args.config, args.crop_size, {"categories": categories})
     crop = (args.crop_size, args.crop_size, 3)
     preprocessor = MaXDeepLabPreprocessor(MaXDeepLabImageConverter(image_size=crop[:2]))
-    if args.preset:
-        return MaXDeepLab.from_preset(
-            args.preset, categories=categories, image_shape=crop, preprocessor=preprocessor
-        )
-    backbone = MaXDeepLabBackbone(image_shape=crop, **MAX_DEEPLAB_CONFIGS[args.config])
-    heads = dict(MAX_DEEPLAB_HEAD_CONFIGS[args.config])
-    heads.pop("num_classes")
-    return MaXDeepLab(backbone, categories=categories, preprocessor=preprocessor, **heads)
+    return MaXDeepLab.from_preset(
+        args.preset, categories=categories, image_shape=crop, preprocessor=preprocessor
+    )
 
 
 def run(args):

@@ -65,12 +65,11 @@ CUSTOM_CATEGORIES = [
     {"id": 5, "name": "robot", "isthing": 1},
     {"id": 3, "name": "wall", "isthing": 0},
 ]
-HEADS_WITHOUT_CLASSES = {k: v for k, v in TINY_HEADS.items() if k != "num_classes"}
 
 
 def _custom_model(**kwargs):
     backbone = MaXDeepLabBackbone(image_shape=(65, 65, 3), **TINY_BACKBONE)
-    return MaXDeepLab(backbone, categories=CUSTOM_CATEGORIES, **HEADS_WITHOUT_CLASSES, **kwargs)
+    return MaXDeepLab(backbone, categories=CUSTOM_CATEGORIES, **TINY_HEADS, **kwargs)
 
 
 def test_categories_define_the_classes():
@@ -92,7 +91,7 @@ def test_categories_define_the_classes():
 def test_category_errors():
     backbone = MaXDeepLabBackbone(image_shape=(65, 65, 3), **TINY_BACKBONE)
     with pytest.raises(ValueError, match="num_classes=134 does not match 3 categories"):
-        MaXDeepLab(backbone, categories=CUSTOM_CATEGORIES, **TINY_HEADS)
+        MaXDeepLab(backbone, categories=CUSTOM_CATEGORIES, num_classes=134, **TINY_HEADS)
     with pytest.raises(ValueError, match="num_classes=5 does not match 133 categories"):
         MaXDeepLab(backbone, **dict(TINY_HEADS, num_classes=5))
     with pytest.raises(ValueError, match="Unknown postprocess_options \\['area'\\]"):

@@ -120,7 +120,7 @@ def test_fit_and_evaluate_on_a_coco_panoptic_dataset(tmp_path):
         backbone,
         categories=SYNTHETIC_CATEGORIES,
         preprocessor=MaXDeepLabPreprocessor(MaXDeepLabImageConverter((SIZE, SIZE))),
-        **{k: v for k, v in TINY_HEADS.items() if k != "num_classes"},
+        **TINY_HEADS,
     )
     model.compile(learning_rate=1e-3, training_steps=100, warmup_steps=0)
     training = data.as_dataset(crop_size=SIZE, batch_size=2, seed=0)  # endless, as deeplab2's

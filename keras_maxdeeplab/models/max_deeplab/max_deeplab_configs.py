@@ -63,9 +63,9 @@ MAX_DEEPLAB_CONFIGS["max_deeplab_tiny"] = dict(
     dual_path_feed_forward_network_channels=64,
 )
 
-# deeplab2 COCO configs: 133 classes + void (channel 0 of the semantic head).
+# deeplab2 COCO heads. The class count follows from `MaXDeepLab(categories=...)`
+# (default COCO panoptic: 133 classes + void).
 _COCO_HEADS = {
-    "num_classes": 134,
     "pixel_space_head_channels": 256,
     "pixel_space_output_channels": 128,
     "semantic_head_channels": 256,
