@@ -3,8 +3,11 @@
 `MaXDeepLab.from_preset` and `MaXDeepLabBackbone.from_preset` run
 `load_task` / `load_backbone`:
 * a name of `MAX_DEEPLAB_PRESETS` (or an alias) builds the architecture from
-  the configs shipped in this package, without any download, and fetches only
-  the weights from the preset's `hf://` handle;
+  the configs shipped in this package, without any download, and takes the
+  weights from the first of: (1) the converted copy in the local cache
+  (`conversion.preset_cache`); (2) the preset's Hugging Face repository (its
+  `hf://` handle), once published; (3) deeplab2's published archive,
+  downloaded, converted and cached on first use (`fetch_preset`);
 * a local preset folder or an `hf://` handle is first checked here (files
   present, a MaX-DeepLab config; `hf://` files are fetched with
   `huggingface_hub.hf_hub_download`, which also serves the local cache
@@ -26,8 +29,15 @@ import keras_hub
 from huggingface_hub import constants as hf_constants
 from huggingface_hub import errors as hf_errors
 
+from keras_maxdeeplab.conversion.archive import DownloadError
+from keras_maxdeeplab.conversion.preset_cache import CHECKPOINT_URL_VARIABLE
+from keras_maxdeeplab.conversion.preset_cache import archive_url
+from keras_maxdeeplab.conversion.preset_cache import cached_preset
+from keras_maxdeeplab.conversion.preset_cache import cached_preset_dir
+from keras_maxdeeplab.conversion.preset_cache import convert_on_first_use
 from keras_maxdeeplab.models.max_deeplab.max_deeplab_configs import MAX_DEEPLAB_CONFIGS
 from keras_maxdeeplab.models.max_deeplab.max_deeplab_configs import MAX_DEEPLAB_HEAD_CONFIGS
+from keras_maxdeeplab.models.max_deeplab.max_deeplab_presets import canonical_preset_name
 from keras_maxdeeplab.models.max_deeplab.max_deeplab_presets import get_preset
 from keras_maxdeeplab.models.max_deeplab.max_deeplab_presets import preset_names
 from keras_maxdeeplab.models.max_deeplab.model_card import write_model_card
@@ -46,11 +56,18 @@ _FOLDER_HINT = (
 )
 
 
-class classproperty(property):
-    """A read-only property of the class (keras-hub's `presets` is one)."""
+class PresetUnavailableError(ValueError):
+    """A preset's files are not where they were looked for (offline and not
+    cached, or not published); other sources may still have them. `reason`
+    says why in a few words."""
 
-    def __get__(self, _, owner):
-        return self.fget(owner)
+    def __init__(self, message, reason):
+        super().__init__(message)
+        self.reason = reason
+
+
+class PresetNotFoundError(ValueError):
+    """No place this package looked in has the preset's weights."""
 
 
 def resolve_preset(preset):
@@ -96,12 +113,13 @@ def fetch_hf_file(handle, filename, required=True):
         absent = huggingface_hub.try_to_load_from_cache(repo_id, filename)
         if absent is huggingface_hub._CACHED_NO_EXIST and not required:
             return None
-        raise ValueError(
+        raise PresetUnavailableError(
             f"Cannot fetch {filename} of preset {handle!r}: the Hugging Face Hub is unreachable "
             "(no network connection, or HF_HUB_OFFLINE=1) and the file is not in the local "
             f"cache ({hf_constants.HF_HUB_CACHE}). Connect once to download the "
             "preset, or load a local preset folder instead: "
-            "`MaXDeepLab.from_preset('path/to/folder')` (" + _FOLDER_HINT + ")."
+            "`MaXDeepLab.from_preset('path/to/folder')` (" + _FOLDER_HINT + ").",
+            reason="Hugging Face Hub unreachable, not in its cache",
         ) from error
     except hf_errors.EntryNotFoundError as error:
         if not required:
@@ -111,9 +129,10 @@ def fetch_hf_file(handle, filename, required=True):
             f"keras-hub preset ({_FOLDER_HINT})."
         ) from error
     except hf_errors.RepositoryNotFoundError as error:
-        raise ValueError(
+        raise PresetUnavailableError(
             f"No Hugging Face model repository {repo_id!r} for preset {handle!r} (a private or "
-            "gated repository needs `hf auth login` first)."
+            "gated repository needs `hf auth login` first).",
+            reason="no such Hugging Face repository",
         ) from error
     except hf_errors.HFValidationError as error:
         raise ValueError(
@@ -237,21 +256,112 @@ def _build_task(cls, entry, kwargs):
     return cls(backbone, **{**heads, **kwargs})
 
 
-def _entry_files(entry, load_weights, task):
-    files = {}
-    if load_weights:
-        files[WEIGHTS_FILE] = fetch_hf_file(entry["handle"], WEIGHTS_FILE)
-        if task and entry["kind"] == "task":
-            files[TASK_WEIGHTS_FILE] = fetch_hf_file(entry["handle"], TASK_WEIGHTS_FILE)
+def _weights_files(folder_or_handle, entry, task):
+    """model.weights.h5 (and task.weights.h5 of a task preset) of a folder or handle."""
+    if folder_or_handle.startswith(HF_PREFIX):
+
+        def get(filename):
+            return fetch_hf_file(folder_or_handle, filename)
+
+    else:
+
+        def get(filename):
+            return _folder_file(folder_or_handle, filename, required=True)
+
+    files = {WEIGHTS_FILE: get(WEIGHTS_FILE)}
+    if task and entry["kind"] == "task":
+        files[TASK_WEIGHTS_FILE] = get(TASK_WEIGHTS_FILE)
     return files
+
+
+def fetch_preset(preset, checkpoint_base_url=None, task=True):
+    """The local weights files of a preset name, fetched once if needed.
+
+    Looks in order in (1) the local cache of converted presets; (2) the
+    preset's Hugging Face repository (through the Hugging Face cache);
+    (3) deeplab2's archive, downloaded from `checkpoint_base_url` (default:
+    the `KERAS_MAXDEEPLAB_CHECKPOINT_URL` environment variable, else where
+    deeplab2 publishes it), converted and stored in the cache. A second call
+    reads the cache and touches no network.
+
+    Args:
+        preset: a name of `MAX_DEEPLAB_PRESETS` or an alias.
+        checkpoint_base_url: optional mirror of deeplab2's checkpoint folder.
+        task: False fetches the backbone weights only.
+
+    Returns:
+        `{"model.weights.h5": path, "task.weights.h5": path}` (the second for
+        task presets with `task=True` only).
+
+    Raises:
+        PresetNotFoundError: none of the three places has the weights (e.g.
+            offline with nothing cached): the message names each place and
+            the fixes.
+        ValueError: a downloaded archive is corrupt, unsafe or of another
+            model (nothing is cached).
+
+    Example:
+    >>> fetch_preset("max_deeplab_s_coco")["model.weights.h5"]  # ~/.keras/keras_maxdeeplab/presets/...
+    """
+    entry = resolve_preset(preset)
+    if entry is None:
+        raise ValueError(f"fetch_preset takes a preset name; {preset!r} is a folder or handle.")
+    name = canonical_preset_name(preset)
+    folder = cached_preset(name)
+    if folder is not None:
+        return _weights_files(folder, entry, task)
+    try:
+        return _weights_files(entry["handle"], entry, task)
+    except PresetUnavailableError as error:
+        hub_reason = error.reason
+    url = archive_url(entry, checkpoint_base_url)
+    try:
+        folder = convert_on_first_use(name, entry, checkpoint_base_url)
+    except DownloadError as error:
+        raise PresetNotFoundError(
+            f"Preset {name!r} could not be fetched from any of: (1) the local cache "
+            f"{cached_preset_dir(name)} (no converted copy yet); (2) {entry['handle']} "
+            f"({hub_reason}); (3) deeplab2's archive {url} ({error}). Connect to the internet "
+            "once (the archive is then converted and cached for offline use), or set "
+            f"{CHECKPOINT_URL_VARIABLE} (or pass checkpoint_base_url=) to a mirror of "
+            "deeplab2's checkpoints, or pass a local preset folder to from_preset."
+        ) from error
+    return _weights_files(folder, entry, task)
+
+
+def cached_hf_files(entry, task=True):
+    """The weights files of a preset's Hugging Face repository that are
+    already in the Hugging Face cache, or None if any is missing (no network)."""
+    repo_id = entry["handle"][len(HF_PREFIX) :]
+    names = [WEIGHTS_FILE] + ([TASK_WEIGHTS_FILE] if task and entry["kind"] == "task" else [])
+    files = {name: huggingface_hub.try_to_load_from_cache(repo_id, name) for name in names}
+    return files if all(isinstance(path, str) for path in files.values()) else None
+
+
+def _name_files(preset, entry, load_weights, task, checkpoint_base_url):
+    if not load_weights:
+        return {}
+    return fetch_preset(preset, checkpoint_base_url, task=task)
+
+
+def _checkpoint_base_url(preset, kwargs):
+    base_url = kwargs.pop("checkpoint_base_url", None)
+    if base_url is not None and get_preset(preset) is None:
+        raise ValueError(
+            "checkpoint_base_url applies to preset names (their deeplab2 archives), "
+            f"not to {preset!r}."
+        )
+    return base_url
 
 
 def load_backbone(cls, keras_hub_from_preset, preset, load_weights, kwargs):
     """`MaXDeepLabBackbone.from_preset`; `keras_hub_from_preset` is keras-hub's."""
+    kwargs = dict(kwargs)
+    base_url = _checkpoint_base_url(preset, kwargs)
     entry = resolve_preset(preset)
     if entry is not None:
-        files = _entry_files(entry, load_weights, task=False)
-        backbone = _build_backbone(cls, entry, dict(kwargs))
+        files = _name_files(preset, entry, load_weights, False, base_url)
+        backbone = _build_backbone(cls, entry, kwargs)
     elif _is_checked(preset):
         files = preset_files(preset, load_weights, task=False)
         backbone = keras_hub_from_preset(preset, load_weights=False, **kwargs)
@@ -270,9 +380,10 @@ def load_task(cls, keras_hub_from_preset, preset, load_weights, kwargs):
     """
     kwargs = dict(kwargs)
     classes = {k: kwargs.pop(k) for k in ("categories", "num_classes") if k in kwargs}
+    base_url = _checkpoint_base_url(preset, kwargs)
     entry = resolve_preset(preset)
     if entry is not None:
-        files = _entry_files(entry, load_weights, task=True)
+        files = _name_files(preset, entry, load_weights, True, base_url)
         model = _build_task(cls, entry, kwargs)
     elif _is_checked(preset):
         files = preset_files(preset, load_weights, task=True)

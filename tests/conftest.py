@@ -19,3 +19,14 @@ def pytest_collection_modifyitems(config, items):
             item.add_marker(pytest.mark.skip(reason="extra_large: pass --run-extra-large"))
         elif "large" in item.keywords and not run_large:
             item.add_marker(pytest.mark.skip(reason="large: pass --run-large"))
+
+
+@pytest.fixture(autouse=True)
+def _no_real_preset_downloads(tmp_path_factory, monkeypatch):
+    """Presets converted on first use land in a temporary KERAS_HOME, and
+    deeplab2's archives are looked for on a port where nothing listens: no test
+    writes to ~/.keras or reaches the internet."""
+    from tests.hub_helpers import closed_port_url
+
+    monkeypatch.setenv("KERAS_HOME", str(tmp_path_factory.mktemp("keras_home")))
+    monkeypatch.setenv("KERAS_MAXDEEPLAB_CHECKPOINT_URL", closed_port_url())

@@ -49,13 +49,15 @@ def test_presets_lists_the_table(capsys):
     assert main(["presets"]) == 0
     out = capsys.readouterr().out
     lines = out.splitlines()
-    assert lines[0].split() == "name kind params crop steps PQ PQ Th PQ St PQ deeplab2".split()
+    header = "name kind params crop steps PQ PQ Th PQ St PQ deeplab2 cached size"
+    assert lines[0].split() == header.split()
     rows = {line.split()[0]: line.split()[1:] for line in lines[1:12]}
     assert (
-        rows["max_deeplab_s_coco_1025_400k"] == "task 78.0M 1025 400k 49.0 54.0 41.4 49.54".split()
+        rows["max_deeplab_s_coco_1025_400k"]
+        == "task 78.0M 1025 400k 49.0 54.0 41.4 49.54 no -".split()
     )
     assert rows["max_deeplab_l_coco_1025_100k"][:5] == ["task", "451.6M", "1025", "100k", "50.9"]
-    assert rows["max_deeplab_s_imagenet"] == ["backbone", "62.0M", "641", "-", "-", "-", "-", "-"]
+    assert rows["max_deeplab_s_imagenet"] == ["backbone", "62.0M", "641"] + ["-"] * 5 + ["no", "-"]
     assert "max_deeplab_s_coco -> max_deeplab_s_coco_1025_400k" in out
 
 

@@ -5,13 +5,13 @@
     python tools/make_presets.py definitions     # regenerate presets/ from the table
 
 `build NAME` takes the preset's entry of `MAX_DEEPLAB_PRESETS` and
-1. downloads its `source_url` (urllib) into `--work-dir` and unpacks it;
-2. converts it into a keras-hub preset folder `--output-dir/NAME`:
-   COCO models with `keras_maxdeeplab.conversion.convert_checkpoint` (with
-   the preset's architecture, crop and post-processing options); ImageNet
-   backbones by loading the pretrained encoder variables into a
-   `MaXDeepLabBackbone` whose dual-path transformers, memory and decoder keep
-   their fresh initialisation (what deeplab2's COCO training starts from);
+1. downloads its `source_url` into `--work-dir` and unpacks it (the package's
+   resumable download and safe extraction, `keras_maxdeeplab.conversion.archive`);
+2. converts it into a keras-hub preset folder `--output-dir/NAME` with
+   `keras_maxdeeplab.conversion.convert_preset`, as `from_preset(NAME)` does
+   on first use (COCO models with the preset's architecture, crop and
+   post-processing options; ImageNet backbones with their pretrained pixel
+   path only);
 3. writes the model card (`README.md`, `keras_maxdeeplab.hub.write_model_card`);
 4. checks parity on a real image (default: COCO val2017 000000439180.jpg):
    our outputs against deeplab2's own model on the same input, when deeplab2
@@ -22,23 +22,19 @@
    (`keras_maxdeeplab.hub.upload_preset`; log in first with `hf auth login`).
 
 It needs network access and TensorFlow (to read the checkpoints), so it has
-not been run where this package is developed (no network there): its pure
-parts (name and URL table, argument parsing, archive unpacking, the ImageNet
-key mapping, the `presets/` definitions) are tested in
-`tests/tools/test_make_presets.py`.
+not been run where this package is developed (no network there): its parts
+are tested there against a local HTTP server (`tests/tools/test_make_presets.py`,
+and the package's first-use conversion in `tests/conversion/test_preset_cache.py`).
 """
 
 import argparse
 import importlib.util
 import json
 import os
-import shutil
 import subprocess
 import sys
-import tarfile
 import tempfile
 import urllib.parse
-import urllib.request
 
 import numpy as np
 
@@ -76,36 +72,23 @@ def _preset_argument(name):
         raise argparse.ArgumentTypeError(str(error)) from error
 
 
-def download(url, folder):
-    """Downloads `url` into `folder` once (a finished file is reused); returns its path."""
-    os.makedirs(folder, exist_ok=True)
-    path = os.path.join(folder, os.path.basename(urllib.parse.urlparse(url).path))
-    if not os.path.exists(path):
-        partial = path + ".part"
-        with urllib.request.urlopen(url) as response, open(partial, "wb") as f:
-            shutil.copyfileobj(response, f)
-        os.replace(partial, path)
-    return path
+def fetch_checkpoint(url, folder):
+    """Downloads a checkpoint archive into `folder` once and unpacks it once;
+    returns the folder holding the checkpoint."""
+    from keras_maxdeeplab.conversion.archive import checkpoint_folder
+    from keras_maxdeeplab.conversion.archive import download
+    from keras_maxdeeplab.conversion.archive import extract_checkpoint
 
-
-def unpack(archive, folder):
-    """Extracts a checkpoint `.tar.gz` into `folder/<archive name>` once.
-
-    Returns the folder that holds the checkpoint (its `.index` file).
-    """
-    name = os.path.basename(archive)
+    name = os.path.basename(urllib.parse.urlparse(url).path)
+    archive = os.path.join(folder, name)
+    if not os.path.exists(archive):
+        download(url, archive)
     target = os.path.join(folder, name[: -len(".tar.gz")] if name.endswith(".tar.gz") else name)
     if not os.path.isdir(target):
         staging = tempfile.mkdtemp(prefix=".unpacking-", dir=folder)
-        with tarfile.open(archive) as tar:
-            tar.extractall(staging, filter="data")
+        extract_checkpoint(archive, staging)
         os.replace(staging, target)
-    holders = sorted(
-        root for root, _, files in os.walk(target) if any(f.endswith(".index") for f in files)
-    )
-    if len(holders) != 1:
-        raise ValueError(f"Expected one checkpoint folder in {archive}, found {holders or 'none'}.")
-    return holders[0]
+    return checkpoint_folder(target)
 
 
 def checkpoint_prefix(folder):
@@ -116,85 +99,14 @@ def checkpoint_prefix(folder):
     return os.path.join(folder, indexes[0][: -len(".index")])
 
 
-def _encoder_key(key):
-    if key.startswith("backbone/_encoder/"):
-        return "encoder/" + key[len("backbone/_encoder/") :]
-    return key if key.startswith("encoder/") else None
-
-
-def imagenet_encoder_arrays(arrays):
-    """The encoder variables of a deeplab2 ImageNet checkpoint, keyed as deeplab2's
-    COCO training reads them (`encoder/...`).
-
-    deeplab2's runner accepts TF Model Garden checkpoints, which nest the
-    encoder under `backbone/_encoder/`; anything outside the encoder (the
-    ImageNet classifier) is left out.
-    """
-    return {_encoder_key(k): v for k, v in arrays.items() if _encoder_key(k) is not None}
-
-
-def load_imagenet_backbone(backbone, arrays):
-    """Assigns the ImageNet-pretrained variables of `arrays` to `backbone`.
-
-    Strict for the pretrained part (every weight deeplab2 initialises from
-    ImageNet must be found, with its shape); the dual-path transformers,
-    memory and `*_extra` layers keep their initialisation. Encoder variables
-    our backbone has no weight for are skipped, as deeplab2 reads initial
-    checkpoints with `expect_partial()`.
-
-    Returns:
-        the sorted checkpoint keys that were skipped.
-    """
-    from keras_maxdeeplab.conversion import deeplab2_key_to_path
-    from keras_maxdeeplab.conversion import match_checkpoint
-    from keras_maxdeeplab.optimizers import is_pretrained_backbone_variable
-
-    encoder = imagenet_encoder_arrays(arrays)
-    paths = {weight.path for weight in backbone.weights}
-    kept = {key: value for key, value in encoder.items() if deeplab2_key_to_path(key) in paths}
-    fresh = [
-        weight.path for weight in backbone.weights if not is_pretrained_backbone_variable(weight)
-    ]
-    for variable, value in match_checkpoint(backbone, kept, allow_unused_prefixes=fresh):
-        variable.assign(np.asarray(value, dtype=variable.dtype))
-    return sorted(key for key in arrays if _encoder_key(key) not in kept)
-
-
-def convert_imagenet_backbone(checkpoint_dir, output_dir, entry, overwrite=False):
-    """An ImageNet backbone preset folder (backbone, image converter,
-    conversion.json) from a deeplab2 ImageNet checkpoint."""
-    from keras_maxdeeplab import MAX_DEEPLAB_CONFIGS
-    from keras_maxdeeplab import MaXDeepLabBackbone
-    from keras_maxdeeplab import MaXDeepLabImageConverter
-    from keras_maxdeeplab.conversion import read_checkpoint
-    from keras_maxdeeplab.conversion.convert import check_output_folder
-    from keras_maxdeeplab.conversion.convert import checkpoint_digests
-    from keras_maxdeeplab.conversion.convert import write_preset
-
-    check_output_folder(output_dir, overwrite)
-    crop = entry["crop_size"]
-    backbone = MaXDeepLabBackbone(
-        image_shape=(crop, crop, 3), **MAX_DEEPLAB_CONFIGS[entry["config"]]
-    )
-    skipped = load_imagenet_backbone(backbone, read_checkpoint(checkpoint_dir))
-    print(f"Skipped {len(skipped)} checkpoint variables MaX-DeepLab has no weight for: {skipped}")
-    record = {
-        "source_checkpoint": os.path.abspath(checkpoint_dir),
-        "source_url": entry["source_url"],
-        "source_sha256": checkpoint_digests(checkpoint_dir),
-        "config": entry["config"],
-        "crop_size": crop,
-        "overrides": {},
-        "skipped_variables": skipped,
-    }
-    write_preset([backbone, MaXDeepLabImageConverter(image_size=(crop, crop))], output_dir, record)
-
-
 def read_image(path_or_url, folder):
     from PIL import Image
 
-    if urllib.parse.urlparse(path_or_url).scheme in ("http", "https", "file"):
-        path_or_url = download(path_or_url, folder)
+    from keras_maxdeeplab.conversion.archive import download
+
+    if urllib.parse.urlparse(path_or_url).scheme in ("http", "https"):
+        path = os.path.join(folder, os.path.basename(urllib.parse.urlparse(path_or_url).path))
+        path_or_url = path if os.path.exists(path) else download(path_or_url, path)
     return np.asarray(Image.open(path_or_url).convert("RGB"))
 
 
@@ -279,27 +191,15 @@ def build(name, work_dir, output_dir, image, overwrite=False, upload=False):
     """Download, convert, model card, parity check and optional upload of one preset."""
     from keras_maxdeeplab import MAX_DEEPLAB_PRESETS
     from keras_maxdeeplab import MaXDeepLab
-    from keras_maxdeeplab.conversion import convert_checkpoint
+    from keras_maxdeeplab.conversion import convert_preset
     from keras_maxdeeplab.hub import upload_preset
     from keras_maxdeeplab.hub import write_model_card
 
     entry = MAX_DEEPLAB_PRESETS[name]
-    checkpoint_dir = unpack(download(entry["source_url"], work_dir), work_dir)
+    checkpoint_dir = fetch_checkpoint(entry["source_url"], work_dir)
     preset_dir = os.path.join(output_dir, name)
     print(f"{name}: converting {checkpoint_dir} -> {preset_dir}")
-    if entry["kind"] == "task":
-        options = entry["postprocess_options"]
-        convert_checkpoint(
-            checkpoint_dir,
-            preset_dir,
-            config=entry["config"],
-            crop_size=entry["crop_size"],
-            overrides={"postprocess_options": options} if options else None,
-            source_url=entry["source_url"],
-            overwrite=overwrite,
-        )
-    else:
-        convert_imagenet_backbone(checkpoint_dir, preset_dir, entry, overwrite)
+    convert_preset(entry, checkpoint_dir, preset_dir, entry["source_url"], {"preset": name}, overwrite)
     write_model_card(preset_dir, handle=entry["handle"])
     if entry["kind"] == "task":
         print(f"{name}: parity check on {image}")
@@ -335,6 +235,7 @@ def definitions():
             "params": entry["metadata"]["params"],
             "handle": entry["handle"],
             "source_url": entry["source_url"],
+            "archive_sha256": entry["archive_sha256"],
             "deeplab2_name": entry["deeplab2_name"],
             "config": entry["config"],
             "crop_size": entry["crop_size"],
@@ -368,14 +269,18 @@ def definitions():
             "`keras_maxdeeplab/models/max_deeplab/max_deeplab_presets.py` (the table the package",
             "reads); edit that table, not these files. One JSON file per preset holds its full",
             "definition. PQ: COCO val2017, single scale, as deeplab2 reports it (official script;",
-            "the last column by deeplab2's own evaluator). Weights: the `hf://` handle in each JSON.",
+            "the last column by deeplab2's own evaluator). Weights: `from_preset(NAME)` converts",
+            "the deeplab2 checkpoint linked below on first use and caches it (or takes the `hf://`",
+            "handle in each JSON once that repository is published); see the README's",
+            "\"Pretrained weights\".",
             "",
             "| preset (alias) | kind | params | crop | steps | PQ | PQ things | PQ stuff "
             "| PQ (deeplab2) | deeplab2 checkpoint |",
             "|---|---|---|---|---|---|---|---|---|---|",
             *rows,
             "",
-            "Build one (download, convert, model card, parity check with deeplab2, upload):",
+            "For maintainers, build one for publishing (download, convert, model card, parity",
+            "check with deeplab2, upload):",
             "",
             "    python tools/make_presets.py build NAME [--upload]",
             "",

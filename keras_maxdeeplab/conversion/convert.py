@@ -1,14 +1,15 @@
 """deeplab2 checkpoint -> keras-hub preset folder, in one call."""
 
 import datetime
-import hashlib
 import inspect
 import json
 import os
 import shutil
 import tempfile
 
+from keras_maxdeeplab.conversion.archive import sha256_of
 from keras_maxdeeplab.conversion.deeplab2 import load_deeplab2_checkpoint
+from keras_maxdeeplab.conversion.imagenet import load_imagenet_backbone
 from keras_maxdeeplab.models.max_deeplab.max_deeplab import MaXDeepLab
 from keras_maxdeeplab.models.max_deeplab.max_deeplab_backbone import MaXDeepLabBackbone
 from keras_maxdeeplab.models.max_deeplab.max_deeplab_configs import MAX_DEEPLAB_CONFIGS
@@ -79,14 +80,7 @@ def checkpoint_digests(path):
         if (name.endswith(".index") or ".data-" in name)
         and (prefix is None or name.startswith(prefix + "."))
     )
-    digests = {}
-    for name in names:
-        digest = hashlib.sha256()
-        with open(os.path.join(folder, name), "rb") as f:
-            for block in iter(lambda: f.read(1 << 20), b""):
-                digest.update(block)
-        digests[name] = digest.hexdigest()
-    return digests
+    return {name: sha256_of(os.path.join(folder, name)) for name in names}
 
 
 def convert_checkpoint(
@@ -97,6 +91,7 @@ def convert_checkpoint(
     overrides=None,
     source_url=None,
     overwrite=False,
+    record=None,
 ):
     """Converts a deeplab2 MaX-DeepLab checkpoint into a keras-hub preset folder.
 
@@ -104,7 +99,8 @@ def convert_checkpoint(
     preset is written to a temporary folder and moved to `output_dir` only
     once complete, so a failure leaves nothing behind. Besides keras-hub's
     files, `conversion.json` names the source checkpoint (path, URL, sha256 of
-    its files), the configuration and the crop size.
+    its files), the configuration, the crop size, this package's version and
+    the date, plus the entries of `record`.
 
     Returns:
         The converted `MaXDeepLab` model.
@@ -118,16 +114,89 @@ def convert_checkpoint(
     model = build_model(config, crop_size, overrides)
     load_deeplab2_checkpoint(model, checkpoint)
     record = {
+        **_source_record(checkpoint, source_url, config, crop_size),
+        "overrides": overrides or {},
+        **(record or {}),
+    }
+    write_preset([model], output_dir, record)
+    return model
+
+
+def convert_imagenet_backbone(
+    checkpoint,
+    output_dir,
+    config="max_deeplab_s",
+    crop_size=641,
+    source_url=None,
+    overwrite=False,
+    record=None,
+):
+    """Converts a deeplab2 ImageNet-pretrained backbone checkpoint into a
+    backbone preset folder (backbone, image converter, `conversion.json`).
+
+    Only the Axial-ResNet pixel path is pretrained (see
+    `load_imagenet_backbone`); the checkpoint keys the backbone has no weight
+    for (the ImageNet classifier) are listed in `conversion.json` under
+    `skipped_variables`. Atomic like `convert_checkpoint`.
+
+    Returns:
+        The converted `MaXDeepLabBackbone`.
+
+    Example:
+    >>> convert_imagenet_backbone("max_deeplab_s_backbone_imagenet1k_strong_training_strategy",
+    ...                           "presets/max_deeplab_s_imagenet", config="max_deeplab_s")
+    """
+    output_dir = os.path.abspath(output_dir)
+    check_output_folder(output_dir, overwrite)
+    backbone = MaXDeepLabBackbone(
+        image_shape=(crop_size, crop_size, 3), **MAX_DEEPLAB_CONFIGS[config]
+    )
+    skipped = load_imagenet_backbone(backbone, checkpoint)
+    record = {
+        **_source_record(checkpoint, source_url, config, crop_size),
+        "overrides": {},
+        "skipped_variables": skipped,
+        **(record or {}),
+    }
+    converter = MaXDeepLabImageConverter(image_size=(crop_size, crop_size))
+    write_preset([backbone, converter], output_dir, record)
+    return backbone
+
+
+def convert_preset(entry, checkpoint, output_dir, source_url=None, record=None, overwrite=False):
+    """Converts the deeplab2 checkpoint of a `MAX_DEEPLAB_PRESETS` entry with
+    the entry's architecture, crop and post-processing options: a task preset
+    by `convert_checkpoint`, an ImageNet backbone by
+    `convert_imagenet_backbone`.
+
+    Example:
+    >>> convert_preset(MAX_DEEPLAB_PRESETS["max_deeplab_s_coco_641_400k"],
+    ...                "max_deeplab_s_os16_res641_400k", "presets/s641")
+    """
+    config, crop = entry["config"], entry["crop_size"]
+    if entry["kind"] == "backbone":
+        return convert_imagenet_backbone(
+            checkpoint, output_dir, config, crop, source_url, overwrite, record
+        )
+    options = entry["postprocess_options"]
+    overrides = {"postprocess_options": dict(options)} if options else None
+    return convert_checkpoint(
+        checkpoint, output_dir, config, crop, overrides, source_url, overwrite, record
+    )
+
+
+def _source_record(checkpoint, source_url, config, crop_size):
+    from keras_maxdeeplab import __version__
+
+    return {
         "source_checkpoint": os.path.abspath(checkpoint),
         "source_url": source_url,
         "source_sha256": checkpoint_digests(checkpoint),
         "config": config,
         "crop_size": crop_size,
-        "overrides": overrides or {},
+        "converter_version": __version__,
         "converted_on": datetime.date.today().isoformat(),
     }
-    write_preset([model], output_dir, record)
-    return model
 
 
 def check_output_folder(output_dir, overwrite):
@@ -144,7 +213,8 @@ def write_preset(parts, output_dir, record):
     output_dir = os.path.abspath(output_dir)
     parent = os.path.dirname(output_dir)
     os.makedirs(parent, exist_ok=True)
-    staging = tempfile.mkdtemp(prefix=".converting-", dir=parent)
+    # Named after the preset, so that the preset's own lock covers its leftovers.
+    staging = tempfile.mkdtemp(prefix=f".{os.path.basename(output_dir)}.converting-", dir=parent)
     try:
         for part in parts:
             part.save_to_preset(staging)

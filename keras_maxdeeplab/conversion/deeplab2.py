@@ -11,6 +11,7 @@ rule. Layouts need no transposes (TF HWIO convs, `[1, in, out]` Conv1D kernels,
 multi-axis BN parameters in broadcast shape are kept as they are).
 """
 
+import contextlib
 import os
 
 import numpy as np
@@ -66,11 +67,20 @@ def deeplab2_key_to_path(key):
     return "/".join([prefix] + parts if prefix else parts)
 
 
-def read_checkpoint(path):
-    """Reads every model variable of a TF checkpoint into `{key: ndarray}`.
+def open_checkpoint(path):
+    """TensorFlow's reader of a checkpoint and the shapes of its model variables.
+
+    Nothing is read but the index: values are read one at a time with
+    `reader.get_tensor(key)`, so converting needs about the model's memory,
+    not the checkpoint's (deeplab2's training checkpoints also hold two Adam
+    slots per weight).
 
     Args:
         path: a checkpoint prefix (`.../ckpt-0`) or a folder holding one.
+
+    Returns:
+        `(reader, {deeplab2 key: shape tuple})`, optimizer slots and counters
+        left out.
 
     Raises:
         ValueError: if nothing readable is there, naming the path.
@@ -88,10 +98,31 @@ def read_checkpoint(path):
                     f"file or exactly one '*.index' file, found {index or 'none'}."
                 )
             prefix = os.path.join(path, index[0][: -len(".index")])
-    try:
+    with _reading_checkpoint(prefix):
         reader = tf.train.load_checkpoint(prefix)
         shapes = reader.get_variable_to_shape_map()
-        return {key: reader.get_tensor(key) for key in sorted(shapes) if is_model_variable(key)}
+    shapes = {key: tuple(shape) for key, shape in sorted(shapes.items()) if is_model_variable(key)}
+    return _CheckpointReader(reader, prefix), shapes
+
+
+class _CheckpointReader:
+    """`get_tensor` of TF's reader, with read errors reported as ValueError."""
+
+    def __init__(self, reader, prefix):
+        self._reader = reader
+        self.prefix = prefix
+
+    def get_tensor(self, key):
+        with _reading_checkpoint(self.prefix):
+            return self._reader.get_tensor(key)
+
+
+@contextlib.contextmanager
+def _reading_checkpoint(prefix):
+    import tensorflow as tf
+
+    try:
+        yield
     # TF's reader raises OpError, ValueError, or IndexError on a short read.
     except (tf.errors.OpError, ValueError, IndexError) as error:
         raise ValueError(
@@ -100,18 +131,36 @@ def read_checkpoint(path):
         ) from error
 
 
-def match_checkpoint(model, checkpoint, allow_unused_prefixes=()):
-    """Pairs checkpoint arrays with model variables; raises on any mismatch.
+def read_checkpoint(path):
+    """Reads every model variable of a TF checkpoint into `{key: ndarray}`.
+
+    Args:
+        path: a checkpoint prefix (`.../ckpt-0`) or a folder holding one.
+
+    Raises:
+        ValueError: if nothing readable is there, naming the path.
+    """
+    reader, shapes = open_checkpoint(path)
+    return {key: reader.get_tensor(key) for key in shapes}
+
+
+def match_checkpoint(model, shapes, allow_unused_prefixes=()):
+    """Pairs checkpoint variables with model variables; raises on any mismatch.
 
     Args:
         model: a `MaXDeepLab` or `MaXDeepLabBackbone`.
-        checkpoint: `{deeplab2 key: array}`, as `read_checkpoint` returns.
+        shapes: `{deeplab2 key: shape tuple}`, as `open_checkpoint` returns.
         allow_unused_prefixes: our variable path prefixes that may be absent
             from the checkpoint (e.g. heads when loading a backbone
             checkpoint); they keep their initial values.
 
     Returns:
-        A list of `(variable, array)` pairs covering every model variable.
+        A list of `(variable, deeplab2 key)` pairs covering every model
+        variable (but the allowed unused ones).
+
+    Raises:
+        ValueError: checkpoint variables without a home, shape mismatches or
+            model weights missing from the checkpoint, counted and named.
     """
     variables = {}
     for variable in model.weights:
@@ -119,44 +168,66 @@ def match_checkpoint(model, checkpoint, allow_unused_prefixes=()):
             raise ValueError(f"Two model variables share the path {variable.path!r}.")
         variables[variable.path] = variable
     pairs, unmapped, mismatched, assigned = [], [], [], set()
-    for key, value in checkpoint.items():
+    for key, shape in shapes.items():
         path = deeplab2_key_to_path(key)
         variable = variables.get(path)
         if variable is None:
             unmapped.append(key)
             continue
-        if tuple(variable.shape) != tuple(value.shape):
-            mismatched.append(f"{key} {tuple(value.shape)} -> {path} {tuple(variable.shape)}")
+        if tuple(variable.shape) != tuple(shape):
+            mismatched.append(f"{key} {tuple(shape)} -> {path} {tuple(variable.shape)}")
             continue
-        pairs.append((variable, value))
+        pairs.append((variable, key))
         assigned.add(path)
     missing = [
         path
         for path in variables
         if path not in assigned and not path.startswith(tuple(allow_unused_prefixes))
     ]
-    problems = []
-    if unmapped:
-        problems.append(f"{len(unmapped)} checkpoint variables map to no model weight: {unmapped}")
-    if mismatched:
-        problems.append(f"{len(mismatched)} shape mismatches: {mismatched}")
-    if missing:
-        problems.append(f"{len(missing)} model weights are not in the checkpoint: {missing}")
+    problems = [
+        _problem(unmapped, "checkpoint variables map to no model weight"),
+        _problem(mismatched, "shape mismatches"),
+        _problem(missing, "model weights are not in the checkpoint"),
+    ]
+    problems = [problem for problem in problems if problem]
     if problems:
         raise ValueError(
             "The checkpoint does not match this MaX-DeepLab architecture (is it a MaX-DeepLab "
-            "checkpoint of this configuration?).\n" + "\n".join(problems)
+            "checkpoint of this configuration?). " + "; ".join(problems)
         )
     return pairs
+
+
+def _problem(names, what, shown=10):
+    if not names:
+        return None
+    more = f" and {len(names) - shown} more" if len(names) > shown else ""
+    return f"{len(names)} {what}: {names[:shown]}{more}"
+
+
+def assign_from_checkpoint(reader, pairs):
+    """Assigns each `(variable, key)` pair its checkpoint value, all or nothing.
+
+    Values are streamed one variable at a time, twice: a first pass reads
+    (and so checksums) every value without keeping it, so that a truncated or
+    corrupt data file fails before any variable changes; the second assigns.
+    Peak memory stays one variable above the model's.
+    """
+    for _, key in pairs:
+        reader.get_tensor(key)
+    for variable, key in pairs:
+        variable.assign(np.asarray(reader.get_tensor(key), dtype=variable.dtype))
 
 
 def load_deeplab2_checkpoint(model, path, allow_unused_prefixes=()):
     """Loads a deeplab2 MaX-DeepLab checkpoint into `model`, all or nothing.
 
+    The whole checkpoint is matched against the model before any value is
+    read; values are then streamed one variable at a time.
+
     Example:
     >>> load_deeplab2_checkpoint(model, "max_deeplab_s_os16_res641_400k/ckpt-400000")
     """
-    pairs = match_checkpoint(model, read_checkpoint(path), allow_unused_prefixes)
-    for variable, value in pairs:
-        variable.assign(np.asarray(value, dtype=variable.dtype))
+    reader, shapes = open_checkpoint(path)
+    assign_from_checkpoint(reader, match_checkpoint(model, shapes, allow_unused_prefixes))
     return model

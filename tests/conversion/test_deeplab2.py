@@ -86,13 +86,6 @@ def _shape(text):
     return tuple(int(x) for x in text.strip("[]").split(",") if x.strip())
 
 
-class _Shape:
-    """Stands in for a checkpoint array: the matcher only reads `.shape`."""
-
-    def __init__(self, shape):
-        self.shape = shape
-
-
 def test_full_max_deeplab_s_variables_map_one_to_one():
     """Every variable of a full MaX-DeepLab-S checkpoint has exactly one home."""
     lines = open(shared_path("reference", "max_deeplab_s", "checkpoint_variables.txt")).read()
@@ -102,7 +95,7 @@ def test_full_max_deeplab_s_variables_map_one_to_one():
             continue
         key, shape = line.split("\t")[:2]
         if is_model_variable(key):
-            checkpoint[key] = _Shape(_shape(shape))
+            checkpoint[key] = _shape(shape)
     assert len(checkpoint) == 907  # the README of max_deeplab_s: 907 variables
     backbone = MaXDeepLabBackbone(image_shape=(65, 65, 3), **MAX_DEEPLAB_CONFIGS["max_deeplab_s"])
     model = MaXDeepLab(backbone, **MAX_DEEPLAB_HEAD_CONFIGS["max_deeplab_s"])

@@ -1,20 +1,14 @@
-"""The parts of tools/make_presets.py that run without network access."""
+"""tools/make_presets.py: its table tools, and its download against a local server."""
 
 import importlib.util
 import os
-import tarfile
 
-import numpy as np
 import pytest
 
 from keras_maxdeeplab import MAX_DEEPLAB_PRESETS
-from keras_maxdeeplab import MaXDeepLabBackbone
-from keras_maxdeeplab.conversion import deeplab2_key_to_path
-from keras_maxdeeplab.conversion import read_checkpoint
-from keras_maxdeeplab.optimizers import is_pretrained_backbone_variable
 from tests.helpers import REPO
-from tests.helpers import TINY_BACKBONE
-from tests.helpers import shared_path
+from tests.hub_helpers import ArchiveServer
+from tests.hub_helpers import checkpoint_archive
 
 
 def _load_tool():
@@ -68,66 +62,26 @@ def test_bad_arguments(capsys):
     assert "build needs preset names or --all" in capsys.readouterr().err
 
 
-def test_download_and_unpack_a_checkpoint_archive(tmp_path):
-    source = tmp_path / "source" / "max_deeplab_s_os16_res641_400k"
-    source.mkdir(parents=True)
+def test_fetch_checkpoint_downloads_and_unpacks_once(tmp_path):
+    source = tmp_path / "source"
+    source.mkdir()
     for name in ("checkpoint", "ckpt-400000.index", "ckpt-400000.data-00000-of-00001"):
         (source / name).write_bytes(name.encode())
-    archive = tmp_path / "source" / "max_deeplab_s_os16_res641_400k_coco_train.tar.gz"
-    with tarfile.open(archive, "w:gz") as tar:
-        tar.add(source, arcname="max_deeplab_s_os16_res641_400k")
+    name = "max_deeplab_s_os16_res641_400k_coco_train.tar.gz"
+    files = {f.name: str(f) for f in source.iterdir()}
+    data = checkpoint_archive(str(tmp_path / name), "max_deeplab_s_os16_res641_400k", files)
     work = str(tmp_path / "work")
+    os.makedirs(work)
 
-    path = make_presets.download(archive.as_uri(), work)
-    assert os.path.basename(path) == archive.name and os.listdir(work) == [archive.name]
-    archive.unlink()
-    assert make_presets.download(archive.as_uri(), work) == path  # reused, not fetched again
-    folder = make_presets.unpack(path, work)
-    assert folder == os.path.join(
-        work, "max_deeplab_s_os16_res641_400k_coco_train", "max_deeplab_s_os16_res641_400k"
-    )
+    with ArchiveServer({f"/{name}": data}) as server:
+        folder = make_presets.fetch_checkpoint(f"{server.url}/{name}", work)
+    expected = os.path.join(work, name[: -len(".tar.gz")], "max_deeplab_s_os16_res641_400k")
+    assert folder == expected
     assert make_presets.checkpoint_prefix(folder) == os.path.join(folder, "ckpt-400000")
-    assert make_presets.unpack(path, work) == folder
-
-
-def test_imagenet_checkpoint_loads_the_pretrained_part_only():
-    # deeplab2's tiny checkpoint dressed as an ImageNet one: the pretrained
-    # encoder under TF Model Garden's prefix, plus a classifier.
-    arrays = read_checkpoint(shared_path("reference", "max_deeplab_tiny", "ckpt"))
-    backbone = MaXDeepLabBackbone(image_shape=(65, 65, 3), **TINY_BACKBONE)
-    weights = {w.path: w for w in backbone.weights}
-    imagenet = {"backbone/_head/kernel/.ATTRIBUTES/VARIABLE_VALUE": np.zeros((2048, 1000))}
-    for key, value in arrays.items():
-        weight = weights.get(deeplab2_key_to_path(key))
-        if key.startswith("encoder/") and is_pretrained_backbone_variable(weight):
-            imagenet["backbone/_encoder/" + key[len("encoder/") :]] = value
-    fresh = {p: np.array(w.numpy()) for p, w in weights.items() if p not in _paths(imagenet)}
-    assert fresh and len(imagenet) > 100
-
-    skipped = make_presets.load_imagenet_backbone(backbone, imagenet)
-    assert skipped == ["backbone/_head/kernel/.ATTRIBUTES/VARIABLE_VALUE"]
-    for key, value in imagenet.items():
-        path = deeplab2_key_to_path("encoder/" + key[len("backbone/_encoder/") :])
-        if path in weights:
-            np.testing.assert_array_equal(weights[path].numpy(), value, err_msg=path)
-    assert all("transformer" in p or "extra" in p or "memory" in p for p in fresh)
-    for path, value in fresh.items():
-        np.testing.assert_array_equal(weights[path].numpy(), value, err_msg=path)
-
-    missing = dict(imagenet)
-    del missing[
-        "backbone/_encoder/_stage2/_block1/_conv1_bn_act/_conv/kernel/.ATTRIBUTES/VARIABLE_VALUE"
-    ]
-    with pytest.raises(ValueError, match="1 model weights are not in the checkpoint"):
-        make_presets.load_imagenet_backbone(backbone, missing)
-
-
-def _paths(imagenet):
-    return {
-        deeplab2_key_to_path("encoder/" + key[len("backbone/_encoder/") :])
-        for key in imagenet
-        if key.startswith("backbone/_encoder/")
-    }
+    with open(os.path.join(folder, "ckpt-400000.index"), "rb") as f:
+        assert f.read() == b"ckpt-400000.index"
+    # The server is gone: the archive and the unpacked folder are reused.
+    assert make_presets.fetch_checkpoint(f"{server.url}/{name}", work) == folder
 
 
 @pytest.mark.skipif(

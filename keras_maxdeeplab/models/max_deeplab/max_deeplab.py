@@ -2,13 +2,12 @@
 
 import keras
 from keras_hub.models import ImageSegmenter
+from keras_hub.src.utils.python_utils import classproperty
 
 from keras_maxdeeplab.data.categories import COCO_PANOPTIC_CATEGORIES
 from keras_maxdeeplab.data.categories import check_categories
 from keras_maxdeeplab.data.categories import thing_class_ids
 from keras_maxdeeplab.evaluation.metric import PanopticQuality
-from keras_maxdeeplab.hub import classproperty
-from keras_maxdeeplab.hub import load_task
 from keras_maxdeeplab.layers.convolutions import Conv1D
 from keras_maxdeeplab.layers.heads import L2Normalize
 from keras_maxdeeplab.layers.heads import MaskLogits
@@ -223,10 +222,15 @@ class MaXDeepLab(ImageSegmenter):
         Args:
             preset: a name of `MaXDeepLab.presets` (its architecture,
                 preprocessing and classes are built from this package's
-                configs, without any download; only the weights come from its
-                Hugging Face repository), a local preset folder, or a keras-hub
-                handle (`hf://org/name`, ...).
+                configs; its weights come from the local cache, else its
+                Hugging Face repository once published, else deeplab2's
+                published checkpoint, downloaded and converted once: see
+                `keras_maxdeeplab.hub.fetch_preset`), a local preset folder,
+                or a keras-hub handle (`hf://org/name`, ...).
             load_weights: False builds the architecture alone.
+            checkpoint_base_url: for a name, a mirror of deeplab2's checkpoint
+                folder (default: `$KERAS_MAXDEEPLAB_CHECKPOINT_URL`, else
+                deeplab2's own).
             categories: fine-tune on another dataset: its COCO-style category
                 list. The transformer class head and the semantic head's last
                 convolution are re-initialised for these classes; every other
@@ -238,15 +242,18 @@ class MaXDeepLab(ImageSegmenter):
 
         Raises:
             ValueError: an unknown name (the known ones are listed), a preset
-                that is not reachable offline, missing or unreadable files, a
-                preset of another model, or `num_classes` disagreeing with
-                `categories`.
+                whose weights are nowhere to be had (offline with nothing
+                cached: the message names the places tried), a corrupt
+                download, missing or unreadable files, a preset of another
+                model, or `num_classes` disagreeing with `categories`.
 
         Example:
         >>> model = MaXDeepLab.from_preset("max_deeplab_s_coco")
         >>> result = model.predict_panoptic(image)[0]
         >>> model = MaXDeepLab.from_preset("max_deeplab_s_coco", categories=my_categories)
         """
+        from keras_maxdeeplab.hub import load_task  # hub sits above the models.
+
         return load_task(cls, super().from_preset, preset, load_weights, kwargs)
 
     def _with_categories(self, categories=None, num_classes=None):

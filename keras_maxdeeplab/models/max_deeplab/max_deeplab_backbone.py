@@ -3,9 +3,8 @@
 import keras
 from keras import ops
 from keras_hub.models import Backbone
+from keras_hub.src.utils.python_utils import classproperty
 
-from keras_maxdeeplab.hub import classproperty
-from keras_maxdeeplab.hub import load_backbone
 from keras_maxdeeplab.layers.blocks import BlockGroup
 from keras_maxdeeplab.layers.blocks import InceptionStem
 from keras_maxdeeplab.layers.convolutions import Conv1D
@@ -312,22 +311,31 @@ class MaXDeepLabBackbone(Backbone):
 
         Args:
             preset: a name of `MaXDeepLabBackbone.presets` (its architecture is
-                built from this package's configs, without any download; only
-                the weights come from its Hugging Face repository), a local
-                preset folder, or a keras-hub handle (`hf://org/name`, ...).
+                built from this package's configs; its weights come from the
+                local cache, else its Hugging Face repository once published,
+                else deeplab2's published checkpoint, downloaded and
+                converted once: see `keras_maxdeeplab.hub.fetch_preset`), a
+                local preset folder, or a keras-hub handle (`hf://org/name`, ...).
             load_weights: False builds the architecture alone.
+            checkpoint_base_url: for a name, a mirror of deeplab2's checkpoint
+                folder (default: `$KERAS_MAXDEEPLAB_CHECKPOINT_URL`, else
+                deeplab2's own).
             **kwargs: constructor overrides, e.g. `image_shape=(1025, 1025, 3)`
                 (the weights do not depend on the input size) or `dtype`.
 
         Raises:
             ValueError: an unknown name (the known ones are listed), a preset
-                that is not reachable offline, missing or unreadable files, or
-                a preset of another model.
+                whose weights are nowhere to be had (offline with nothing
+                cached: the message names the places tried), a corrupt
+                download, missing or unreadable files, or a preset of another
+                model.
 
         Example:
         >>> backbone = MaXDeepLabBackbone.from_preset("max_deeplab_s_imagenet")
         >>> features = backbone(images)  # [B, 641, 641, 3] in [-1, 1]
         """
+        from keras_maxdeeplab.hub import load_backbone  # hub sits above the models.
+
         return load_backbone(cls, super().from_preset, preset, load_weights, kwargs)
 
     def get_config(self):

@@ -3,10 +3,13 @@
 Each entry of `MAX_DEEPLAB_PRESETS` names one deeplab2 checkpoint and holds
 everything needed to rebuild its architecture without a download (`config`,
 a name of `MAX_DEEPLAB_CONFIGS`, the `crop_size` and the
-`postprocess_options` of deeplab2's config), where the converted weights live
-(`handle`), where they were converted from (`source_url`, `deeplab2_name`) and
-what deeplab2 reports for them (`pq`, COCO val, single scale). `metadata`
-follows keras-hub's preset tables (`description`, `params`, `path`).
+`postprocess_options` of deeplab2's config), where published converted
+weights live (`handle`, a Hugging Face repository), deeplab2's archive they
+are converted from on first use (`archive`, a file name under
+`CHECKPOINT_BASE_URL`; `source_url` is its default address; `archive_sha256`
+its digest where known, refused on mismatch), and what deeplab2 reports for
+them (`pq`, COCO val, single scale). `metadata` follows keras-hub's preset
+tables (`description`, `params`, `path`).
 
 `kind` is `"task"` (a full `MaXDeepLab` trained on COCO panoptic) or
 `"backbone"` (an ImageNet-1K-pretrained `MaXDeepLabBackbone` to fine-tune on
@@ -19,7 +22,8 @@ generated from this table by `tools/make_presets.py definitions`.
 """
 
 HF_ORG = "keras-maxdeeplab"
-CHECKPOINT_URL = "https://storage.googleapis.com/gresearch/tf-deeplab/checkpoint/{}.tar.gz"
+# Where deeplab2 publishes its checkpoints (g3doc/projects/max_deeplab.md).
+CHECKPOINT_BASE_URL = "https://storage.googleapis.com/gresearch/tf-deeplab/checkpoint"
 
 # Model sizes, counted on the built models (keras `count_params`).
 _TASK_PARAMS = {"max_deeplab_s": 77_990_256, "max_deeplab_l": 451_622_800}
@@ -28,6 +32,16 @@ _TITLES = {"max_deeplab_s": "MaX-DeepLab-S", "max_deeplab_l": "MaX-DeepLab-L"}
 
 # deeplab2 post-processes its 1025x1025 COCO models with larger area limits.
 _POSTPROCESS_1025 = {"thing_area_limit": 256, "stuff_area_limit": 4096}
+
+
+def _source(archive_stem):
+    archive = f"{archive_stem}.tar.gz"
+    # deeplab2 publishes no digests; a preset whose archive digest is known sets it.
+    return {
+        "archive": archive,
+        "archive_sha256": None,
+        "source_url": f"{CHECKPOINT_BASE_URL}/{archive}",
+    }
 
 
 def _coco(config, crop_size, steps, pq, pq_thing, pq_stuff, pq_deeplab2):
@@ -50,8 +64,8 @@ def _coco(config, crop_size, steps, pq, pq_thing, pq_stuff, pq_deeplab2):
         "crop_size": crop_size,
         "training_steps": steps,
         "postprocess_options": dict(_POSTPROCESS_1025) if crop_size == 1025 else {},
+        **_source(f"{deeplab2_name}_coco_train"),
         "deeplab2_name": deeplab2_name,
-        "source_url": CHECKPOINT_URL.format(f"{deeplab2_name}_coco_train"),
         "pq": {"pq": pq, "pq_thing": pq_thing, "pq_stuff": pq_stuff, "pq_deeplab2": pq_deeplab2},
     }
 
@@ -77,8 +91,8 @@ def _imagenet(config, crop_size, pretrained_params):
         "crop_size": crop_size,
         "training_steps": None,
         "postprocess_options": {},
+        **_source(deeplab2_name),
         "deeplab2_name": deeplab2_name,
-        "source_url": CHECKPOINT_URL.format(deeplab2_name),
         "pq": None,
     }
 
@@ -114,13 +128,23 @@ def preset_names():
     return sorted(MAX_DEEPLAB_PRESETS) + sorted(MAX_DEEPLAB_PRESET_ALIASES)
 
 
+def canonical_preset_name(name):
+    """The table name of a preset name or alias (aliases share one cache entry).
+
+    Example:
+    >>> canonical_preset_name("max_deeplab_s_coco")
+    'max_deeplab_s_coco_1025_400k'
+    """
+    return MAX_DEEPLAB_PRESET_ALIASES.get(name, name)
+
+
 def get_preset(name):
     """The table entry of a preset name or alias, or None for any other string.
 
     Example:
     >>> get_preset("max_deeplab_s_coco")["crop_size"]  # 1025
     """
-    return MAX_DEEPLAB_PRESETS.get(MAX_DEEPLAB_PRESET_ALIASES.get(name, name))
+    return MAX_DEEPLAB_PRESETS.get(canonical_preset_name(name))
 
 
 def listed_presets():

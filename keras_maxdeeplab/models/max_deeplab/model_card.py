@@ -3,7 +3,7 @@
 Written from the folder's own files: `config.json` and `task.json`
 (architecture, classes, post-processing), `metadata.json` (parameters,
 versions) and, for converted presets, `conversion.json` (the source
-checkpoint). A source URL found in `MAX_DEEPLAB_PRESETS` adds the preset's
+checkpoint). A preset name or source URL found in `MAX_DEEPLAB_PRESETS` adds the preset's
 name, description and deeplab2's published PQ.
 """
 
@@ -33,6 +33,9 @@ def _read(preset_dir, filename):
 
 
 def _table_entry(conversion):
+    name = (conversion or {}).get("preset")  # Set by the conversion on first use.
+    if name in MAX_DEEPLAB_PRESETS:
+        return name, MAX_DEEPLAB_PRESETS[name]
     url = (conversion or {}).get("source_url")
     for name, entry in MAX_DEEPLAB_PRESETS.items():
         if url and entry["source_url"] == url:
