@@ -4,6 +4,11 @@ Two solvers of the same problem: scipy's `linear_sum_assignment` through the
 backend seam's host call (fast, used wherever a host call can run), and a
 pure `keras.ops` Hungarian algorithm for where it cannot (TensorFlow under
 XLA). Both return a 0/1 permutation matrix; ties may be broken differently.
+
+Both always end, on any input: non-finite costs (NaN or infinite, e.g. from
+a diverged step) are matched as if they were 0, and the `keras.ops` solver's
+loops are bounded by the matrix size. The loss computed from such
+predictions is non-finite anyway; the matcher must not hang before it is.
 """
 
 import numpy as np
@@ -16,6 +21,7 @@ from keras_maxdeeplab import backend_seam
 
 def _scipy_permutations(costs):
     costs = np.asarray(costs, dtype=np.float64)
+    costs = np.where(np.isfinite(costs), costs, 0.0)
     permutations = np.zeros(costs.shape, np.float32)
     for index, cost in enumerate(costs):
         rows, cols = linear_sum_assignment(cost)
@@ -59,6 +65,7 @@ def hungarian_matching_ops(costs):
     Shapes: `[B, F, F] -> [B, F, F]`.
     """
     costs = ops.stop_gradient(ops.cast(costs, "float32"))
+    costs = ops.where(ops.isfinite(costs), costs, 0.0)
     n = costs.shape[-1]
     batch = ops.shape(costs)[0]
     inf = np.float32(np.inf)
@@ -73,10 +80,12 @@ def hungarian_matching_ops(costs):
         u, v, match, way = state
         match = ops.where(columns == 0, ops.cast(row, "int32"), match)
 
-        def searching(j0, *_):
-            return ops.any(at(match, j0) != 0)
+        # Each step marks one more column used: n + 1 steps at most, whatever
+        # the values (float overflow cannot make the loop run on).
+        def searching(step, j0, *_):
+            return ops.logical_and(step <= n, ops.any(at(match, j0) != 0))
 
-        def grow(j0, u, v, minv, used, way):
+        def grow(step, j0, u, v, minv, used, way):
             active = (at(match, j0) != 0)[:, None]
             new_used = ops.logical_or(used, columns == j0[:, None])
             i0 = at(match, j0)
@@ -100,6 +109,7 @@ def hungarian_matching_ops(costs):
                 ops.reshape(ops.where(on_tree, delta, 0.0), (-1,)),
             )
             return (
+                step + 1,
                 ops.where(active[:, 0], j1, j0),
                 u + gain,
                 ops.where(on_tree, v - delta, v),
@@ -109,6 +119,7 @@ def hungarian_matching_ops(costs):
             )
 
         start = (
+            0,
             ops.zeros((batch,), "int32"),
             u,
             v,
@@ -116,17 +127,22 @@ def hungarian_matching_ops(costs):
             ops.zeros(ops.shape(u), "bool"),
             way,
         )
-        j0, u, v, _, _, way = ops.while_loop(searching, grow, start)
+        _, j0, u, v, _, _, way = ops.while_loop(searching, grow, start)
 
-        def augment(j0, match):
+        def augment(step, j0, match):
             moving = (j0 != 0)[:, None]
             j1 = at(way, j0)
             match = ops.where(
                 ops.logical_and(moving, columns == j0[:, None]), at(match, j1)[:, None], match
             )
-            return ops.where(j0 != 0, j1, j0), match
+            return step + 1, ops.where(j0 != 0, j1, j0), match
 
-        _, match = ops.while_loop(lambda j0, _: ops.any(j0 != 0), augment, (j0, match))
+        # A path visits each column once: n + 1 steps at most.
+        _, _, match = ops.while_loop(
+            lambda step, j0, _: ops.logical_and(step <= n, ops.any(j0 != 0)),
+            augment,
+            (0, j0, match),
+        )
         return u, v, match, way
 
     zeros = ops.zeros((batch, n + 1), "float32")
