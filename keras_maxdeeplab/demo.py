@@ -20,7 +20,9 @@ import warnings
 import numpy as np
 from PIL import Image
 
-DEMO_PRESET = os.path.join(os.path.dirname(__file__), "presets", "max_deeplab_tiny_synthetic")
+from keras_maxdeeplab.models.max_deeplab.max_deeplab_presets import embedded_preset_folder
+
+DEMO_PRESET = embedded_preset_folder("max_deeplab_tiny_synthetic")
 # The synthetic scenes of training used seeds 0 and 1; the demo's are new.
 DEMO_SEED = 2
 

@@ -13,6 +13,7 @@
   `huggingface_hub.hf_hub_download`, which also serves the local cache
   offline), then built by keras-hub's loader; the weights are read here so
   that a truncated file or another model's weights fail with a clear error;
+* a name of `EMBEDDED_PRESETS` (shipped inside the package) is its folder;
 * other keras-hub handles (`kaggle://`, `gs://`, ...) go to keras-hub as they
   are.
 
@@ -23,6 +24,7 @@
 import contextlib
 import json
 import os
+import stat
 
 import huggingface_hub
 import keras_hub
@@ -38,6 +40,7 @@ from keras_maxdeeplab.conversion.preset_cache import convert_on_first_use
 from keras_maxdeeplab.models.max_deeplab.max_deeplab_configs import MAX_DEEPLAB_CONFIGS
 from keras_maxdeeplab.models.max_deeplab.max_deeplab_configs import MAX_DEEPLAB_HEAD_CONFIGS
 from keras_maxdeeplab.models.max_deeplab.max_deeplab_presets import canonical_preset_name
+from keras_maxdeeplab.models.max_deeplab.max_deeplab_presets import embedded_preset_folder
 from keras_maxdeeplab.models.max_deeplab.max_deeplab_presets import get_preset
 from keras_maxdeeplab.models.max_deeplab.max_deeplab_presets import preset_names
 from keras_maxdeeplab.models.max_deeplab.model_card import write_model_card
@@ -149,6 +152,18 @@ def _folder_file(folder, filename, required):
     return None
 
 
+def _check_regular_files(folder):
+    # keras-hub opens whichever files it looks for: a FIFO or device there
+    # would block or stream forever.
+    for name in sorted(os.listdir(folder)):
+        mode = os.stat(os.path.join(folder, name)).st_mode
+        if not (stat.S_ISREG(mode) or stat.S_ISDIR(mode)):
+            raise ValueError(
+                f"Preset folder {folder!r} holds {name!r}, which is not a regular file (a FIFO, "
+                "device or socket); a preset folder holds only files written by save_to_preset."
+            )
+
+
 def _check_class(path, expected, preset):
     try:
         with open(path, encoding="utf-8") as f:
@@ -181,6 +196,7 @@ def preset_files(preset, load_weights, task):
             return fetch_hf_file(preset, filename, required)
 
     else:
+        _check_regular_files(preset)
 
         def get(filename, required=True):
             return _folder_file(preset, filename, required)
@@ -357,6 +373,7 @@ def _checkpoint_base_url(preset, kwargs):
 def load_backbone(cls, keras_hub_from_preset, preset, load_weights, kwargs):
     """`MaXDeepLabBackbone.from_preset`; `keras_hub_from_preset` is keras-hub's."""
     kwargs = dict(kwargs)
+    preset = embedded_preset_folder(preset) or preset
     base_url = _checkpoint_base_url(preset, kwargs)
     entry = resolve_preset(preset)
     if entry is not None:
@@ -380,6 +397,7 @@ def load_task(cls, keras_hub_from_preset, preset, load_weights, kwargs):
     """
     kwargs = dict(kwargs)
     classes = {k: kwargs.pop(k) for k in ("categories", "num_classes") if k in kwargs}
+    preset = embedded_preset_folder(preset) or preset
     base_url = _checkpoint_base_url(preset, kwargs)
     entry = resolve_preset(preset)
     if entry is not None:

@@ -1,6 +1,8 @@
 import json
 import os
 
+import numpy as np
+
 from keras_maxdeeplab.cli import main
 from keras_maxdeeplab.data import COCOPanopticDataset
 from keras_maxdeeplab.demo import DEMO_PRESET
@@ -40,3 +42,27 @@ def test_demo_segments_held_out_scenes_offline(tmp_path, capsys, monkeypatch):
 def test_demo_refuses_missing_photos(capsys):
     assert main(["demo", "--preset", DEMO_PRESET, "--images", "missing.jpg"]) == 1
     assert "Cannot read image missing.jpg" in capsys.readouterr().err
+
+
+def test_the_embedded_preset_loads_by_name(capsys):
+    from keras_maxdeeplab import MaXDeepLab
+    from keras_maxdeeplab import MaXDeepLabBackbone
+    from keras_maxdeeplab.models.max_deeplab.max_deeplab_presets import EMBEDDED_PRESETS
+
+    by_name = MaXDeepLab.from_preset("max_deeplab_tiny_synthetic")
+    by_folder = MaXDeepLab.from_preset(DEMO_PRESET)
+    for a, b in zip(by_name.weights, by_folder.weights):
+        np.testing.assert_array_equal(np.asarray(a.numpy()), np.asarray(b.numpy()))
+    entry = EMBEDDED_PRESETS["max_deeplab_tiny_synthetic"]
+    assert by_name.count_params() == entry["metadata"]["params"]
+    assert by_name.backbone.image_shape[:2] == (entry["crop_size"],) * 2
+    assert "max_deeplab_tiny_synthetic" in MaXDeepLab.presets
+    backbone = MaXDeepLabBackbone.from_preset("max_deeplab_tiny_synthetic")
+    np.testing.assert_array_equal(
+        np.asarray(backbone.weights[0].numpy()), np.asarray(by_name.backbone.weights[0].numpy())
+    )
+    assert main(["presets"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    (row,) = [line.split() for line in lines if line.startswith("max_deeplab_tiny_synthetic")]
+    assert row[:5] == ["max_deeplab_tiny_synthetic", "task", "0.9M", "129", "4k"]
+    assert row[-3] == "embedded"

@@ -20,6 +20,8 @@ def _cached(entry, name):
 
 def _list(args):
     from keras_maxdeeplab.conversion.preset_cache import cache_root
+    from keras_maxdeeplab.conversion.preset_cache import folder_size
+    from keras_maxdeeplab.models.max_deeplab.max_deeplab_presets import EMBEDDED_PRESETS
     from keras_maxdeeplab.models.max_deeplab.max_deeplab_presets import MAX_DEEPLAB_PRESET_ALIASES
     from keras_maxdeeplab.models.max_deeplab.max_deeplab_presets import MAX_DEEPLAB_PRESETS
 
@@ -42,6 +44,12 @@ def _list(args):
                 f"{size / 1e6:.0f} MB" if size is not None else "-",
             )
         )
+    for name, entry in EMBEDDED_PRESETS.items():
+        size = folder_size(entry["folder"])
+        params = f"{entry['metadata']['params'] / 1e6:.1f}M"
+        steps = f"{entry['training_steps'] // 1000}k"
+        crop = str(entry["crop_size"])
+        rows.append((name, "task", params, crop, steps, *["-"] * 4, "embedded", f"{size / 1e6:.0f} MB"))
     widths = [max(len(row[i]) for row in [header, *rows]) for i in range(len(header))]
     for row in [header, *rows]:
         print("  ".join(cell.ljust(width) for cell, width in zip(row, widths)).rstrip())
@@ -52,7 +60,8 @@ def _list(args):
         "COCO val2017 PQ as deeplab2 reports it (official script; its own evaluator last). "
         "Weights on first use: converted from deeplab2's published checkpoint (or taken from "
         f"the preset's Hugging Face repository once published) and cached in {cache_root()}; "
-        "`maxdeeplab presets --fetch NAME` does it ahead of time."
+        "`maxdeeplab presets --fetch NAME` does it ahead of time. Embedded: shipped inside "
+        "the package (synthetic scenes, for the demo and tests)."
     )
 
 

@@ -200,16 +200,29 @@ def _source_record(checkpoint, source_url, config, crop_size):
 
 
 def check_output_folder(output_dir, overwrite):
-    """Refuses a non-empty `output_dir` unless `overwrite`, before any work."""
-    if os.path.exists(output_dir) and os.listdir(output_dir) and not overwrite:
-        raise ValueError(f"Output folder {output_dir!r} exists and is not empty (pass overwrite).")
+    """Refuses, before any work, a non-empty `output_dir` unless `overwrite`,
+    and with `overwrite` one that is not a preset folder (a folder of other
+    files is never deleted)."""
+    if not (os.path.exists(output_dir) and os.listdir(output_dir)):
+        return
+    if not overwrite:
+        raise ValueError(
+            f"Output folder {output_dir!r} exists and is not empty (pass --overwrite, or "
+            "overwrite=True, to replace a preset there)."
+        )
+    if not os.path.isfile(os.path.join(output_dir, "config.json")):
+        raise ValueError(
+            f"Output folder {output_dir!r} is not a preset folder (no config.json): overwrite "
+            "replaces presets only; choose another folder."
+        )
 
 
 def write_preset(parts, output_dir, record):
     """Writes a preset folder atomically: each of `parts` (a model, an image
     converter, ...) `save_to_preset` plus `conversion.json` = `record` into a
     temporary folder beside `output_dir`, which replaces `output_dir` only once
-    complete, so a failure leaves nothing behind."""
+    complete, so a failure leaves nothing behind and an existing preset stays
+    whole until the new one is complete."""
     output_dir = os.path.abspath(output_dir)
     parent = os.path.dirname(output_dir)
     os.makedirs(parent, exist_ok=True)
@@ -221,8 +234,14 @@ def write_preset(parts, output_dir, record):
         with open(os.path.join(staging, CONVERSION_FILE), "w") as f:
             json.dump(record, f, indent=2)
         if os.path.exists(output_dir):
-            shutil.rmtree(output_dir)
-        os.replace(staging, output_dir)
+            # The old preset steps aside (a rename), the new one takes its
+            # place (a rename); only then is the old one deleted.
+            retired = staging + ".replaced"
+            os.replace(output_dir, retired)
+            os.replace(staging, output_dir)
+            shutil.rmtree(retired)
+        else:
+            os.replace(staging, output_dir)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise

@@ -82,3 +82,21 @@ def test_cli_convert_tiny(tmp_path, capsys):
     assert os.path.exists(os.path.join(output, "model.weights.h5"))
     record = json.load(open(os.path.join(output, "conversion.json")))
     assert record["overrides"] == {"num_mask_slots": 32, "low_level_channels": [16, 8]}
+
+
+def test_cli_convert_refuses_to_replace_what_is_not_a_preset(tmp_path, capsys):
+    checkpoint = shared_path("reference", "max_deeplab_tiny", "ckpt")
+    base = ["convert", checkpoint, "--config", "max_deeplab_tiny", "--crop-size", "65"]
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    (photos / "holiday.jpg").write_bytes(b"precious")
+    assert main(base + ["--output", str(photos)]) == 1
+    assert "pass --overwrite" in capsys.readouterr().err
+    assert main(base + ["--output", str(photos), "--overwrite"]) == 1
+    assert "is not a preset folder" in capsys.readouterr().err
+    assert (photos / "holiday.jpg").read_bytes() == b"precious"
+
+    preset = str(tmp_path / "preset")
+    assert main(base + ["--output", preset]) == 0
+    assert main(base + ["--output", preset, "--overwrite"]) == 0, capsys.readouterr().err
+    assert os.path.isfile(os.path.join(preset, "conversion.json"))

@@ -21,6 +21,8 @@ The human-readable copies under the repository's `presets/` folder are
 generated from this table by `tools/make_presets.py definitions`.
 """
 
+import os
+
 HF_ORG = "keras-maxdeeplab"
 # Where deeplab2 publishes its checkpoints (g3doc/projects/max_deeplab.md).
 CHECKPOINT_BASE_URL = "https://storage.googleapis.com/gresearch/tf-deeplab/checkpoint"
@@ -125,7 +127,39 @@ MAX_DEEPLAB_PRESET_ALIASES = {
 
 def preset_names():
     """Every name `from_preset` accepts without a folder or handle, aliases included."""
-    return sorted(MAX_DEEPLAB_PRESETS) + sorted(MAX_DEEPLAB_PRESET_ALIASES)
+    return sorted(MAX_DEEPLAB_PRESETS) + sorted(MAX_DEEPLAB_PRESET_ALIASES) + sorted(EMBEDDED_PRESETS)
+
+
+_PACKAGE_PRESETS = os.path.join(
+    os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))), "presets"
+)
+# Presets shipped inside the package: a name, a folder, nothing to download.
+EMBEDDED_PRESETS = {
+    "max_deeplab_tiny_synthetic": {
+        "folder": os.path.join(_PACKAGE_PRESETS, "max_deeplab_tiny_synthetic"),
+        "crop_size": 129,
+        "training_steps": 4000,
+        "metadata": {
+            "description": (
+                "A tiny MaX-DeepLab (129x129) this project trained on synthetic scenes of "
+                "rectangles, discs and stripes (tools/train_demo_preset.py; held-out PQ 86.2). "
+                "Shipped with the package for the offline demo and tests; meaningless on photos."
+            ),
+            "params": 911_982,
+            "path": "max_deeplab",
+        },
+    }
+}
+
+
+def embedded_preset_folder(name):
+    """The folder of a preset shipped inside the package, or None.
+
+    Example:
+    >>> embedded_preset_folder("max_deeplab_tiny_synthetic")  # .../keras_maxdeeplab/presets/...
+    """
+    entry = EMBEDDED_PRESETS.get(name) if isinstance(name, str) else None
+    return entry["folder"] if entry else None
 
 
 def canonical_preset_name(name):
@@ -150,7 +184,8 @@ def get_preset(name):
 def listed_presets():
     """`{name: {"metadata": ..., "handle": ...}}` for keras-hub's `presets` property.
 
-    Aliases are listed too, their description naming the preset they stand for.
+    Aliases are listed too, their description naming the preset they stand for,
+    and the presets shipped in the package, their folder as handle.
     """
     listed = {
         name: {"metadata": dict(entry["metadata"]), "handle": entry["handle"]}
@@ -160,4 +195,6 @@ def listed_presets():
         metadata = dict(listed[target]["metadata"])
         metadata["description"] = f"Alias of {target}. " + metadata["description"]
         listed[alias] = {"metadata": metadata, "handle": listed[target]["handle"]}
+    for name, entry in EMBEDDED_PRESETS.items():
+        listed[name] = {"metadata": dict(entry["metadata"]), "handle": entry["folder"]}
     return listed

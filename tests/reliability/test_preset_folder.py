@@ -1,0 +1,36 @@
+"""Issue item: a FIFO named task.json in a preset folder blocked from_preset forever."""
+
+import os
+import shutil
+import subprocess
+import sys
+
+from keras_maxdeeplab.demo import DEMO_PRESET
+from tests.helpers import REPO
+
+LOAD = """
+import sys
+from keras_maxdeeplab import MaXDeepLab
+try:
+    MaXDeepLab.from_preset(sys.argv[1])
+except ValueError as error:
+    print("refused:", error)
+"""
+
+
+def test_a_fifo_in_a_preset_folder_is_refused_not_read(tmp_path):
+    for name in ("task.json", "metadata.json"):
+        folder = os.path.join(tmp_path, name)
+        shutil.copytree(DEMO_PRESET, folder)
+        os.remove(os.path.join(folder, name))
+        os.mkfifo(os.path.join(folder, name))
+        # Before the fix this never returned: the timeout turns a hang into a failure.
+        done = subprocess.run(
+            [sys.executable, "-c", LOAD, folder],
+            env={**os.environ, "PYTHONPATH": REPO},
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+        assert done.returncode == 0, done.stderr[-2000:]
+        assert f"holds '{name}', which is not a regular file" in done.stdout
