@@ -1,5 +1,9 @@
 """Early, explicit checks of image shapes and dtypes for MaX-DeepLab models."""
 
+import os
+
+import numpy as np
+
 import keras
 
 
@@ -49,4 +53,81 @@ def check_images(images, image_shape):
         raise ValueError(
             f"Expected float images normalised to [-1, 1] (x / 127.5 - 1, as "
             f"MaXDeepLabImageConverter does); got dtype {dtype}."
+        )
+
+
+def check_raw_images(images, crop_size):
+    """Validates images given to `predict_panoptic`; returns a list of `[H, W, 3]` arrays.
+
+    Accepted: an `[H, W, 3]` image, a list of them (sizes may differ) or a
+    `[B, H, W, 3]` batch, as uint8, or float in 0..255. Anything else is
+    refused with what was wrong and what to do: other ranks (grayscale
+    `[H, W]` included) or channel counts, other integer dtypes (16-bit
+    images: convert to 8 bits), float images that look like 0..1 (max <= 1:
+    multiply by 255), non-finite pixels, empty images, and images so
+    elongated that resizing the long side to the crop leaves no pixel on the
+    short side.
+
+    Example:
+    >>> check_raw_images(np.zeros((480, 640, 3), "uint8"), (641, 641))[0].shape
+    (480, 640, 3)
+    """
+    if isinstance(images, (str, bytes, os.PathLike)):
+        raise ValueError(
+            f"predict_panoptic takes image arrays, not a path ({images!r}); read the file "
+            "first, e.g. np.asarray(PIL.Image.open(path).convert('RGB'))."
+        )
+    if isinstance(images, (list, tuple)):
+        arrays = [np.asarray(keras.ops.convert_to_numpy(image)) for image in images]
+    else:
+        batch = np.asarray(keras.ops.convert_to_numpy(images))
+        if batch.ndim not in (3, 4):
+            raise ValueError(_shape_message(batch.shape, "an image or a batch"))
+        arrays = [batch] if batch.ndim == 3 else list(batch)
+    if not arrays:
+        raise ValueError("predict_panoptic got no images (an empty list or batch).")
+    for index, image in enumerate(arrays):
+        _check_one(image, index, crop_size)
+    return arrays
+
+
+def _shape_message(shape, what):
+    hint = " A grayscale image: np.repeat(image[..., None], 3, axis=-1)." if len(shape) == 2 else ""
+    return f"Expected {what} of RGB pixels, [H, W, 3] or [B, H, W, 3]; got shape {tuple(shape)}.{hint}"
+
+
+def _check_one(image, index, crop_size):
+    where = f"image {index}"
+    if image.ndim != 3 or image.shape[-1] != 3:
+        raise ValueError(f"{where}: " + _shape_message(image.shape, "an image"))
+    height, width = image.shape[:2]
+    if height == 0 or width == 0:
+        raise ValueError(f"{where} is empty ({height}x{width} pixels).")
+    dtype = image.dtype
+    if dtype.kind in "iu" and dtype != np.uint8:
+        raise ValueError(
+            f"{where} has dtype {dtype}; expected uint8 (or float in 0..255). For 16-bit "
+            "images, convert to 8 bits first, e.g. (image // 257).astype('uint8')."
+        )
+    if dtype.kind not in "uf":
+        raise ValueError(f"{where} has dtype {dtype}; expected uint8 or float in 0..255.")
+    if dtype.kind == "f":
+        if not np.all(np.isfinite(image)):
+            raise ValueError(f"{where} has NaN or infinite pixel values.")
+        low, high = float(image.min()), float(image.max())
+        if low < 0 or high > 255:
+            raise ValueError(f"{where} has float values in [{low:g}, {high:g}]; expected 0..255.")
+        if 0 < high <= 1:
+            raise ValueError(
+                f"{where} is float with values in [{low:g}, {high:g}]: it looks like a 0..1 "
+                "image; predict_panoptic takes 0..255, so multiply it by 255."
+            )
+    # Imported here: the converter module imports the backbone, which imports this one.
+    from keras_maxdeeplab.models.max_deeplab.max_deeplab_image_converter import resized_size
+
+    resized = resized_size(height, width, *crop_size)
+    if min(resized) < 1:
+        raise ValueError(
+            f"{where} ({height}x{width}) is too elongated for a {crop_size[0]}x{crop_size[1]} "
+            f"model: with its long side resized to the crop, its short side has no pixel left."
         )
