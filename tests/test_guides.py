@@ -95,3 +95,45 @@ def test_panoptic_segmentation_guide(tmp_path):
     assert len(exported["annotations"]) == 3
     assert all(a["segments_info"] for a in exported["annotations"])
     assert (tmp_path / "prediction.png").stat().st_size > 0
+
+
+@jax_only
+def test_inside_the_mask_transformer_guide(tmp_path):
+    output = run_guide("inside_the_mask_transformer", tmp_path)
+    assert "preset: max_deeplab_tiny_synthetic" in output
+    assert "pixel_space_mask_logits          (1, 33, 33, 32)" in output
+    # Every ground-truth mask of the scene is matched to a distinct confident slot.
+    matched = printed_list(output, "matched slots: ")
+    confident = printed_list(output, "confident slots: ")
+    assert len(matched) == len(set(matched)) >= 3
+    assert set(matched) <= set(confident)
+    dices = [float(d) for d in re.findall(r"-> slot\s+\d+: dice ([\d.]+)", output)]
+    assert len(dices) == len(matched) and min(dices) > 0.5
+    terms = dict(re.findall(r"^(\w+_loss\w*|total_loss)\s+([\d.]+)$", output, re.MULTILINE))
+    assert float(terms["total_loss"]) == pytest.approx(
+        sum(float(v) for k, v in terms.items() if k != "total_loss"), abs=5e-4
+    )
+    # The short training run from scratch lowers the total loss.
+    first, last = re.search(r"^loss\s+first epoch ([\d.]+) -> last epoch ([\d.]+)", output,
+                            re.MULTILINE).groups()
+    assert float(last) < float(first)
+
+
+@jax_only
+@pytest.mark.skipif(
+    not os.path.isdir(os.path.join(SHARED_TINY, "ckpt")),
+    reason="needs deeplab2's tiny checkpoint in ../shared/reference/max_deeplab_tiny",
+)
+def test_converting_deeplab2_checkpoints_guide(tmp_path):
+    output = run_guide("converting_deeplab2_checkpoints", tmp_path)
+    assert "exit code: 0" in output
+    errors = [float(e) for e in re.findall(r"max relative error ([\d.e+-]+)", output)]
+    assert len(errors) == 4 and max(errors) < 1e-4
+    assert float(re.search(r"max \|ours - deeplab2\| = ([\d.e+-]+)", output).group(1)) < 1e-4
+    assert "differing pixels: 0 of 16641" in output
+    assert "identical outputs: True" in output
+    assert "wrong_preset written: False" in output
+    card = (tmp_path / "tiny_preset" / "README.md").read_text()
+    assert "hf://my-org/max_deeplab_tiny_deeplab2" in card and card in output
+    for preset in ("tiny_preset", "tiny_preset_cli"):
+        assert (tmp_path / preset / "model.weights.h5").stat().st_size > 0
