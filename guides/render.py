@@ -13,6 +13,7 @@ The rendered files are outputs of this script only: edit the `.py` and re-render
 """
 
 import os
+import shutil
 import sys
 import tempfile
 
@@ -90,9 +91,9 @@ def render(name):
         notebook, resources={"output_files_dir": files_dir}
     )
     figures_dir = os.path.join(GUIDES_DIR, files_dir)
-    os.makedirs(figures_dir, exist_ok=True)
-    for stale in os.listdir(figures_dir):
-        os.remove(os.path.join(figures_dir, stale))
+    shutil.rmtree(figures_dir, ignore_errors=True)  # figures of an earlier rendering
+    if resources["outputs"]:
+        os.makedirs(figures_dir)
     for filename, data in resources["outputs"].items():
         with open(os.path.join(GUIDES_DIR, filename), "wb") as f:
             f.write(data)
