@@ -17,13 +17,12 @@ import warnings
 
 import numpy as np
 
-from keras_maxdeeplab.data.categories import check_categories
-from keras_maxdeeplab.data.categories import contiguous_categories
-from keras_maxdeeplab.data.categories import thing_class_ids
-from keras_maxdeeplab.data.targets import LABEL_DIVISOR
+from keras_maxdeeplab.coco.categories import LABEL_DIVISOR
+from keras_maxdeeplab.coco.categories import check_categories
+from keras_maxdeeplab.coco.categories import contiguous_categories
+from keras_maxdeeplab.coco.categories import thing_class_ids
+from keras_maxdeeplab.coco.panoptic_format import rgb2id
 from keras_maxdeeplab.data.targets import MAX_THING_ID
-from keras_maxdeeplab.evaluation.panoptic_quality import coco_bbox
-from keras_maxdeeplab.evaluation.panoptic_quality import rgb2id
 
 
 class DatasetError(ValueError):
@@ -60,6 +59,22 @@ def _read_image(path):
         raise DatasetError(f"{path}: cannot decode the image ({error.message}).")
 
 
+def _crop_size(crop_size, model):
+    """`(height, width)` of the crops: `crop_size`, else the model's input size."""
+    if crop_size is None and model is None:
+        raise ValueError("as_dataset needs a crop_size or the model it feeds (model=...).")
+    model_size = None if model is None else tuple(model.backbone.image_shape[:2])
+    if crop_size is None:
+        return model_size
+    crop_size = (crop_size, crop_size) if isinstance(crop_size, int) else tuple(crop_size)
+    if model_size is not None and crop_size != model_size:
+        raise ValueError(
+            f"crop_size {crop_size} differs from the model's input size {model_size}: build the "
+            "model at the crop (from_preset(..., image_shape=(h, w, 3))) or leave crop_size out."
+        )
+    return crop_size
+
+
 class COCOPanopticDataset:
     """A COCO-panoptic-format dataset feeding `MaXDeepLab` with deeplab2's targets.
 
@@ -81,7 +96,7 @@ class COCOPanopticDataset:
     Example:
     >>> data = COCOPanopticDataset("val2017", "panoptic_val2017", "panoptic_val2017.json")
     >>> model = MaXDeepLab.from_preset("max_deeplab_s_coco", categories=data.categories)
-    >>> model.fit(data.as_dataset(crop_size=641, batch_size=8, seed=0), epochs=1)
+    >>> model.fit(data.as_dataset(model=model, batch_size=8, seed=0), steps_per_epoch=1000)
     """
 
     def __init__(self, image_dir, panoptic_dir, annotation_file, on_error="raise"):
@@ -227,7 +242,7 @@ class COCOPanopticDataset:
 
     def as_dataset(
         self,
-        crop_size=641,
+        crop_size=None,
         training=True,
         batch_size=1,
         seed=None,
@@ -241,6 +256,7 @@ class COCOPanopticDataset:
         small_instance_weight=1.0,
         max_thing_id=MAX_THING_ID,
         num_parallel_calls=None,
+        model=None,
     ):
         """A `tf.data.Dataset` of `(images, y_true)` batches for `MaXDeepLab`.
 
@@ -251,7 +267,8 @@ class COCOPanopticDataset:
         `panoptic_gt`, `is_crowd_gt` (see `keras_maxdeeplab.data.targets`).
 
         Args:
-            crop_size: int or `(height, width)`, each 16k + 1 (641, 1025).
+            crop_size: int or `(height, width)`, each 16k + 1 (641, 1025);
+                default: the `model`'s input size.
             training: deeplab2's augmentation (`preprocess_for_training`) when
                 True; its evaluation preprocessing (resize the longest side to
                 the crop, pad bottom/right) when False.
@@ -268,10 +285,13 @@ class COCOPanopticDataset:
                 of small thing instances (deeplab2's MaX-DeepLab-L: 4096, 3.0).
             num_parallel_calls: decoding / augmentation workers (default
                 `tf.data.AUTOTUNE`).
+            model: the `MaXDeepLab` to feed: its input size is the crop
+                (a `crop_size` it cannot take is an error).
 
         Example:
         >>> for images, y_true in data.as_dataset(crop_size=129, batch_size=2, seed=0).take(1):
         ...     images.shape, y_true["thing_id_mask_gt"].shape  # (2, 129, 129, 3), (2, 129, 129)
+        >>> model.fit(data.as_dataset(model=model, batch_size=8, seed=0), steps_per_epoch=1000)
         """
         import tensorflow as tf
 
@@ -279,7 +299,7 @@ class COCOPanopticDataset:
         from keras_maxdeeplab.data.augmentation import preprocess_for_training
         from keras_maxdeeplab.data.targets import panoptic_targets
 
-        crop_size = (crop_size, crop_size) if isinstance(crop_size, int) else tuple(crop_size)
+        crop_size = _crop_size(crop_size, model)
         if len(crop_size) != 2 or any(s < 17 or (s - 1) % 16 for s in crop_size):
             raise ValueError(
                 f"crop_size must be 16k + 1 (e.g. 129, 641, 1025) per side; got {crop_size}."
@@ -340,45 +360,3 @@ class COCOPanopticDataset:
             num_parallel_calls=parallel,
         )
         return dataset.batch(batch_size, drop_remainder=drop_remainder).prefetch(tf.data.AUTOTUNE)
-
-
-def panoptic_label_to_coco(label, categories, label_divisor=LABEL_DIVISOR):
-    """A deeplab2 panoptic label back to COCO panoptic form.
-
-    Args:
-        label: `[H, W]` `class * label_divisor + instance` (0 = void; a thing
-            class with instance 0 is crowd).
-        categories: the dataset's categories (contiguous class k is the k-th by id).
-
-    Returns:
-        `(ids [H, W] int32, segments_info)`: segments numbered 1..K in label
-        order, each with `id`, `category_id`, `iscrowd`, `area`, `bbox`.
-
-    Example:
-    >>> ids, segments = panoptic_label_to_coco(y_true["panoptic_gt"][0], data.categories)
-    """
-    by_class = contiguous_categories(categories)
-    label = np.asarray(label)
-    values, inverse = np.unique(label, return_inverse=True)
-    inverse = inverse.reshape(label.shape)
-    new_ids = np.zeros(len(values), np.int32)
-    segments = []
-    for index, value in enumerate(values.tolist()):
-        if value == 0:
-            continue
-        semantic, instance = divmod(value, label_divisor)
-        if semantic not in by_class:
-            raise ValueError(f"Label value {value}: class {semantic} is not among the categories.")
-        category = by_class[semantic]
-        rows, cols = np.nonzero(inverse == index)
-        new_ids[index] = len(segments) + 1
-        segments.append(
-            {
-                "id": len(segments) + 1,
-                "category_id": category["id"],
-                "iscrowd": int(bool(category["isthing"]) and instance == 0),
-                "area": int(rows.size),
-                "bbox": coco_bbox(rows, cols),
-            }
-        )
-    return new_ids[inverse], segments

@@ -19,34 +19,11 @@ import json
 import os
 
 import numpy as np
-from PIL import Image
+
+from keras_maxdeeplab.coco.categories import LABEL_DIVISOR
+from keras_maxdeeplab.coco.panoptic_format import read_panoptic_png
 
 VOID = 0
-
-
-def rgb2id(color):
-    """COCO panoptic PNG colours `[H, W, 3]` -> ids `R + 256 G + 256^2 B`."""
-    color = np.asarray(color)
-    if color.ndim == 3:
-        color = color.astype(np.int64)
-        return color[..., 0] + 256 * color[..., 1] + 256 * 256 * color[..., 2]
-    return color.astype(np.int64)
-
-
-def id2rgb(ids):
-    """Ids `[H, W]` -> COCO panoptic PNG colours `[H, W, 3]` uint8."""
-    ids = np.asarray(ids, np.int64)
-    return np.stack([ids % 256, ids // 256 % 256, ids // (256 * 256) % 256], -1).astype(np.uint8)
-
-
-def coco_bbox(rows, cols):
-    """COCO's `[x, y, width, height]` of a segment given its pixels' rows and columns."""
-    return [
-        int(cols.min()),
-        int(rows.min()),
-        int(cols.max() - cols.min() + 1),
-        int(rows.max() - rows.min() + 1),
-    ]
 
 
 class PQStat:
@@ -122,7 +99,7 @@ class PQStat:
         self,
         gt_panoptic,
         pred_panoptic,
-        label_divisor=256,
+        label_divisor=LABEL_DIVISOR,
         gt_is_crowd=None,
         void_label=0,
         rules="coco",
@@ -392,22 +369,13 @@ def _segments(annotation, categories, file_name):
     return segments
 
 
-def _read_ids(folder, file_name):
-    path = os.path.join(folder, file_name)
-    try:
-        with Image.open(path) as image:
-            return rgb2id(np.asarray(image.convert("RGB")))
-    except (OSError, ValueError) as error:
-        raise ValueError(f"Cannot read panoptic PNG {path}: {error}") from error
-
-
 def evaluate_image(gt_annotation, pred_annotation, gt_folder, pred_folder, categories):
     """PQ statistics of one image from COCO panoptic annotations and folders."""
     name = gt_annotation["file_name"]
     gt_segments = _segments(gt_annotation, categories, name)
     pred_segments = _segments(pred_annotation, categories, pred_annotation["file_name"])
-    gt_ids = _read_ids(gt_folder, gt_annotation["file_name"])
-    pred_ids = _read_ids(pred_folder, pred_annotation["file_name"])
+    gt_ids = read_panoptic_png(gt_folder, gt_annotation["file_name"])
+    pred_ids = read_panoptic_png(pred_folder, pred_annotation["file_name"])
     # add_image raises for PNG ids missing from either JSON.
     return PQStat().add_image(gt_ids, gt_segments, pred_ids, pred_segments, name=name)
 
@@ -456,22 +424,6 @@ def pq_compute(gt_json_file, pred_json_file, gt_folder=None, pred_folder=None, w
         for image_stat in pool.map(_evaluate_job, jobs):
             stat.merge(image_stat)
     return stat.summary(categories)
-
-
-def read_coco_panoptic(json_file, folder=None):
-    """Reads a COCO panoptic annotation set: yields `(annotation, ids [H, W])`.
-
-    `folder` defaults to the JSON path without `.json` (panopticapi's layout).
-
-    Example:
-    >>> for annotation, ids in read_coco_panoptic("predictions.json"):
-    ...     print(annotation["image_id"], ids.max())
-    """
-    with open(json_file) as f:
-        data = json.load(f)
-    folder = folder or json_file.replace(".json", "")
-    for annotation in data["annotations"]:
-        yield annotation, _read_ids(folder, annotation["file_name"])
 
 
 def format_results(results):
