@@ -191,11 +191,11 @@ def convert_imagenet_backbone(checkpoint_dir, output_dir, entry, overwrite=False
 
 
 def read_image(path_or_url, folder):
-    from PIL import Image
+    from keras_maxdeeplab.image_files import read_image as read_image_file
 
     if urllib.parse.urlparse(path_or_url).scheme in ("http", "https", "file"):
         path_or_url = download(path_or_url, folder)
-    return np.asarray(Image.open(path_or_url).convert("RGB"))
+    return read_image_file(path_or_url)
 
 
 def _relative_error(ours, reference):

@@ -31,8 +31,8 @@ def run(args):
 def _predict_dataset(args, folder):
     """Segments every annotated image; writes COCO panoptic predictions to `folder`."""
     from keras_maxdeeplab import MaXDeepLab
-    from keras_maxdeeplab.cli.predict import read_images
-    from keras_maxdeeplab.cli.predict import write_predictions
+    from keras_maxdeeplab.image_files import read_images
+    from keras_maxdeeplab.prediction_writer import write_predictions
 
     with open(args.annotations) as f:
         dataset = json.load(f)
