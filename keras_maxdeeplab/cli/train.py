@@ -10,6 +10,10 @@ larger `--steps` continues training. The result is a preset folder
 import json
 import os
 
+# The crop of a model trained from scratch when --crop-size is not given:
+# deeplab2's COCO training crop.
+SCRATCH_CROP_SIZE = 641
+
 
 def _dataset_paths(args):
     root = args.data
@@ -28,19 +32,18 @@ def _dataset_paths(args):
 
 
 def build_model(args, categories):
-    """A preset fine-tuned to `categories`, or a fresh `--config` model."""
+    """A preset fine-tuned to `categories` (at its own input size unless
+    `--crop-size` is given), or a fresh `--config` model."""
     from keras_maxdeeplab import MaXDeepLab
-    from keras_maxdeeplab import MaXDeepLabImageConverter
-    from keras_maxdeeplab import MaXDeepLabPreprocessor
     from keras_maxdeeplab.conversion import build_model as build_named_model
 
     if not args.preset:
-        return build_named_model(args.config, args.crop_size, {"categories": categories})
+        crop_size = args.crop_size or SCRATCH_CROP_SIZE
+        return build_named_model(args.config, crop_size, {"categories": categories})
+    if not args.crop_size:
+        return MaXDeepLab.from_preset(args.preset, categories=categories)
     crop = (args.crop_size, args.crop_size, 3)
-    preprocessor = MaXDeepLabPreprocessor(MaXDeepLabImageConverter(image_size=crop[:2]))
-    return MaXDeepLab.from_preset(
-        args.preset, categories=categories, image_shape=crop, preprocessor=preprocessor
-    )
+    return MaXDeepLab.from_preset(args.preset, categories=categories, image_shape=crop)
 
 
 def run(args):
@@ -60,7 +63,7 @@ def run(args):
         # Only a preset's ImageNet-pretrained backbone part learns 10x slower.
         backbone_learning_rate_multiplier=0.1 if args.preset else 1.0,
     )
-    dataset = data.as_dataset(crop_size=args.crop_size, batch_size=args.batch_size, seed=args.seed)
+    dataset = data.as_dataset(model=model, batch_size=args.batch_size, seed=args.seed)
     steps_per_epoch = min(args.steps_per_epoch, args.steps)
     history = model.fit(
         dataset,
@@ -98,7 +101,12 @@ def add_parser(commands):
     parser.add_argument("--output", required=True, help="folder for checkpoints and the preset")
     parser.add_argument("--preset", help="preset name, hf:// handle or folder to fine-tune")
     parser.add_argument("--config", choices=sorted(MAX_DEEPLAB_CONFIGS), help="train from scratch")
-    parser.add_argument("--crop-size", type=int, default=641, help="16k+1 training crop")
+    parser.add_argument(
+        "--crop-size",
+        type=int,
+        help=f"16k+1 training crop (default: the preset's input size; {SCRATCH_CROP_SIZE} "
+        "with --config)",
+    )
     parser.add_argument("--batch-size", type=int, default=8)
     parser.add_argument("--steps", type=int, default=20_000, help="total training steps")
     parser.add_argument("--steps-per-epoch", type=int, default=1000, help="steps per checkpoint")
