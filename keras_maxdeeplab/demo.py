@@ -51,7 +51,7 @@ def _synthetic_demo(model, output, scenes):
     results, predictions = evaluate_dataset(model, data)
     for index, (result, sample) in enumerate(zip(predictions, data.samples)):
         image, _ = data.load(index)
-        gt_ids = read_panoptic_png(*os.path.split(sample["panoptic_file"]))
+        gt_ids = read_panoptic_png(sample["panoptic_file"])
         figure = plot_panoptic(
             image,
             result,

@@ -43,21 +43,19 @@ def coco_bbox(rows, cols):
     ]
 
 
-def read_panoptic_png(folder, file_name):
-    """Segment ids `[H, W]` int64 of the COCO panoptic PNG `folder/file_name`.
+def read_panoptic_png(path):
+    """Segment ids `[H, W]` int64 of the COCO panoptic PNG at `path`.
 
     Raises `ValueError` naming the file when it cannot be read.
 
     Example:
-    >>> ids = read_panoptic_png("panoptic_val2017", "000000000139.png")
+    >>> ids = read_panoptic_png("panoptic_val2017/000000000139.png")
     """
-    path = os.path.join(folder, file_name)
     try:
         with Image.open(path) as image:
             return rgb2id(np.asarray(image.convert("RGB")))
     except (OSError, ValueError) as error:
         raise ValueError(f"Cannot read panoptic PNG {path}: {error}") from error
-
 
 
 def read_coco_panoptic(json_file, folder=None):
@@ -73,7 +71,7 @@ def read_coco_panoptic(json_file, folder=None):
         data = json.load(f)
     folder = folder or json_file.replace(".json", "")
     for annotation in data["annotations"]:
-        yield annotation, read_panoptic_png(folder, annotation["file_name"])
+        yield annotation, read_panoptic_png(os.path.join(folder, annotation["file_name"]))
 
 
 def to_coco_panoptic(segmentation, segments_info, image_id, file_name):

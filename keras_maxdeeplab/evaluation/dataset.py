@@ -1,7 +1,5 @@
 """PQ of a model on a COCO-panoptic dataset, at each image's original size."""
 
-import os
-
 from keras_maxdeeplab.coco.panoptic_format import read_panoptic_png
 from keras_maxdeeplab.evaluation.panoptic_quality import PQStat
 
@@ -33,7 +31,7 @@ def evaluate_dataset(model, data):
             for s in result["segments_info"]
         }
         stat.add_image(
-            read_panoptic_png(*os.path.split(sample["panoptic_file"])),
+            read_panoptic_png(sample["panoptic_file"]),
             {s["id"]: s for s in sample["segments_info"]},
             result["segmentation"],
             predicted,

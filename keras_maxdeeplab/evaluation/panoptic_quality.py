@@ -374,8 +374,8 @@ def evaluate_image(gt_annotation, pred_annotation, gt_folder, pred_folder, categ
     name = gt_annotation["file_name"]
     gt_segments = _segments(gt_annotation, categories, name)
     pred_segments = _segments(pred_annotation, categories, pred_annotation["file_name"])
-    gt_ids = read_panoptic_png(gt_folder, gt_annotation["file_name"])
-    pred_ids = read_panoptic_png(pred_folder, pred_annotation["file_name"])
+    gt_ids = read_panoptic_png(os.path.join(gt_folder, gt_annotation["file_name"]))
+    pred_ids = read_panoptic_png(os.path.join(pred_folder, pred_annotation["file_name"]))
     # add_image raises for PNG ids missing from either JSON.
     return PQStat().add_image(gt_ids, gt_segments, pred_ids, pred_segments, name=name)
 

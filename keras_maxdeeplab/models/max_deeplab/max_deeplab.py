@@ -32,7 +32,6 @@ from keras_maxdeeplab.postprocessing.panoptic import DEFAULT_POSTPROCESS_OPTIONS
 from keras_maxdeeplab.postprocessing.segments import post_process_panoptic_segmentation
 
 
-
 @keras.saving.register_keras_serializable(package="keras_maxdeeplab")
 class MaXDeepLab(ImageSegmenter):
     """MaX-DeepLab: end-to-end panoptic segmentation with mask transformers.
