@@ -5,7 +5,8 @@ never a higher one. Every import counts, those inside functions too (a lazy
 import still makes the lower layer depend on the higher one).
 
 Usage: python tools/check_layering.py [PACKAGE_DIR]   (default: keras_maxdeeplab)
-Exit 0 when clean; 1 with one line `file:line: ...` per upward import.
+Prints, per layer, which parts each part imports; exit 0 when clean, 1 with
+one line `file:line: ...` per upward import.
 """
 
 import ast
@@ -73,11 +74,12 @@ def imported_modules(tree, package_dir, module):
 
 
 def check(package_dir):
-    """Upward imports in `package_dir`, as `file:line: message` strings."""
+    """`(imports, problems)` of `package_dir`: `{part: {imported parts}}` and
+    the upward imports as `file:line: message` strings."""
     package_dir = os.path.normpath(package_dir)
     package = os.path.basename(package_dir)
     root = os.path.dirname(package_dir)
-    problems = []
+    imports, problems = {}, []
     for folder, _, files in sorted(os.walk(package_dir)):
         for file_name in sorted(f for f in files if f.endswith(".py")):
             path = os.path.join(folder, file_name)
@@ -85,6 +87,7 @@ def check(package_dir):
             module = relative[: -len(".py")].replace(os.sep, ".")
             part = module_part(package, module.removesuffix(".__init__"))
             own_layer = layer_of(part)
+            imports.setdefault(part, set())
             if own_layer is None:
                 problems.append(f"{relative}:1: '{part}' is in no layer of LAYERS")
                 continue
@@ -94,20 +97,25 @@ def check(package_dir):
                 target = module_part(package, name)
                 if target is None or target == part:
                     continue
+                imports[part].add(target)
                 target_layer = layer_of(target)
                 if target_layer is None or target_layer > own_layer:
                     problems.append(
                         f"{relative}:{line}: '{part}' imports {name}, "
                         f"from a higher layer ('{target}')"
                     )
-    return problems
+    return imports, problems
 
 
 def main(argv):
     package_dir = argv[1] if len(argv) > 1 else os.path.join(
         os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "keras_maxdeeplab"
     )
-    problems = check(package_dir)
+    imports, problems = check(package_dir)
+    for index, names in enumerate(LAYERS):
+        for part in names:
+            if part in imports:
+                print(f"{index} {part} -> {', '.join(sorted(imports[part])) or '-'}")
     for problem in problems:
         print(problem)
     if problems:
