@@ -12,7 +12,9 @@ def run(args):
 
     gt_folder = args.panoptic or args.annotations.replace(".json", "")
     if args.predictions:
-        results = pq_compute(args.annotations, args.predictions, gt_folder, workers=args.workers)
+        results = pq_compute(
+            args.annotations, args.predictions, gt_folder, workers=args.workers, strict=args.strict
+        )
     else:
         if not (args.preset and args.images):
             raise ValueError("evaluate needs --predictions, or --preset and --images to predict.")
@@ -24,6 +26,7 @@ def run(args):
                 gt_folder,
                 os.path.join(folder, "panoptic"),
                 workers=args.workers,
+                strict=args.strict,
             )
     print(format_results(results))
 
@@ -58,4 +61,10 @@ def add_parser(commands):
     parser.add_argument("--preset", help="preset name, handle or folder to predict with")
     parser.add_argument("--images", help="image folder, with --preset")
     parser.add_argument("--workers", type=int, help="threads scoring images (default: CPU cores)")
+    parser.add_argument(
+        "--strict",
+        action="store_true",
+        help="refuse ground truth whose PNGs and JSON disagree (default: score it as panopticapi "
+        "does, with a warning naming each disagreement)",
+    )
     parser.set_defaults(run=run)
