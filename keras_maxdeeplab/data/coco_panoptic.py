@@ -13,6 +13,7 @@ convention), so the targets can treat them as void and the PQ metric as crowd.
 
 import json
 import os
+import threading
 import warnings
 
 import numpy as np
@@ -59,6 +60,27 @@ def _read_image(path):
         raise DatasetError(f"{path}: cannot decode the image ({error.message}).")
 
 
+def _inside(folder, file_name, annotation_file):
+    """`folder/file_name`, refusing names that leave the folder (absolute, `..`)."""
+    if not isinstance(file_name, str) or not file_name:
+        raise DatasetError(f"{annotation_file}: file_name {file_name!r} is not a file name.")
+    parts = file_name.replace("\\", "/").split("/")
+    if os.path.isabs(file_name) or ".." in parts:
+        raise DatasetError(
+            f"{annotation_file}: file_name {file_name!r} points outside its folder {folder!r} "
+            "(absolute, or with '..'); file names are relative to their folder."
+        )
+    return os.path.join(folder, file_name)
+
+
+def _check_segment(segment, png_file):
+    if not isinstance(segment, dict) or "id" not in segment or "category_id" not in segment:
+        raise DatasetError(
+            f"{png_file}: malformed entry {segment!r} in segments_info; each segment is a dict "
+            "with at least 'id' and 'category_id'."
+        )
+
+
 def _crop_size(crop_size, model):
     """`(height, width)` of the crops: `crop_size`, else the model's input size."""
     if crop_size is None and model is None:
@@ -86,7 +108,11 @@ class COCOPanopticDataset:
             size mismatch, PNG ids absent from the JSON or JSON segments absent
             from the PNG, wrong areas, unknown categories) raises an error
             naming the file; `"skip"`: it is left out with a warning that
-            counts the skipped samples (also listed in `self.skipped`).
+            counts the skipped samples (also listed in `self.skipped`, once
+            each); when every sample is bad, iterating raises instead of
+            waiting forever for a valid one. Errors in the JSON itself
+            (duplicate image ids or annotations, file names leaving their
+            folder, missing keys) always raise.
 
     Attributes:
         categories: the JSON's categories sorted by id; class `k` of the
@@ -104,6 +130,8 @@ class COCOPanopticDataset:
             raise ValueError(f"on_error must be 'raise' or 'skip'; got {on_error!r}.")
         self.on_error = on_error
         self.skipped = []
+        self._bad = set()
+        self._bad_lock = threading.Lock()
         data = _load_json(annotation_file)
         self.categories = check_categories(data["categories"], annotation_file)
         # deeplab2's contiguous ids: class k <-> k-th category by id.
@@ -111,12 +139,18 @@ class COCOPanopticDataset:
         self._things = set(thing_class_ids(self.categories))
         images = {}
         for image in data["images"]:
-            if "id" not in image or "file_name" not in image:
+            if not isinstance(image, dict) or "id" not in image or "file_name" not in image:
                 raise DatasetError(
                     f"{annotation_file}: image entry {image!r} lacks id or file_name."
                 )
+            if image["id"] in images:
+                raise DatasetError(
+                    f"{annotation_file}: image id {image['id']!r} is listed twice in 'images' "
+                    f"({images[image['id']]['file_name']} and {image['file_name']})."
+                )
             images[image["id"]] = image
         self.samples = []
+        annotated = {}
         for annotation in data["annotations"]:
             missing = [k for k in ("image_id", "file_name", "segments_info") if k not in annotation]
             if missing:
@@ -124,18 +158,27 @@ class COCOPanopticDataset:
                     f"{annotation_file}: annotation of {annotation.get('file_name', '?')} "
                     f"lacks {missing}."
                 )
-            if annotation["image_id"] not in images:
+            image_id = annotation["image_id"]
+            if image_id not in images:
                 raise DatasetError(
                     f"{annotation_file}: annotation {annotation['file_name']} refers to image_id "
-                    f"{annotation['image_id']!r}, which 'images' does not list."
+                    f"{image_id!r}, which 'images' does not list."
+                )
+            if image_id in annotated:
+                raise DatasetError(
+                    f"{annotation_file}: image_id {image_id!r} has two annotations "
+                    f"({annotated[image_id]} and {annotation['file_name']})."
+                )
+            annotated[image_id] = annotation["file_name"]
+            if not isinstance(annotation["segments_info"], list):
+                raise DatasetError(
+                    f"{annotation_file}: segments_info of {annotation['file_name']} is not a list."
                 )
             self.samples.append(
                 {
-                    "image_id": annotation["image_id"],
-                    "image_file": os.path.join(
-                        image_dir, images[annotation["image_id"]]["file_name"]
-                    ),
-                    "panoptic_file": os.path.join(panoptic_dir, annotation["file_name"]),
+                    "image_id": image_id,
+                    "image_file": _inside(image_dir, images[image_id]["file_name"], annotation_file),
+                    "panoptic_file": _inside(panoptic_dir, annotation["file_name"], annotation_file),
                     "segments_info": annotation["segments_info"],
                 }
             )
@@ -173,6 +216,8 @@ class COCOPanopticDataset:
 
     def _label(self, ids, segments_info, png_file):
         """deeplab2's `_generate_panoptic_label`, vectorised over pixels."""
+        for segment in segments_info:
+            _check_segment(segment, png_file)
         segment_ids = np.array([s["id"] for s in segments_info], np.int64)
         if len(set(segment_ids.tolist())) != len(segment_ids):
             raise DatasetError(f"{png_file}: duplicate segment ids in the JSON.")
@@ -230,15 +275,29 @@ class COCOPanopticDataset:
         return label.astype(np.int32)
 
     def _load_or_skip(self, index):
+        index = int(index)
+        nothing = np.zeros((1, 1, 3), np.uint8), np.zeros((1, 1), np.int32), False
+        if index in self._bad:  # Known bad: skipped again without reading or warning.
+            return nothing
         try:
-            image, label = self.load(int(index))
+            image, label = self.load(index)
             return image, label, True
         except DatasetError as error:
             if self.on_error == "raise":
                 raise
-            self.skipped.append(str(error))
+            with self._bad_lock:  # tf.data's parallel calls may meet the same sample.
+                if index in self._bad:
+                    return nothing
+                self._bad.add(index)
+                self.skipped.append(str(error))
             warnings.warn(f"Skipped a sample ({len(self.skipped)} so far): {error}")
-            return np.zeros((1, 1, 3), np.uint8), np.zeros((1, 1), np.int32), False
+            if len(self._bad) == len(self):
+                # An endless stream of nothing would never yield a batch.
+                raise DatasetError(
+                    f"Every one of the {len(self)} samples was skipped as unreadable; nothing "
+                    f"is left to train on. First error: {self.skipped[0]}"
+                ) from error
+            return nothing
 
     def as_dataset(
         self,
