@@ -70,10 +70,11 @@ def _synthetic_demo(model, output, scenes):
 def _photo_demo(model, output, images):
     from keras_maxdeeplab.prediction_writer import write_predictions
 
-    _, results = write_predictions(model, images.items(), len(images), output)
-    for name, result in zip(images, results):
-        found = ", ".join(sorted({s["label"] for s in result["segments_info"]})) or "nothing"
-        print(f"{name}: {len(result['segments_info'])} segments ({found})")
+    # The demo's own output folder: a second run replaces the first one's predictions.
+    report = write_predictions(model, list(images.items()), output, overwrite=True)
+    for name, labels in report["segments"]:
+        found = ", ".join(sorted(set(labels))) or "nothing"
+        print(f"{name}: {len(labels)} segments ({found})")
 
 
 def run_demo(output="demo_output", preset=None, images=None, scenes=6):

@@ -35,11 +35,23 @@ def list_images(paths):
 def read_image(path):
     """The image at `path` as `[H, W, 3]` uint8 RGB, or a ValueError naming the file.
 
+    16-bit grayscale images (PIL modes `I;16*`, 16-bit PNGs) keep their high
+    byte (`value // 256`); PIL reads 16-bit colour PNGs that way itself.
+    32-bit integer and float images are refused: no 8-bit rule fits them all.
+
     Example:
     >>> read_image("photo.jpg").shape  # (480, 640, 3)
     """
     try:
         with Image.open(path) as image:
+            if image.mode.startswith("I;16"):
+                gray = (np.asarray(image).astype(np.uint32) >> 8).astype(np.uint8)
+                return np.repeat(gray[..., None], 3, axis=-1)
+            if image.mode in ("I", "F"):
+                raise ValueError(
+                    f"Cannot read image {path}: 32-bit {'float' if image.mode == 'F' else 'integer'} "
+                    f"pixels (PIL mode {image.mode}); convert it to 8-bit RGB first."
+                )
             return np.asarray(image.convert("RGB"))
     except OSError as error:
         raise ValueError(f"Cannot read image {path}: {error}") from error

@@ -16,6 +16,7 @@ import sys
 # Lowest first. An entry is a top-level module or sub-package of the package;
 # entries in one tuple share a layer and may import one another.
 LAYERS = (
+    ("atomic_files",),  # files written whole or not at all
     # COCO panoptic format and class layout; the one backend switch; image files.
     ("coco", "backend_seam", "image_files"),
     ("layers", "optimizers"),  # Keras layers; deeplab2's optimiser

@@ -11,6 +11,7 @@ from keras_maxdeeplab.coco.categories import check_categories
 from keras_maxdeeplab.coco.categories import contiguous_categories
 from keras_maxdeeplab.coco.categories import thing_class_ids
 from keras_maxdeeplab.coco.categories import thing_stuff_class_ids
+from keras_maxdeeplab.coco.panoptic_format import CocoPanopticWriter
 from keras_maxdeeplab.coco.panoptic_format import coco_bbox
 from keras_maxdeeplab.coco.panoptic_format import coco_panoptic_to_segments
 from keras_maxdeeplab.coco.panoptic_format import id2rgb

@@ -14,6 +14,7 @@ import os
 import numpy as np
 from PIL import Image
 
+from keras_maxdeeplab.atomic_files import write_atomically
 from keras_maxdeeplab.coco.categories import LABEL_DIVISOR
 from keras_maxdeeplab.coco.categories import contiguous_categories
 
@@ -97,6 +98,63 @@ def to_coco_panoptic(segmentation, segments_info, image_id, file_name):
     return id2rgb(segmentation), annotation
 
 
+class CocoPanopticWriter:
+    """Writes a COCO panoptic prediction set one image at a time.
+
+    Each image's PNG is written as it is added (atomically); `panoptic.json`
+    is rewritten atomically by `write_json`: a reader never sees a truncated
+    file, and an interrupted run keeps every image up to its last
+    `write_json`. Memory holds only the (small) annotations, never the maps.
+
+    Args:
+        folder: output folder; gets `panoptic/*.png` and `panoptic.json`.
+        categories: the dataset's categories, written to the JSON.
+
+    Example:
+    >>> writer = CocoPanopticWriter("out", model.categories)
+    >>> for name, image in images:
+    ...     writer.add(model.predict_panoptic(image)[0], name)
+    >>> writer.write_json()
+    """
+
+    def __init__(self, folder, categories):
+        self.folder = folder
+        self.categories = categories
+        self.png_folder = os.path.join(folder, "panoptic")
+        self.path = os.path.join(folder, "panoptic.json")
+        self.images, self.annotations = [], []
+        os.makedirs(self.png_folder, exist_ok=True)
+
+    def add(self, result, file_name, image_id=None, png_name=None):
+        """Writes one result's PNG and keeps its annotation.
+
+        Args:
+            result: a `predict_panoptic` result (`segmentation`, `segments_info`).
+            file_name: the image's file name in the JSON's `images`.
+            image_id: default: the number of images added before (0, 1, ...).
+            png_name: default: `file_name`'s base name with `.png`.
+        """
+        image_id = len(self.images) if image_id is None else image_id
+        png_name = png_name or os.path.splitext(os.path.basename(file_name))[0] + ".png"
+        rgb, annotation = to_coco_panoptic(
+            result["segmentation"], result["segments_info"], image_id, png_name
+        )
+        write_atomically(
+            os.path.join(self.png_folder, png_name),
+            lambda f: Image.fromarray(rgb).save(f, format="PNG"),
+            mode="wb",
+        )
+        height, width = rgb.shape[:2]
+        self.images.append({"id": image_id, "file_name": file_name, "height": height, "width": width})
+        self.annotations.append(annotation)
+
+    def write_json(self):
+        """(Re)writes `panoptic.json` with every image added so far; returns its path."""
+        data = {"images": self.images, "annotations": self.annotations, "categories": self.categories}
+        write_atomically(self.path, lambda f: json.dump(data, f))
+        return self.path
+
+
 def save_coco_panoptic(results, file_names, folder, categories, image_ids=None):
     """Writes per-image results as a COCO panoptic prediction set.
 
@@ -118,22 +176,10 @@ def save_coco_panoptic(results, file_names, folder, categories, image_ids=None):
     if len(file_names) != len(results):
         raise ValueError(f"Got {len(file_names)} file names for {len(results)} results.")
     image_ids = list(range(len(results))) if image_ids is None else list(image_ids)
-    png_folder = os.path.join(folder, "panoptic")
-    os.makedirs(png_folder, exist_ok=True)
-    images, annotations = [], []
+    writer = CocoPanopticWriter(folder, categories)
     for result, name, image_id in zip(results, file_names, image_ids):
-        png_name = os.path.splitext(os.path.basename(name))[0] + ".png"
-        rgb, annotation = to_coco_panoptic(
-            result["segmentation"], result["segments_info"], image_id, png_name
-        )
-        Image.fromarray(rgb).save(os.path.join(png_folder, png_name))
-        height, width = rgb.shape[:2]
-        images.append({"id": image_id, "file_name": name, "height": height, "width": width})
-        annotations.append(annotation)
-    path = os.path.join(folder, "panoptic.json")
-    with open(path, "w") as f:
-        json.dump({"images": images, "annotations": annotations, "categories": categories}, f)
-    return path
+        writer.add(result, name, image_id)
+    return writer.write_json()
 
 
 def panoptic_label_to_coco(label, categories, label_divisor=LABEL_DIVISOR):

@@ -1,0 +1,34 @@
+"""Files written whole or not at all.
+
+A file is written to a temporary name in its own folder, flushed to disk and
+renamed over the target: a killed process, a full disk or an exception leaves
+either the old file or the new one, never a truncated mix.
+"""
+
+import os
+import tempfile
+
+
+def write_atomically(path, write, mode="w"):
+    """Calls `write(file)` on a temporary file, then renames it to `path`.
+
+    Args:
+        path: the file to create or replace.
+        write: a function taking the open file object.
+        mode: `"w"` (text, UTF-8) or `"wb"`.
+
+    Example:
+    >>> write_atomically("out/panoptic.json", lambda f: json.dump(data, f))
+    """
+    folder = os.path.dirname(os.path.abspath(path))
+    handle, temporary = tempfile.mkstemp(prefix=f".{os.path.basename(path)}.", dir=folder)
+    try:
+        with os.fdopen(handle, mode, **({"encoding": "utf-8"} if "b" not in mode else {})) as f:
+            write(f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(temporary, path)
+    except BaseException:
+        if os.path.exists(temporary):
+            os.remove(temporary)
+        raise
