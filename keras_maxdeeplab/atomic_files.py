@@ -6,6 +6,7 @@ either the old file or the new one, never a truncated mix.
 """
 
 import os
+import shutil
 import tempfile
 
 
@@ -31,4 +32,32 @@ def write_atomically(path, write, mode="w"):
     except BaseException:
         if os.path.exists(temporary):
             os.remove(temporary)
+        raise
+
+
+def write_folder_atomically(path, fill):
+    """Calls `fill(folder)` on a temporary folder beside `path`, which then
+    takes `path`'s place: an existing folder there steps aside (a rename),
+    the new one moves in (a rename), and only then is the old one deleted.
+    A failure or a kill leaves the old folder (or none) in place, never a
+    half-written one; leftovers are hidden `.NAME.writing-*` folders.
+
+    Example:
+    >>> write_folder_atomically("runs/mine/preset", model.save_to_preset)
+    """
+    path = os.path.abspath(path)
+    parent = os.path.dirname(path)
+    os.makedirs(parent, exist_ok=True)
+    staging = tempfile.mkdtemp(prefix=f".{os.path.basename(path)}.writing-", dir=parent)
+    try:
+        fill(staging)
+        if os.path.exists(path):
+            retired = staging + ".replaced"
+            os.replace(path, retired)
+            os.replace(staging, path)
+            shutil.rmtree(retired)
+        else:
+            os.replace(staging, path)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
         raise

@@ -316,6 +316,7 @@ class COCOPanopticDataset:
         max_thing_id=MAX_THING_ID,
         num_parallel_calls=None,
         model=None,
+        start=0,
     ):
         """A `tf.data.Dataset` of `(images, y_true)` batches for `MaXDeepLab`.
 
@@ -346,6 +347,9 @@ class COCOPanopticDataset:
                 `tf.data.AUTOTUNE`).
             model: the `MaXDeepLab` to feed: its input size is the crop
                 (a `crop_size` it cannot take is an error).
+            start: samples of the stream to skip, e.g. `steps * batch_size`
+                when resuming training after `steps`: the stream then goes on
+                exactly where it was (same order, same augmentation).
 
         Example:
         >>> for images, y_true in data.as_dataset(crop_size=129, batch_size=2, seed=0).take(1):
@@ -408,7 +412,7 @@ class COCOPanopticDataset:
             return tf.data.Dataset.from_tensor_slices((order, seeds))
 
         passes = tf.data.Dataset.counter() if repeat else tf.data.Dataset.range(1)
-        dataset = passes.flat_map(one_pass)
+        dataset = passes.flat_map(one_pass).skip(start)
         dataset = dataset.map(
             lambda index, sample_seed: (*load(index), sample_seed), num_parallel_calls=parallel
         )
