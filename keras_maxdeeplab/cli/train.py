@@ -10,6 +10,7 @@ The result is a preset folder
 `MaXDeepLab.from_preset`, and `output/training.json` (steps done, last logs).
 """
 
+import contextlib
 import json
 import os
 
@@ -49,6 +50,26 @@ def build_model(args, categories):
     return MaXDeepLab.from_preset(args.preset, categories=categories, image_shape=crop)
 
 
+@contextlib.contextmanager
+def _dataset_errors_in_one_line():
+    """A bad sample surfaces from tf.data wrapped in TensorFlow's error and its
+    traceback: raise the dataset's own one-line message instead."""
+    import tensorflow as tf
+
+    from keras_maxdeeplab.data.coco_panoptic import DatasetError
+
+    try:
+        yield
+    except tf.errors.OpError as error:
+        marker = "DatasetError: "
+        if marker not in error.message:
+            raise
+        message = error.message.split(marker, 1)[1].splitlines()[0]
+        raise DatasetError(
+            f"{message} (pass --skip-errors to leave out unreadable samples)"
+        ) from None
+
+
 def run(args):
     import keras
 
@@ -82,13 +103,14 @@ def run(args):
             model=model, batch_size=args.batch_size, seed=args.seed, start=done * args.batch_size
         )
         remaining = args.steps - done
-        history = model.fit(
-            dataset,
-            steps_per_epoch=min(args.steps_per_epoch, remaining),
-            epochs=-(-remaining // args.steps_per_epoch),
-            callbacks=[checkpoint, StopAtStep(args.steps)],
-            verbose=2 if args.quiet else "auto",
-        ).history
+        with _dataset_errors_in_one_line():
+            history = model.fit(
+                dataset,
+                steps_per_epoch=min(args.steps_per_epoch, remaining),
+                epochs=-(-remaining // args.steps_per_epoch),
+                callbacks=[checkpoint, StopAtStep(args.steps)],
+                verbose=2 if args.quiet else "auto",
+            ).history
     if checkpoint.diverged_at is not None:
         raise ValueError(
             f"Training stopped at step {checkpoint.diverged_at}: the loss became NaN or infinite. "
