@@ -20,6 +20,7 @@ from keras_maxdeeplab.losses.max_deeplab_loss import TERMS
 from keras_maxdeeplab.losses.max_deeplab_loss import MaXDeepLabLoss
 from keras_maxdeeplab.models.max_deeplab.input_checks import check_images
 from keras_maxdeeplab.models.max_deeplab.max_deeplab_backbone import MaXDeepLabBackbone
+from keras_maxdeeplab.models.max_deeplab.max_deeplab_configs import MAX_DEEPLAB_HEAD_CONFIGS
 from keras_maxdeeplab.models.max_deeplab.max_deeplab_image_converter import (
     MaXDeepLabImageConverter,
 )
@@ -30,6 +31,9 @@ from keras_maxdeeplab.optimizers import WarmUpPolynomialDecay
 from keras_maxdeeplab.optimizers import is_pretrained_backbone_variable
 from keras_maxdeeplab.postprocessing.panoptic import DEFAULT_POSTPROCESS_OPTIONS
 from keras_maxdeeplab.postprocessing.segments import post_process_panoptic_segmentation
+
+# deeplab2's COCO heads: the defaults of the head arguments.
+_COCO_HEADS = MAX_DEEPLAB_HEAD_CONFIGS["max_deeplab_s"]
 
 
 @keras.saving.register_keras_serializable(package="keras_maxdeeplab")
@@ -62,12 +66,13 @@ class MaXDeepLab(ImageSegmenter):
         postprocess_options: thresholds and area limits of deeplab2's
             post-processor used by `predict_panoptic` and the default PQ
             metric (`DEFAULT_POSTPROCESS_OPTIONS` override by key).
-        pixel_space_head_channels, pixel_space_output_channels: (COCO: 256 / 128).
-        semantic_head_channels, aspp_channels, decoder_channels: (COCO: 256).
-        low_level_channels: projections of res3 and res2 (COCO: 64, 32).
-        atrous_rates: ASPP rates (COCO: 6, 12, 18).
-        The head widths have no defaults: `MAX_DEEPLAB_HEAD_CONFIGS` holds
-        deeplab2's.
+        pixel_space_head_channels, pixel_space_output_channels: 256 / 128.
+        semantic_head_channels, aspp_channels, decoder_channels: 256.
+        low_level_channels: projections of res3 and res2 (64, 32).
+        atrous_rates: ASPP rates (6, 12, 18).
+        The head defaults are deeplab2's COCO heads,
+        `MAX_DEEPLAB_HEAD_CONFIGS["max_deeplab_s"]` (a task built on a bare
+        backbone preset gets them).
         use_auxiliary_semantic_head: bool, build the semantic branch.
         preprocessor: optional `MaXDeepLabPreprocessor`.
 
@@ -91,16 +96,16 @@ class MaXDeepLab(ImageSegmenter):
     def __init__(
         self,
         backbone,
-        pixel_space_head_channels,
-        pixel_space_output_channels,
-        semantic_head_channels,
-        aspp_channels,
-        decoder_channels,
-        low_level_channels,
-        atrous_rates,
         num_classes=None,
         categories=None,
         postprocess_options=None,
+        pixel_space_head_channels=_COCO_HEADS["pixel_space_head_channels"],
+        pixel_space_output_channels=_COCO_HEADS["pixel_space_output_channels"],
+        semantic_head_channels=_COCO_HEADS["semantic_head_channels"],
+        aspp_channels=_COCO_HEADS["aspp_channels"],
+        decoder_channels=_COCO_HEADS["decoder_channels"],
+        low_level_channels=_COCO_HEADS["low_level_channels"],
+        atrous_rates=_COCO_HEADS["atrous_rates"],
         use_auxiliary_semantic_head=True,
         preprocessor=None,
         **kwargs,
