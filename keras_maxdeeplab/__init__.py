@@ -11,5 +11,4 @@ from keras_maxdeeplab.models.max_deeplab.max_deeplab_image_converter import (
 from keras_maxdeeplab.models.max_deeplab.max_deeplab_preprocessor import MaXDeepLabPreprocessor
 from keras_maxdeeplab.models.max_deeplab.max_deeplab_presets import MAX_DEEPLAB_PRESET_ALIASES
 from keras_maxdeeplab.models.max_deeplab.max_deeplab_presets import MAX_DEEPLAB_PRESETS
-
-__version__ = "0.1.0"
+from keras_maxdeeplab.version import __version__

@@ -16,6 +16,29 @@ def host_calls_supported(jit_compile=False):
     return not (keras.backend.backend() == "tensorflow" and jit_compile is True)
 
 
+def check_host_calls_compile(jit_compile, what):
+    """Raises when `what`, which runs on the host, would be compiled by
+    TensorFlow's XLA (`jit_compile=True`), which cannot run host calls."""
+    if not host_calls_supported(jit_compile):
+        raise ValueError(
+            f"{what} scores on the host (tf.numpy_function), which XLA cannot compile: use "
+            "jit_compile='auto' or False with TensorFlow."
+        )
+
+
+def host_call_jit_compile(current, model_jit_compile, requested_jit_compile):
+    """The `jit_compile` flag for code in a model's compiled step that chooses
+    between a host call and a pure `keras.ops` path (the loss's matcher).
+
+    On TensorFlow: whether the step runs under XLA (the model's resolved flag
+    or the one requested of `compile` is True). Elsewhere host calls run under
+    any compiler, so `current` is kept.
+    """
+    if keras.backend.backend() != "tensorflow":
+        return current
+    return model_jit_compile is True or requested_jit_compile is True
+
+
 def host_call(fn, inputs, output_shape, output_dtype):
     """Calls `fn(*numpy_arrays) -> numpy array` on the host; the result has no gradient.
 

@@ -17,8 +17,7 @@ import os
 import time
 import warnings
 
-import numpy as np
-from PIL import Image
+from keras_maxdeeplab.image_files import read_images
 
 from keras_maxdeeplab.models.max_deeplab.max_deeplab_presets import embedded_preset_folder
 
@@ -39,23 +38,14 @@ def _sample_photos():
     return {f"{name}.png": getattr(data, name)() for name in ("astronaut", "coffee", "chelsea")}
 
 
-def _read_images(paths):
-    images = {}
-    for path in paths:
-        try:
-            images[os.path.basename(path)] = np.asarray(Image.open(path).convert("RGB"))
-        except OSError as error:
-            raise ValueError(f"Cannot read image {path}: {error}") from error
-    return images
-
-
 def _synthetic_demo(model, output, scenes):
     from keras_maxdeeplab.data import COCOPanopticDataset
     from keras_maxdeeplab.data import write_synthetic_panoptic_dataset
     from keras_maxdeeplab.evaluation import evaluate_dataset
     from keras_maxdeeplab.evaluation import format_results
-    from keras_maxdeeplab.postprocessing import save_coco_panoptic
-    from keras_maxdeeplab.visualization import coco_panoptic_to_segments
+    from keras_maxdeeplab.coco import coco_panoptic_to_segments
+    from keras_maxdeeplab.coco import read_panoptic_png
+    from keras_maxdeeplab.coco import save_coco_panoptic
     from keras_maxdeeplab.visualization import plot_panoptic
 
     paths = write_synthetic_panoptic_dataset(os.path.join(output, "scenes"), scenes, seed=DEMO_SEED)
@@ -63,7 +53,7 @@ def _synthetic_demo(model, output, scenes):
     results, predictions = evaluate_dataset(model, data)
     for index, (result, sample) in enumerate(zip(predictions, data.samples)):
         image, _ = data.load(index)
-        gt_ids = np.asarray(Image.open(sample["panoptic_file"]).convert("RGB"))
+        gt_ids = read_panoptic_png(sample["panoptic_file"])
         figure = plot_panoptic(
             image,
             result,
@@ -80,12 +70,13 @@ def _synthetic_demo(model, output, scenes):
 
 
 def _photo_demo(model, output, images):
-    from keras_maxdeeplab.cli.predict import write_predictions
+    from keras_maxdeeplab.prediction_writer import write_predictions
 
-    _, results = write_predictions(model, images.items(), len(images), output)
-    for name, result in zip(images, results):
-        found = ", ".join(sorted({s["label"] for s in result["segments_info"]})) or "nothing"
-        print(f"{name}: {len(result['segments_info'])} segments ({found})")
+    # The demo's own output folder: a second run replaces the first one's predictions.
+    report = write_predictions(model, list(images.items()), output, overwrite=True)
+    for name, labels in report["segments"]:
+        found = ", ".join(sorted(set(labels))) or "nothing"
+        print(f"{name}: {len(labels)} segments ({found})")
 
 
 def run_demo(output="demo_output", preset=None, images=None, scenes=6):
@@ -109,7 +100,7 @@ def run_demo(output="demo_output", preset=None, images=None, scenes=6):
     photos = images or preset is not None
     if photos:
         # Read before the model is built: a wrong path fails fast.
-        named = _read_images(images) if images else _sample_photos()
+        named = dict(read_images(images)) if images else _sample_photos()
     if photos and os.path.abspath(preset or DEMO_PRESET) == DEMO_PRESET:
         warnings.warn(
             "The embedded demo model knows only synthetic shapes on synthetic backgrounds: its "

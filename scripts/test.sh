@@ -1,9 +1,12 @@
 #!/usr/bin/env bash
-# Installs (scripts/install.sh) and runs the test suite on JAX, TensorFlow and PyTorch.
+# Installs (scripts/install.sh), checks the package layering (tools/check_layering.py) and runs
+# the test suite on JAX, TensorFlow and PyTorch.
 # Extra arguments go to pytest (e.g. scripts/test.sh -x -k parity).
 set -uo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/install.sh || exit 1
+# No module may import one from a higher layer (the order is in the script).
+.venv/bin/python tools/check_layering.py || exit 1
 status=0
 for backend in jax tensorflow torch; do
   echo "=== KERAS_BACKEND=${backend} ==="

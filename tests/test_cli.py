@@ -129,20 +129,60 @@ def test_train_two_steps_then_resume(tmp_path, capsys):
 
     data = os.path.join(tmp_path, "data")
     write_synthetic_panoptic_dataset(data, 4, seed=0)
+    missing = sorted(os.listdir(os.path.join(data, "images")))[0]
+    os.remove(os.path.join(data, "images", missing))
     output = os.path.join(tmp_path, "run")
     command = ["train", data, "--output", output, "--config", "max_deeplab_tiny"]
-    command += ["--crop-size", "65", "--batch-size", "2", "--steps-per-epoch", "1", "--quiet"]
+    command += ["--crop-size", "65", "--batch-size", "2", "--quiet", "--skip-errors"]
 
-    def steps_done():
+    def record():
         with open(os.path.join(output, "training.json")) as f:
-            return json.load(f)["steps_done"]
+            return json.load(f)
 
-    assert main(command + ["--steps", "2"]) == 0
-    assert steps_done() == 2
-    assert main(command + ["--steps", "3"]) == 0  # resumes at step 2, trains one more
-    assert steps_done() == 3
-    assert "Trained to step 3" in capsys.readouterr().out
+    assert main(command + ["--steps", "2", "--steps-per-epoch", "1"]) == 0
+    assert record()["steps_done"] == 2
+    assert "function" not in json.dumps(record()["arguments"])
+    assert f"Skipped a sample: {os.path.join(data, 'images', missing)}: file not found" in (
+        capsys.readouterr().out
+    )
+    # Resumed in another epoch length: counted in steps, one more trained.
+    assert main(command + ["--steps", "3", "--steps-per-epoch", "2"]) == 0
+    assert record()["steps_done"] == 3
+    out = capsys.readouterr().out
+    assert "Resuming at step 2 of 3" in out and "Trained to step 3" in out
     model = MaXDeepLab.from_preset(os.path.join(output, "preset"))
     assert [c["id"] for c in model.categories] == [c["id"] for c in SYNTHETIC_CATEGORIES]
     assert main(["train", data, "--output", output]) == 1
     assert "exactly one of --preset" in capsys.readouterr().err
+
+
+def test_train_stops_at_a_bad_sample_in_one_line(tmp_path):
+    import subprocess
+    import sys
+
+    from keras_maxdeeplab.data import write_synthetic_panoptic_dataset
+    from tests.helpers import REPO
+
+    data = os.path.join(tmp_path, "data")
+    write_synthetic_panoptic_dataset(data, 4, seed=0)
+    missing = os.path.join(data, "images", sorted(os.listdir(os.path.join(data, "images")))[1])
+    os.remove(missing)
+    command = ["train", data, "--output", os.path.join(tmp_path, "run"), "--config"]
+    command += ["max_deeplab_tiny", "--crop-size", "65", "--batch-size", "2", "--steps", "3"]
+    # A child process: the issue was a hang; the timeout turns one into a failure.
+    done = subprocess.run(
+        [sys.executable, "-c", "import sys; from keras_maxdeeplab.cli import main; sys.exit(main())"]
+        + command,
+        cwd=REPO,
+        env={**os.environ, "PYTHONPATH": REPO},
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
+    assert done.returncode == 1
+    errors = [line for line in done.stderr.splitlines() if line.startswith("maxdeeplab")]
+    assert errors == [
+        f"maxdeeplab train: error: {missing}: file not found. (pass --skip-errors to leave out "
+        "unreadable samples)"
+    ]
+    assert "Traceback" not in done.stderr

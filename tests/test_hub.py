@@ -13,7 +13,7 @@ from huggingface_hub.file_download import repo_folder_name
 from keras_maxdeeplab import MaXDeepLab
 from keras_maxdeeplab import MaXDeepLabBackbone
 from keras_maxdeeplab.conversion import build_model
-from keras_maxdeeplab.data.categories import COCO_PANOPTIC_CATEGORIES
+from keras_maxdeeplab.coco.categories import COCO_PANOPTIC_CATEGORIES
 from keras_maxdeeplab.hub import PresetNotFoundError
 from keras_maxdeeplab.hub import upload_preset
 from keras_maxdeeplab.models.max_deeplab.max_deeplab_presets import MAX_DEEPLAB_PRESETS

@@ -100,14 +100,13 @@ def checkpoint_prefix(folder):
 
 
 def read_image(path_or_url, folder):
-    from PIL import Image
-
     from keras_maxdeeplab.conversion.archive import download
+    from keras_maxdeeplab.image_files import read_image as read_image_file
 
     if urllib.parse.urlparse(path_or_url).scheme in ("http", "https"):
         path = os.path.join(folder, os.path.basename(urllib.parse.urlparse(path_or_url).path))
         path_or_url = path if os.path.exists(path) else download(path_or_url, path)
-    return np.asarray(Image.open(path_or_url).convert("RGB"))
+    return read_image_file(path_or_url)
 
 
 def _relative_error(ours, reference):

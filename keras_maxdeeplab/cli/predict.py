@@ -1,88 +1,53 @@
 """`maxdeeplab predict`: images -> panoptic PNGs + COCO JSON + colour overlays."""
 
+import json
 import os
 
-IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff")
+
+def named_files(files):
+    """`(name, path)` per file, names relative to the files' common folder
+    (so `x/a.jpg` and `y/a.jpg` stay apart)."""
+    root = os.path.commonpath([os.path.dirname(os.path.abspath(f)) for f in files])
+    return [(os.path.relpath(os.path.abspath(f), root), f) for f in files]
 
 
-def list_images(paths):
-    """Image files among `paths`, folders expanded (sorted); an error for none."""
-    files = []
-    for path in paths:
-        if os.path.isdir(path):
-            names = sorted(n for n in os.listdir(path) if n.lower().endswith(IMAGE_EXTENSIONS))
-            files += [os.path.join(path, name) for name in names]
-        elif os.path.isfile(path):
-            files.append(path)
-        else:
-            raise ValueError(f"{path}: no such image file or folder.")
-    if not files:
-        raise ValueError(f"No images ({', '.join(IMAGE_EXTENSIONS)}) in {', '.join(paths)}.")
-    return files
+def image_ids_from(annotation_file, names):
+    """The image id of each name in a COCO JSON's `images` (matched by file name)."""
+    with open(annotation_file) as f:
+        listed = {os.path.basename(i["file_name"]): i["id"] for i in json.load(f)["images"]}
+    missing = [name for name in names if os.path.basename(name) not in listed]
+    if missing:
+        raise ValueError(f"{annotation_file} lists no image named {', '.join(missing[:5])}.")
+    return [listed[os.path.basename(name)] for name in names]
 
 
-def read_image(path):
-    """`[H, W, 3]` uint8 RGB, or a ValueError naming the file."""
-    import numpy as np
-    from PIL import Image
-
-    try:
-        with Image.open(path) as image:
-            return np.asarray(image.convert("RGB"))
-    except OSError as error:
-        raise ValueError(f"Cannot read image {path}: {error}") from error
-
-
-def write_predictions(model, named_images, count, output, overlays=True, image_ids=None):
-    """Segments `(file name, [H, W, 3] uint8 image)` pairs with
-    `model.predict_panoptic`, with a progress bar over `count` images.
-
-    Writes `output/panoptic.json` + `output/panoptic/*.png` (COCO panoptic
-    format, the model's category ids) and, with `overlays`, labelled colour
-    overlays `output/overlays/*.png`. Returns `(json path, results)`.
-    """
-    import keras
-    from PIL import Image
-
-    from keras_maxdeeplab.postprocessing import save_coco_panoptic
-    from keras_maxdeeplab.visualization import overlay_panoptic
-
-    if overlays:
-        os.makedirs(os.path.join(output, "overlays"), exist_ok=True)
-    names, results = [], []
-    progress = keras.utils.Progbar(count, unit_name="image")
-    for name, image in named_images:
-        (result,) = model.predict_panoptic(image)
-        if overlays:
-            overlay = overlay_panoptic(
-                image,
-                result["segmentation"],
-                result["segments_info"],
-                categories=model.categories,
-                draw_labels=True,
-            )
-            stem = os.path.splitext(name)[0]
-            Image.fromarray(overlay).save(os.path.join(output, "overlays", f"{stem}.png"))
-        names.append(name)
-        results.append(result)
-        progress.add(1)
-    return save_coco_panoptic(results, names, output, model.categories, image_ids), results
-
-
-def read_images(paths):
-    """`(file name, image)` pairs, read one at a time."""
-    return ((os.path.basename(path), read_image(path)) for path in paths)
+def print_skipped(report):
+    for name, error in report["skipped"]:
+        print(f"Skipped {name}: {error}")
 
 
 def run(args):
     from keras_maxdeeplab import MaXDeepLab
+    from keras_maxdeeplab.image_files import list_images
+    from keras_maxdeeplab.prediction_writer import prepare_output
+    from keras_maxdeeplab.prediction_writer import write_predictions
 
-    files = list_images(args.images)
+    images = named_files(list_images(args.images))
+    image_ids = None
+    if args.annotations:
+        image_ids = image_ids_from(args.annotations, [name for name, _ in images])
+    prepare_output(args.output, args.overwrite)  # Before the model loads: a refusal is quick.
     model = MaXDeepLab.from_preset(args.preset)
-    path, _ = write_predictions(
-        model, read_images(files), len(files), args.output, overlays=not args.no_overlays
+    report = write_predictions(
+        model,
+        images,
+        args.output,
+        overlays=not args.no_overlays,
+        image_ids=image_ids,
+        skip_errors=args.skip_errors,
     )
-    print(f"Wrote {len(files)} predictions: {path}")
+    print_skipped(report)
+    print(f"Wrote {report['written']} predictions: {report['path']}")
 
 
 def add_parser(commands):
@@ -95,4 +60,16 @@ def add_parser(commands):
     )
     parser.add_argument("--output", default="predictions", help="output folder")
     parser.add_argument("--no-overlays", action="store_true", help="skip the colour overlays")
+    parser.add_argument(
+        "--annotations",
+        help="a COCO JSON listing these images: predictions carry its image ids (for evaluate)",
+    )
+    parser.add_argument(
+        "--overwrite", action="store_true", help="replace an earlier run's predictions in --output"
+    )
+    parser.add_argument(
+        "--skip-errors",
+        action="store_true",
+        help="leave out images that cannot be read and list them at the end (default: stop there)",
+    )
     parser.set_defaults(run=run)

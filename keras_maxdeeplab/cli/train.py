@@ -1,14 +1,22 @@
 """`maxdeeplab train`: fine-tune a preset, or train from scratch, on a COCO-panoptic folder.
 
-Checkpoints (`output/checkpoints/`, Keras' `BackupAndRestore`) are written
-every epoch; running the same command again resumes from the last one, and a
-larger `--steps` continues training. The result is a preset folder
+Checkpoints (`output/checkpoints/`, `TrainingCheckpoint`: counted in steps,
+written atomically) are written every epoch; running the same command again
+resumes from the last one, the data stream where it stopped (with any
+`--steps-per-epoch`), and a larger `--steps` continues training. A NaN or
+infinite loss stops training with an error, keeping the last good checkpoint.
+The result is a preset folder
 (`output/preset/`) with the dataset's categories, loadable with
 `MaXDeepLab.from_preset`, and `output/training.json` (steps done, last logs).
 """
 
+import contextlib
 import json
 import os
+
+# The crop of a model trained from scratch when --crop-size is not given:
+# deeplab2's COCO training crop.
+SCRATCH_CROP_SIZE = 641
 
 
 def _dataset_paths(args):
@@ -28,30 +36,54 @@ def _dataset_paths(args):
 
 
 def build_model(args, categories):
-    """A preset fine-tuned to `categories`, or a fresh `--config` model."""
+    """A preset fine-tuned to `categories` (at its own input size unless
+    `--crop-size` is given), or a fresh `--config` model."""
     from keras_maxdeeplab import MaXDeepLab
-    from keras_maxdeeplab import MaXDeepLabImageConverter
-    from keras_maxdeeplab import MaXDeepLabPreprocessor
     from keras_maxdeeplab.conversion import build_model as build_named_model
 
     if not args.preset:
-        return build_named_model(args.config, args.crop_size, {"categories": categories})
+        crop_size = args.crop_size or SCRATCH_CROP_SIZE
+        return build_named_model(args.config, crop_size, {"categories": categories})
+    if not args.crop_size:
+        return MaXDeepLab.from_preset(args.preset, categories=categories)
     crop = (args.crop_size, args.crop_size, 3)
-    preprocessor = MaXDeepLabPreprocessor(MaXDeepLabImageConverter(image_size=crop[:2]))
-    return MaXDeepLab.from_preset(
-        args.preset, categories=categories, image_shape=crop, preprocessor=preprocessor
-    )
+    return MaXDeepLab.from_preset(args.preset, categories=categories, image_shape=crop)
+
+
+@contextlib.contextmanager
+def _dataset_errors_in_one_line():
+    """A bad sample surfaces from tf.data wrapped in TensorFlow's error and its
+    traceback: raise the dataset's own one-line message instead."""
+    import tensorflow as tf
+
+    from keras_maxdeeplab.data.coco_panoptic import DatasetError
+
+    try:
+        yield
+    except tf.errors.OpError as error:
+        marker = "DatasetError: "
+        if marker not in error.message:
+            raise
+        message = error.message.split(marker, 1)[1].splitlines()[0]
+        raise DatasetError(
+            f"{message} (pass --skip-errors to leave out unreadable samples)"
+        ) from None
 
 
 def run(args):
     import keras
 
+    from keras_maxdeeplab.atomic_files import write_atomically
+    from keras_maxdeeplab.atomic_files import write_folder_atomically
     from keras_maxdeeplab.data import COCOPanopticDataset
+    from keras_maxdeeplab.training_checkpoint import StopAtStep
+    from keras_maxdeeplab.training_checkpoint import TrainingCheckpoint
 
     if bool(args.preset) == bool(args.config):
         raise ValueError("train needs exactly one of --preset (fine-tune) or --config (scratch).")
     keras.utils.set_random_seed(args.seed)
-    data = COCOPanopticDataset(*_dataset_paths(args))
+    on_error = "skip" if args.skip_errors else "raise"
+    data = COCOPanopticDataset(*_dataset_paths(args), on_error=on_error)
     model = build_model(args, data.categories)
     model.compile(
         learning_rate=args.learning_rate,
@@ -60,31 +92,47 @@ def run(args):
         # Only a preset's ImageNet-pretrained backbone part learns 10x slower.
         backbone_learning_rate_multiplier=0.1 if args.preset else 1.0,
     )
-    dataset = data.as_dataset(crop_size=args.crop_size, batch_size=args.batch_size, seed=args.seed)
-    steps_per_epoch = min(args.steps_per_epoch, args.steps)
-    history = model.fit(
-        dataset,
-        steps_per_epoch=steps_per_epoch,
-        epochs=args.steps // steps_per_epoch,
-        callbacks=[
-            keras.callbacks.BackupAndRestore(
-                os.path.join(args.output, "checkpoints"), delete_checkpoint=False
-            )
-        ],
-        verbose=2 if args.quiet else "auto",
-    )
+    checkpoint = TrainingCheckpoint(os.path.join(args.output, "checkpoints"), args.steps_per_epoch)
+    done = checkpoint.restore(model)
+    history = {}
+    if done < args.steps:
+        if done:
+            print(f"Resuming at step {done} of {args.steps}.")
+        # The stream goes on where the checkpoint left it: same order, same augmentation.
+        dataset = data.as_dataset(
+            model=model, batch_size=args.batch_size, seed=args.seed, start=done * args.batch_size
+        )
+        remaining = args.steps - done
+        with _dataset_errors_in_one_line():
+            history = model.fit(
+                dataset,
+                steps_per_epoch=min(args.steps_per_epoch, remaining),
+                epochs=-(-remaining // args.steps_per_epoch),
+                callbacks=[checkpoint, StopAtStep(args.steps)],
+                verbose=2 if args.quiet else "auto",
+            ).history
+    if checkpoint.diverged_at is not None:
+        raise ValueError(
+            f"Training stopped at step {checkpoint.diverged_at}: the loss became NaN or infinite. "
+            f"The last checkpoint (step {checkpoint.saved_step or 0}) is kept; a lower "
+            "--learning-rate (or more --warmup-steps) usually helps."
+        )
     steps_done = int(keras.ops.convert_to_numpy(model.optimizer.iterations))
     model.compile()  # the preset keeps the weights, not the optimizer's moments
-    model.save_to_preset(os.path.join(args.output, "preset"))
-    logs = {key: float(values[-1]) for key, values in history.history.items()}
-    with open(os.path.join(args.output, "training.json"), "w") as f:
-        json.dump(
-            {"steps_done": steps_done, "last_logs": logs, "arguments": vars(args)},
-            f,
-            indent=2,
-            default=str,
-        )
-    print(f"Trained to step {steps_done}; preset in {os.path.join(args.output, 'preset')}")
+    preset = os.path.join(args.output, "preset")
+    write_folder_atomically(preset, model.save_to_preset)
+    logs = {key: float(values[-1]) for key, values in history.items()}
+    arguments = {k: v for k, v in vars(args).items() if not callable(v)}
+    record = {"steps_done": steps_done, "last_logs": logs, "arguments": arguments}
+    if data.skipped:
+        record["skipped_samples"] = data.skipped
+        for error in data.skipped:
+            print(f"Skipped a sample: {error}")
+    write_atomically(
+        os.path.join(args.output, "training.json"),
+        lambda f: json.dump(record, f, indent=2, default=str),
+    )
+    print(f"Trained to step {steps_done}; preset in {preset}")
 
 
 def add_parser(commands):
@@ -98,12 +146,24 @@ def add_parser(commands):
     parser.add_argument("--output", required=True, help="folder for checkpoints and the preset")
     parser.add_argument("--preset", help="preset name, hf:// handle or folder to fine-tune")
     parser.add_argument("--config", choices=sorted(MAX_DEEPLAB_CONFIGS), help="train from scratch")
-    parser.add_argument("--crop-size", type=int, default=641, help="16k+1 training crop")
+    parser.add_argument(
+        "--crop-size",
+        type=int,
+        help=f"16k+1 training crop (default: the preset's input size; {SCRATCH_CROP_SIZE} "
+        "with --config)",
+    )
     parser.add_argument("--batch-size", type=int, default=8)
     parser.add_argument("--steps", type=int, default=20_000, help="total training steps")
-    parser.add_argument("--steps-per-epoch", type=int, default=1000, help="steps per checkpoint")
+    parser.add_argument(
+        "--steps-per-epoch", type=int, default=1000, help="steps per epoch and per checkpoint"
+    )
     parser.add_argument("--learning-rate", type=float, default=1e-3)
     parser.add_argument("--warmup-steps", type=int, default=1000)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--quiet", action="store_true", help="one log line per epoch")
+    parser.add_argument(
+        "--skip-errors",
+        action="store_true",
+        help="leave out samples that cannot be read and list them at the end (default: stop)",
+    )
     parser.set_defaults(run=run)

@@ -4,9 +4,8 @@ import datetime
 import inspect
 import json
 import os
-import shutil
-import tempfile
 
+from keras_maxdeeplab.atomic_files import write_folder_atomically
 from keras_maxdeeplab.conversion.archive import sha256_of
 from keras_maxdeeplab.conversion.deeplab2 import load_deeplab2_checkpoint
 from keras_maxdeeplab.conversion.imagenet import load_imagenet_backbone
@@ -18,6 +17,7 @@ from keras_maxdeeplab.models.max_deeplab.max_deeplab_image_converter import (
     MaXDeepLabImageConverter,
 )
 from keras_maxdeeplab.models.max_deeplab.max_deeplab_preprocessor import MaXDeepLabPreprocessor
+from keras_maxdeeplab.version import __version__
 
 CONVERSION_FILE = "conversion.json"
 
@@ -186,8 +186,6 @@ def convert_preset(entry, checkpoint, output_dir, source_url=None, record=None, 
 
 
 def _source_record(checkpoint, source_url, config, crop_size):
-    from keras_maxdeeplab import __version__
-
     return {
         "source_checkpoint": os.path.abspath(checkpoint),
         "source_url": source_url,
@@ -218,30 +216,15 @@ def check_output_folder(output_dir, overwrite):
 
 
 def write_preset(parts, output_dir, record):
-    """Writes a preset folder atomically: each of `parts` (a model, an image
-    converter, ...) `save_to_preset` plus `conversion.json` = `record` into a
-    temporary folder beside `output_dir`, which replaces `output_dir` only once
-    complete, so a failure leaves nothing behind and an existing preset stays
-    whole until the new one is complete."""
-    output_dir = os.path.abspath(output_dir)
-    parent = os.path.dirname(output_dir)
-    os.makedirs(parent, exist_ok=True)
-    # Named after the preset, so that the preset's own lock covers its leftovers.
-    staging = tempfile.mkdtemp(prefix=f".{os.path.basename(output_dir)}.converting-", dir=parent)
-    try:
+    """Writes a preset folder atomically (`write_folder_atomically`): each of
+    `parts` (a model, an image converter, ...) `save_to_preset` plus
+    `conversion.json` = `record`; a failure leaves nothing behind and an
+    existing preset stays whole until the new one is complete."""
+
+    def fill(folder):
         for part in parts:
-            part.save_to_preset(staging)
-        with open(os.path.join(staging, CONVERSION_FILE), "w") as f:
+            part.save_to_preset(folder)
+        with open(os.path.join(folder, CONVERSION_FILE), "w") as f:
             json.dump(record, f, indent=2)
-        if os.path.exists(output_dir):
-            # The old preset steps aside (a rename), the new one takes its
-            # place (a rename); only then is the old one deleted.
-            retired = staging + ".replaced"
-            os.replace(output_dir, retired)
-            os.replace(staging, output_dir)
-            shutil.rmtree(retired)
-        else:
-            os.replace(staging, output_dir)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
+
+    write_folder_atomically(output_dir, fill)

@@ -13,17 +13,17 @@ convention), so the targets can treat them as void and the PQ metric as crowd.
 
 import json
 import os
+import threading
 import warnings
 
 import numpy as np
 
-from keras_maxdeeplab.data.categories import check_categories
-from keras_maxdeeplab.data.categories import contiguous_categories
-from keras_maxdeeplab.data.categories import thing_class_ids
-from keras_maxdeeplab.data.targets import LABEL_DIVISOR
+from keras_maxdeeplab.coco.categories import LABEL_DIVISOR
+from keras_maxdeeplab.coco.categories import check_categories
+from keras_maxdeeplab.coco.categories import contiguous_categories
+from keras_maxdeeplab.coco.categories import thing_class_ids
+from keras_maxdeeplab.coco.panoptic_format import rgb2id
 from keras_maxdeeplab.data.targets import MAX_THING_ID
-from keras_maxdeeplab.evaluation.panoptic_quality import coco_bbox
-from keras_maxdeeplab.evaluation.panoptic_quality import rgb2id
 
 
 class DatasetError(ValueError):
@@ -60,6 +60,43 @@ def _read_image(path):
         raise DatasetError(f"{path}: cannot decode the image ({error.message}).")
 
 
+def _inside(folder, file_name, annotation_file):
+    """`folder/file_name`, refusing names that leave the folder (absolute, `..`)."""
+    if not isinstance(file_name, str) or not file_name:
+        raise DatasetError(f"{annotation_file}: file_name {file_name!r} is not a file name.")
+    parts = file_name.replace("\\", "/").split("/")
+    if os.path.isabs(file_name) or ".." in parts:
+        raise DatasetError(
+            f"{annotation_file}: file_name {file_name!r} points outside its folder {folder!r} "
+            "(absolute, or with '..'); file names are relative to their folder."
+        )
+    return os.path.join(folder, file_name)
+
+
+def _check_segment(segment, png_file):
+    if not isinstance(segment, dict) or "id" not in segment or "category_id" not in segment:
+        raise DatasetError(
+            f"{png_file}: malformed entry {segment!r} in segments_info; each segment is a dict "
+            "with at least 'id' and 'category_id'."
+        )
+
+
+def _crop_size(crop_size, model):
+    """`(height, width)` of the crops: `crop_size`, else the model's input size."""
+    if crop_size is None and model is None:
+        raise ValueError("as_dataset needs a crop_size or the model it feeds (model=...).")
+    model_size = None if model is None else tuple(model.backbone.image_shape[:2])
+    if crop_size is None:
+        return model_size
+    crop_size = (crop_size, crop_size) if isinstance(crop_size, int) else tuple(crop_size)
+    if model_size is not None and crop_size != model_size:
+        raise ValueError(
+            f"crop_size {crop_size} differs from the model's input size {model_size}: build the "
+            "model at the crop (from_preset(..., image_shape=(h, w, 3))) or leave crop_size out."
+        )
+    return crop_size
+
+
 class COCOPanopticDataset:
     """A COCO-panoptic-format dataset feeding `MaXDeepLab` with deeplab2's targets.
 
@@ -71,7 +108,11 @@ class COCOPanopticDataset:
             size mismatch, PNG ids absent from the JSON or JSON segments absent
             from the PNG, wrong areas, unknown categories) raises an error
             naming the file; `"skip"`: it is left out with a warning that
-            counts the skipped samples (also listed in `self.skipped`).
+            counts the skipped samples (also listed in `self.skipped`, once
+            each); when every sample is bad, iterating raises instead of
+            waiting forever for a valid one. Errors in the JSON itself
+            (duplicate image ids or annotations, file names leaving their
+            folder, missing keys) always raise.
 
     Attributes:
         categories: the JSON's categories sorted by id; class `k` of the
@@ -81,7 +122,7 @@ class COCOPanopticDataset:
     Example:
     >>> data = COCOPanopticDataset("val2017", "panoptic_val2017", "panoptic_val2017.json")
     >>> model = MaXDeepLab.from_preset("max_deeplab_s_coco", categories=data.categories)
-    >>> model.fit(data.as_dataset(crop_size=641, batch_size=8, seed=0), epochs=1)
+    >>> model.fit(data.as_dataset(model=model, batch_size=8, seed=0), steps_per_epoch=1000)
     """
 
     def __init__(self, image_dir, panoptic_dir, annotation_file, on_error="raise"):
@@ -89,6 +130,8 @@ class COCOPanopticDataset:
             raise ValueError(f"on_error must be 'raise' or 'skip'; got {on_error!r}.")
         self.on_error = on_error
         self.skipped = []
+        self._bad = set()
+        self._bad_lock = threading.Lock()
         data = _load_json(annotation_file)
         self.categories = check_categories(data["categories"], annotation_file)
         # deeplab2's contiguous ids: class k <-> k-th category by id.
@@ -96,12 +139,18 @@ class COCOPanopticDataset:
         self._things = set(thing_class_ids(self.categories))
         images = {}
         for image in data["images"]:
-            if "id" not in image or "file_name" not in image:
+            if not isinstance(image, dict) or "id" not in image or "file_name" not in image:
                 raise DatasetError(
                     f"{annotation_file}: image entry {image!r} lacks id or file_name."
                 )
+            if image["id"] in images:
+                raise DatasetError(
+                    f"{annotation_file}: image id {image['id']!r} is listed twice in 'images' "
+                    f"({images[image['id']]['file_name']} and {image['file_name']})."
+                )
             images[image["id"]] = image
         self.samples = []
+        annotated = {}
         for annotation in data["annotations"]:
             missing = [k for k in ("image_id", "file_name", "segments_info") if k not in annotation]
             if missing:
@@ -109,18 +158,27 @@ class COCOPanopticDataset:
                     f"{annotation_file}: annotation of {annotation.get('file_name', '?')} "
                     f"lacks {missing}."
                 )
-            if annotation["image_id"] not in images:
+            image_id = annotation["image_id"]
+            if image_id not in images:
                 raise DatasetError(
                     f"{annotation_file}: annotation {annotation['file_name']} refers to image_id "
-                    f"{annotation['image_id']!r}, which 'images' does not list."
+                    f"{image_id!r}, which 'images' does not list."
+                )
+            if image_id in annotated:
+                raise DatasetError(
+                    f"{annotation_file}: image_id {image_id!r} has two annotations "
+                    f"({annotated[image_id]} and {annotation['file_name']})."
+                )
+            annotated[image_id] = annotation["file_name"]
+            if not isinstance(annotation["segments_info"], list):
+                raise DatasetError(
+                    f"{annotation_file}: segments_info of {annotation['file_name']} is not a list."
                 )
             self.samples.append(
                 {
-                    "image_id": annotation["image_id"],
-                    "image_file": os.path.join(
-                        image_dir, images[annotation["image_id"]]["file_name"]
-                    ),
-                    "panoptic_file": os.path.join(panoptic_dir, annotation["file_name"]),
+                    "image_id": image_id,
+                    "image_file": _inside(image_dir, images[image_id]["file_name"], annotation_file),
+                    "panoptic_file": _inside(panoptic_dir, annotation["file_name"], annotation_file),
                     "segments_info": annotation["segments_info"],
                 }
             )
@@ -158,6 +216,8 @@ class COCOPanopticDataset:
 
     def _label(self, ids, segments_info, png_file):
         """deeplab2's `_generate_panoptic_label`, vectorised over pixels."""
+        for segment in segments_info:
+            _check_segment(segment, png_file)
         segment_ids = np.array([s["id"] for s in segments_info], np.int64)
         if len(set(segment_ids.tolist())) != len(segment_ids):
             raise DatasetError(f"{png_file}: duplicate segment ids in the JSON.")
@@ -215,19 +275,33 @@ class COCOPanopticDataset:
         return label.astype(np.int32)
 
     def _load_or_skip(self, index):
+        index = int(index)
+        nothing = np.zeros((1, 1, 3), np.uint8), np.zeros((1, 1), np.int32), False
+        if index in self._bad:  # Known bad: skipped again without reading or warning.
+            return nothing
         try:
-            image, label = self.load(int(index))
+            image, label = self.load(index)
             return image, label, True
         except DatasetError as error:
             if self.on_error == "raise":
                 raise
-            self.skipped.append(str(error))
+            with self._bad_lock:  # tf.data's parallel calls may meet the same sample.
+                if index in self._bad:
+                    return nothing
+                self._bad.add(index)
+                self.skipped.append(str(error))
             warnings.warn(f"Skipped a sample ({len(self.skipped)} so far): {error}")
-            return np.zeros((1, 1, 3), np.uint8), np.zeros((1, 1), np.int32), False
+            if len(self._bad) == len(self):
+                # An endless stream of nothing would never yield a batch.
+                raise DatasetError(
+                    f"Every one of the {len(self)} samples was skipped as unreadable; nothing "
+                    f"is left to train on. First error: {self.skipped[0]}"
+                ) from error
+            return nothing
 
     def as_dataset(
         self,
-        crop_size=641,
+        crop_size=None,
         training=True,
         batch_size=1,
         seed=None,
@@ -241,6 +315,8 @@ class COCOPanopticDataset:
         small_instance_weight=1.0,
         max_thing_id=MAX_THING_ID,
         num_parallel_calls=None,
+        model=None,
+        start=0,
     ):
         """A `tf.data.Dataset` of `(images, y_true)` batches for `MaXDeepLab`.
 
@@ -251,7 +327,8 @@ class COCOPanopticDataset:
         `panoptic_gt`, `is_crowd_gt` (see `keras_maxdeeplab.data.targets`).
 
         Args:
-            crop_size: int or `(height, width)`, each 16k + 1 (641, 1025).
+            crop_size: int or `(height, width)`, each 16k + 1 (641, 1025);
+                default: the `model`'s input size.
             training: deeplab2's augmentation (`preprocess_for_training`) when
                 True; its evaluation preprocessing (resize the longest side to
                 the crop, pad bottom/right) when False.
@@ -268,10 +345,16 @@ class COCOPanopticDataset:
                 of small thing instances (deeplab2's MaX-DeepLab-L: 4096, 3.0).
             num_parallel_calls: decoding / augmentation workers (default
                 `tf.data.AUTOTUNE`).
+            model: the `MaXDeepLab` to feed: its input size is the crop
+                (a `crop_size` it cannot take is an error).
+            start: samples of the stream to skip, e.g. `steps * batch_size`
+                when resuming training after `steps`: the stream then goes on
+                exactly where it was (same order, same augmentation).
 
         Example:
         >>> for images, y_true in data.as_dataset(crop_size=129, batch_size=2, seed=0).take(1):
         ...     images.shape, y_true["thing_id_mask_gt"].shape  # (2, 129, 129, 3), (2, 129, 129)
+        >>> model.fit(data.as_dataset(model=model, batch_size=8, seed=0), steps_per_epoch=1000)
         """
         import tensorflow as tf
 
@@ -279,7 +362,7 @@ class COCOPanopticDataset:
         from keras_maxdeeplab.data.augmentation import preprocess_for_training
         from keras_maxdeeplab.data.targets import panoptic_targets
 
-        crop_size = (crop_size, crop_size) if isinstance(crop_size, int) else tuple(crop_size)
+        crop_size = _crop_size(crop_size, model)
         if len(crop_size) != 2 or any(s < 17 or (s - 1) % 16 for s in crop_size):
             raise ValueError(
                 f"crop_size must be 16k + 1 (e.g. 129, 641, 1025) per side; got {crop_size}."
@@ -329,7 +412,7 @@ class COCOPanopticDataset:
             return tf.data.Dataset.from_tensor_slices((order, seeds))
 
         passes = tf.data.Dataset.counter() if repeat else tf.data.Dataset.range(1)
-        dataset = passes.flat_map(one_pass)
+        dataset = passes.flat_map(one_pass).skip(start)
         dataset = dataset.map(
             lambda index, sample_seed: (*load(index), sample_seed), num_parallel_calls=parallel
         )
@@ -340,45 +423,3 @@ class COCOPanopticDataset:
             num_parallel_calls=parallel,
         )
         return dataset.batch(batch_size, drop_remainder=drop_remainder).prefetch(tf.data.AUTOTUNE)
-
-
-def panoptic_label_to_coco(label, categories, label_divisor=LABEL_DIVISOR):
-    """A deeplab2 panoptic label back to COCO panoptic form.
-
-    Args:
-        label: `[H, W]` `class * label_divisor + instance` (0 = void; a thing
-            class with instance 0 is crowd).
-        categories: the dataset's categories (contiguous class k is the k-th by id).
-
-    Returns:
-        `(ids [H, W] int32, segments_info)`: segments numbered 1..K in label
-        order, each with `id`, `category_id`, `iscrowd`, `area`, `bbox`.
-
-    Example:
-    >>> ids, segments = panoptic_label_to_coco(y_true["panoptic_gt"][0], data.categories)
-    """
-    by_class = contiguous_categories(categories)
-    label = np.asarray(label)
-    values, inverse = np.unique(label, return_inverse=True)
-    inverse = inverse.reshape(label.shape)
-    new_ids = np.zeros(len(values), np.int32)
-    segments = []
-    for index, value in enumerate(values.tolist()):
-        if value == 0:
-            continue
-        semantic, instance = divmod(value, label_divisor)
-        if semantic not in by_class:
-            raise ValueError(f"Label value {value}: class {semantic} is not among the categories.")
-        category = by_class[semantic]
-        rows, cols = np.nonzero(inverse == index)
-        new_ids[index] = len(segments) + 1
-        segments.append(
-            {
-                "id": len(segments) + 1,
-                "category_id": category["id"],
-                "iscrowd": int(bool(category["isthing"]) and instance == 0),
-                "area": int(rows.size),
-                "bbox": coco_bbox(rows, cols),
-            }
-        )
-    return new_ids[inverse], segments

@@ -34,8 +34,8 @@ import os
 import numpy as np
 from PIL import Image
 
-from keras_maxdeeplab.evaluation import id2rgb
-from keras_maxdeeplab.evaluation import rgb2id
+from keras_maxdeeplab.coco.panoptic_format import id2rgb
+from keras_maxdeeplab.coco.panoptic_format import rgb2id
 
 SYNTHETIC_CATEGORIES = [
     {"id": 1, "name": "circle", "isthing": 1, "color": [220, 50, 50], "supercategory": "shape"},

@@ -15,9 +15,8 @@ Beyond deeplab2, crowd is kept for the official COCO PQ rules: `panoptic_gt`
 keeps the label (crowd as `class * label_divisor`) and `is_crowd_gt` marks it.
 """
 
-import tensorflow as tf
+from keras_maxdeeplab.coco.categories import LABEL_DIVISOR
 
-LABEL_DIVISOR = 256
 MAX_THING_ID = 128
 
 
@@ -46,6 +45,8 @@ def panoptic_targets(
     >>> targets = panoptic_targets(tf.constant([[257, 0], [258, 2560]]), thing_class_ids=[1])
     >>> targets["thing_id_mask_gt"]  # [[0, -1], [1, -1]]
     """
+    import tensorflow as tf  # The data pipeline's only backend; the rest of the package needs none.
+
     label = tf.cast(label, tf.int32)
     semantic = label // label_divisor
     instance = label % label_divisor

@@ -1,9 +1,7 @@
 """PQ of a model on a COCO-panoptic dataset, at each image's original size."""
 
-import numpy as np
-
+from keras_maxdeeplab.coco.panoptic_format import read_panoptic_png
 from keras_maxdeeplab.evaluation.panoptic_quality import PQStat
-from keras_maxdeeplab.evaluation.panoptic_quality import rgb2id
 
 
 def evaluate_dataset(model, data):
@@ -23,20 +21,17 @@ def evaluate_dataset(model, data):
     >>> results, _ = evaluate_dataset(model, COCOPanopticDataset(images, pngs, json_file))
     >>> results["All"]["pq"]
     """
-    import tensorflow as tf
-
     stat = PQStat()
     predictions = []
     for index, sample in enumerate(data.samples):
         image, _ = data.load(index)
         (result,) = model.predict_panoptic(image)
-        png = tf.io.decode_png(tf.io.read_file(sample["panoptic_file"]), channels=3)
         predicted = {
             s["id"]: {"category_id": s["category_id"], "iscrowd": 0, "area": s["area"]}
             for s in result["segments_info"]
         }
         stat.add_image(
-            rgb2id(np.asarray(png)),
+            read_panoptic_png(sample["panoptic_file"]),
             {s["id"]: s for s in sample["segments_info"]},
             result["segmentation"],
             predicted,

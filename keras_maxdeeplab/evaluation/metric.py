@@ -6,8 +6,9 @@ import keras
 from keras import ops
 
 from keras_maxdeeplab import backend_seam
+from keras_maxdeeplab.coco.categories import COCO_THING_CLASS_IDS
+from keras_maxdeeplab.coco.categories import LABEL_DIVISOR
 from keras_maxdeeplab.evaluation.panoptic_quality import PQStat
-from keras_maxdeeplab.postprocessing.panoptic import COCO_THING_CLASS_IDS
 from keras_maxdeeplab.postprocessing.panoptic import postprocess_panoptic
 
 _STATS = ("iou", "tp", "fp", "fn")
@@ -46,7 +47,7 @@ class PanopticQuality(keras.metrics.Metric):
         self,
         num_classes=134,
         thing_class_ids=COCO_THING_CLASS_IDS,
-        label_divisor=256,
+        label_divisor=LABEL_DIVISOR,
         rules="coco",
         void_label=0,
         postprocess_options=None,

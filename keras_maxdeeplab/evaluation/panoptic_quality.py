@@ -9,44 +9,30 @@ in for `panopticapi.evaluation.pq_compute`. The rules are panopticapi's:
 * an unmatched prediction is not a false positive when more than half of it
   lies on unlabelled pixels or on a crowd segment of its own category (the
   last crowd segment of that category in the image, as panopticapi does);
-* GT areas are read from the JSON, predicted areas counted in the PNG.
-One difference, documented: a group (All / Things / Stuff) with no counted
-class returns zeros with `n = 0`, where panopticapi divides by zero.
+* GT areas are read from the JSON, predicted areas counted in the PNG;
+* where the GT files disagree with each other, panopticapi's numbers still
+  come out: a GT PNG id missing from the GT JSON is left out of matching (as
+  panopticapi skips it), a GT segment of a category not in the category list
+  is never matched and counted nowhere, a GT JSON segment absent from its
+  PNG is a false negative, and a GT JSON area that differs from the PNG's
+  pixel count is used as it is. Each such inconsistency is reported in a
+  warning (`strict=True` raises instead).
+Differences, documented: a group (All / Things / Stuff) with no counted class
+returns zeros with `n = 0`, where panopticapi divides by zero; a PNG whose
+size differs from its GT's raises, where panopticapi broadcasts or fails.
 """
 
 import concurrent.futures
 import json
 import os
+import warnings
 
 import numpy as np
-from PIL import Image
+
+from keras_maxdeeplab.coco.categories import LABEL_DIVISOR
+from keras_maxdeeplab.coco.panoptic_format import read_panoptic_png
 
 VOID = 0
-
-
-def rgb2id(color):
-    """COCO panoptic PNG colours `[H, W, 3]` -> ids `R + 256 G + 256^2 B`."""
-    color = np.asarray(color)
-    if color.ndim == 3:
-        color = color.astype(np.int64)
-        return color[..., 0] + 256 * color[..., 1] + 256 * 256 * color[..., 2]
-    return color.astype(np.int64)
-
-
-def id2rgb(ids):
-    """Ids `[H, W]` -> COCO panoptic PNG colours `[H, W, 3]` uint8."""
-    ids = np.asarray(ids, np.int64)
-    return np.stack([ids % 256, ids // 256 % 256, ids // (256 * 256) % 256], -1).astype(np.uint8)
-
-
-def coco_bbox(rows, cols):
-    """COCO's `[x, y, width, height]` of a segment given its pixels' rows and columns."""
-    return [
-        int(cols.min()),
-        int(rows.min()),
-        int(cols.max() - cols.min() + 1),
-        int(rows.max() - rows.min() + 1),
-    ]
 
 
 class PQStat:
@@ -64,12 +50,15 @@ class PQStat:
         self.tp = {}
         self.fp = {}
         self.fn = {}
+        # Inconsistencies of the GT files scored the way panopticapi scores them.
+        self.problems = []
 
     def merge(self, other):
         for name in ("iou", "tp", "fp", "fn"):
             table = getattr(self, name)
             for category, value in getattr(other, name).items():
                 table[category] = table.get(category, 0) + value
+        self.problems += other.problems
         return self
 
     def _add(self, table, categories, values=None):
@@ -79,7 +68,7 @@ class PQStat:
         for category, value in zip(labels.tolist(), sums.tolist()):
             table[category] = table.get(category, 0) + value
 
-    def add_image(self, gt_ids, gt_segments, pred_ids, pred_segments, name="image"):
+    def add_image(self, gt_ids, gt_segments, pred_ids, pred_segments, name="image", strict=True):
         """Accumulates one image given as segment-id maps and COCO segment infos.
 
         Args:
@@ -88,6 +77,9 @@ class PQStat:
                 in JSON order; GT areas are taken from here, predicted areas
                 are counted.
             name: the image's name for error messages.
+            strict: True raises on any inconsistency between the GT map and
+                its segments; False scores them as panopticapi does (see the
+                module's notes) and records each in `self.problems`.
 
         Example:
         >>> PQStat().add_image(gt_ids, {5: {"category_id": 1, "iscrowd": 0, "area": 16}},
@@ -97,6 +89,18 @@ class PQStat:
             raise ValueError(
                 f"{name}: prediction size {pred_ids.shape} differs from ground truth {gt_ids.shape}."
             )
+        (gt_run, pred_run), lengths = _runs([gt_ids, pred_ids])
+        gt_segments = dict(gt_segments)
+        unlisted = sorted(set(np.unique(gt_run).tolist()) - set(gt_segments) - {VOID})
+        if unlisted:
+            self._problem(
+                f"{name}: ground-truth PNG ids {unlisted} are not in the ground-truth JSON "
+                "(left out of matching, as panopticapi does)",
+                strict,
+            )
+            # Stand-ins no prediction can match and nothing counts: a crowd of no category.
+            for segment_id in unlisted:
+                gt_segments[segment_id] = {"category_id": -3, "iscrowd": 1, "area": 0}
         # Segment tables; index 0 stands for unlabelled pixels.
         gt_table = np.array([VOID] + list(gt_segments), np.int64)
         pred_table = np.array([VOID] + list(pred_segments), np.int64)
@@ -105,7 +109,6 @@ class PQStat:
         gt_crowd = np.array([False] + [s["iscrowd"] == 1 for s in gt_segments.values()])
         gt_area = np.array([0] + [s["area"] for s in gt_segments.values()], np.int64)
 
-        (gt_run, pred_run), lengths = _runs([gt_ids, pred_ids])
         gt_index = _index_of(gt_run, gt_table, f"{name}: ground-truth", "ground-truth JSON")
         pred_index = _index_of(pred_run, pred_table, f"{name}: prediction", "prediction JSON")
         absent = pred_table[1:][np.bincount(pred_index, minlength=len(pred_table))[1:] == 0]
@@ -113,16 +116,37 @@ class PQStat:
             raise ValueError(
                 f"{name}: segment ids {absent.tolist()} are in the prediction JSON but not in its PNG."
             )
+        counted = np.bincount(gt_index, lengths, len(gt_table)).astype(np.int64)
+        listed = slice(1, len(gt_table) - len(unlisted))
+        missing = gt_table[listed][counted[listed] == 0]
+        if missing.size:
+            self._problem(
+                f"{name}: ground-truth JSON segments {missing.tolist()} are not in the "
+                "ground-truth PNG (counted as missed, as panopticapi does)",
+                strict,
+            )
+        differing = gt_table[listed][(counted[listed] != gt_area[listed]) & (counted[listed] > 0)]
+        if differing.size:
+            self._problem(
+                f"{name}: ground-truth JSON areas of segments {differing.tolist()} differ from "
+                "their pixel counts in the PNG (the JSON areas are used, as panopticapi does)",
+                strict,
+            )
         gt_image = np.zeros(len(gt_table), np.int64)
         return self._match(
             gt_index, pred_index, lengths, gt_category, gt_crowd, gt_area, gt_image, pred_category
         )
 
+    def _problem(self, message, strict):
+        if strict:
+            raise ValueError(message + "; strict evaluation refuses it.")
+        self.problems.append(message)
+
     def add_label_maps(
         self,
         gt_panoptic,
         pred_panoptic,
-        label_divisor=256,
+        label_divisor=LABEL_DIVISOR,
         gt_is_crowd=None,
         void_label=0,
         rules="coco",
@@ -374,16 +398,24 @@ def _index_of(ids, table, what, where):
     return np.where(ids == VOID, 0, index)
 
 
-def _segments(annotation, categories, file_name):
+def _segments(annotation, categories, file_name, problems=None):
+    """`{id: {"category_id", "iscrowd", "area"}}` of a JSON annotation.
+
+    An unknown category raises, unless `problems` is a list (the lenient
+    GT side): then it is recorded there and the segment kept, never matched.
+    """
     segments = {}
     for segment in annotation["segments_info"]:
         if segment["id"] in segments:
             raise ValueError(f"{file_name}: duplicate segment id {segment['id']} in the JSON.")
         if segment["category_id"] not in categories:
-            raise ValueError(
+            message = (
                 f"{file_name}: segment {segment['id']} has unknown category_id "
-                f"{segment['category_id']}."
+                f"{segment['category_id']}"
             )
+            if problems is None:
+                raise ValueError(message + ".")
+            problems.append(message + " (never matched, counted nowhere, as panopticapi does)")
         segments[segment["id"]] = {
             "category_id": segment["category_id"],
             "iscrowd": segment.get("iscrowd", 0),
@@ -392,31 +424,28 @@ def _segments(annotation, categories, file_name):
     return segments
 
 
-def _read_ids(folder, file_name):
-    path = os.path.join(folder, file_name)
-    try:
-        with Image.open(path) as image:
-            return rgb2id(np.asarray(image.convert("RGB")))
-    except (OSError, ValueError) as error:
-        raise ValueError(f"Cannot read panoptic PNG {path}: {error}") from error
+def evaluate_image(gt_annotation, pred_annotation, gt_folder, pred_folder, categories, strict=False):
+    """PQ statistics of one image from COCO panoptic annotations and folders.
 
-
-def evaluate_image(gt_annotation, pred_annotation, gt_folder, pred_folder, categories):
-    """PQ statistics of one image from COCO panoptic annotations and folders."""
+    `strict` as in `pq_compute`; inconsistencies land in the result's `problems`.
+    """
     name = gt_annotation["file_name"]
-    gt_segments = _segments(gt_annotation, categories, name)
+    stat = PQStat()
+    gt_segments = _segments(gt_annotation, categories, name, None if strict else stat.problems)
     pred_segments = _segments(pred_annotation, categories, pred_annotation["file_name"])
-    gt_ids = _read_ids(gt_folder, gt_annotation["file_name"])
-    pred_ids = _read_ids(pred_folder, pred_annotation["file_name"])
-    # add_image raises for PNG ids missing from either JSON.
-    return PQStat().add_image(gt_ids, gt_segments, pred_ids, pred_segments, name=name)
+    gt_ids = read_panoptic_png(os.path.join(gt_folder, gt_annotation["file_name"]))
+    pred_ids = read_panoptic_png(os.path.join(pred_folder, pred_annotation["file_name"]))
+    # add_image raises for prediction PNG ids missing from the prediction JSON.
+    return stat.add_image(gt_ids, gt_segments, pred_ids, pred_segments, name=name, strict=strict)
 
 
 def _evaluate_job(job):
     return evaluate_image(*job)
 
 
-def pq_compute(gt_json_file, pred_json_file, gt_folder=None, pred_folder=None, workers=None):
+def pq_compute(
+    gt_json_file, pred_json_file, gt_folder=None, pred_folder=None, workers=None, strict=False
+):
     """Panoptic quality of COCO-format predictions, as panopticapi computes it.
 
     Args:
@@ -425,6 +454,9 @@ def pq_compute(gt_json_file, pred_json_file, gt_folder=None, pred_folder=None, w
             `.json` (panopticapi's default).
         workers: threads reading and scoring images in parallel (default:
             one per CPU core).
+        strict: False (default) gives panopticapi's numbers where the GT
+            files disagree with each other, and warns about each
+            disagreement; True raises on the first.
 
     Returns:
         `{"All": {"pq", "sq", "rq", "n"}, "Things": {...},
@@ -447,7 +479,9 @@ def pq_compute(gt_json_file, pred_json_file, gt_folder=None, pred_folder=None, w
         image_id = gt_annotation["image_id"]
         if image_id not in predictions:
             raise ValueError(f"No prediction for the image with id {image_id}.")
-        jobs.append((gt_annotation, predictions[image_id], gt_folder, pred_folder, categories))
+        jobs.append(
+            (gt_annotation, predictions[image_id], gt_folder, pred_folder, categories, strict)
+        )
     workers = min(workers or os.cpu_count() or 1, len(jobs))
     stat = PQStat()
     # Threads: PNG decoding and NumPy's sorting release the GIL, and unlike
@@ -455,23 +489,15 @@ def pq_compute(gt_json_file, pred_json_file, gt_folder=None, pred_folder=None, w
     with concurrent.futures.ThreadPoolExecutor(workers) as pool:
         for image_stat in pool.map(_evaluate_job, jobs):
             stat.merge(image_stat)
+    if stat.problems:
+        shown = "; ".join(stat.problems[:5])
+        more = f" (and {len(stat.problems) - 5} more)" if len(stat.problems) > 5 else ""
+        warnings.warn(
+            f"The ground truth is inconsistent in {len(stat.problems)} places, scored as "
+            f"panopticapi scores them (pass strict=True to refuse): {shown}{more}",
+            stacklevel=2,
+        )
     return stat.summary(categories)
-
-
-def read_coco_panoptic(json_file, folder=None):
-    """Reads a COCO panoptic annotation set: yields `(annotation, ids [H, W])`.
-
-    `folder` defaults to the JSON path without `.json` (panopticapi's layout).
-
-    Example:
-    >>> for annotation, ids in read_coco_panoptic("predictions.json"):
-    ...     print(annotation["image_id"], ids.max())
-    """
-    with open(json_file) as f:
-        data = json.load(f)
-    folder = folder or json_file.replace(".json", "")
-    for annotation in data["annotations"]:
-        yield annotation, _read_ids(folder, annotation["file_name"])
 
 
 def format_results(results):

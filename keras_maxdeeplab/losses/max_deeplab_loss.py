@@ -23,10 +23,10 @@ import numpy as np
 import keras
 from keras import ops
 
+from keras_maxdeeplab.coco.categories import COCO_THING_CLASS_IDS
+from keras_maxdeeplab.coco.categories import thing_stuff_class_ids
 from keras_maxdeeplab.layers.heads import l2_normalize
 from keras_maxdeeplab.losses.matching import hungarian_matching
-from keras_maxdeeplab.postprocessing.panoptic import COCO_THING_CLASS_IDS
-from keras_maxdeeplab.postprocessing.panoptic import thing_stuff_class_ids
 
 _MATCHING_NEGATIVE_CONSTANT = -999.0
 _MATCHING_POSITIVE_CONSTANT = 999.0

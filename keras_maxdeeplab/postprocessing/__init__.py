@@ -1,8 +1,9 @@
 """Panoptic post-processing of MaX-DeepLab outputs."""
 
+from keras_maxdeeplab.coco.categories import thing_stuff_class_ids
+from keras_maxdeeplab.coco.panoptic_format import save_coco_panoptic
+from keras_maxdeeplab.coco.panoptic_format import to_coco_panoptic
+from keras_maxdeeplab.postprocessing.panoptic import DEFAULT_POSTPROCESS_OPTIONS
 from keras_maxdeeplab.postprocessing.panoptic import postprocess_panoptic
-from keras_maxdeeplab.postprocessing.panoptic import thing_stuff_class_ids
 from keras_maxdeeplab.postprocessing.segments import post_process_panoptic_segmentation
 from keras_maxdeeplab.postprocessing.segments import segments_from_panoptic
-from keras_maxdeeplab.postprocessing.segments import to_coco_panoptic
-from keras_maxdeeplab.postprocessing.segments import save_coco_panoptic

@@ -6,36 +6,23 @@ runs eagerly or inside a compiled function on every backend.
 
 from keras import ops
 
+from keras_maxdeeplab.coco.categories import COCO_THING_CLASS_IDS
+from keras_maxdeeplab.coco.categories import LABEL_DIVISOR
+from keras_maxdeeplab.coco.categories import thing_stuff_class_ids
 from keras_maxdeeplab.layers.resize import resize_bilinear_align_corners
 
 # deeplab2's logit for undetected slots.
 _SMALL_CONSTANT_FOR_SOFTMAX = -99999.0
 
-COCO_THING_CLASS_IDS = tuple(range(1, 81))
-
-
-def thing_stuff_class_ids(num_class_head_channels, thing_class_ids, void_label=0):
-    """Dataset class id of each class-head channel (things first, then stuff).
-
-    deeplab2's order: `thing_class_ids + stuff_class_ids`, the last channel
-    being "no object". COCO: channel k is class k + 1.
-
-    Example:
-    >>> thing_stuff_class_ids(134, range(1, 81))[:3]  # [1, 2, 3]
-    """
-    num_thing_stuff = num_class_head_channels - 1
-    if void_label >= num_thing_stuff:
-        candidates = range(num_thing_stuff)
-    else:
-        candidates = [i for i in range(num_thing_stuff + 1) if i != void_label]
-    things = sorted(int(i) for i in thing_class_ids)
-    stuff = [i for i in candidates if i not in set(things)]
-    if len(things) + len(stuff) != num_thing_stuff:
-        raise ValueError(
-            f"thing_class_ids {things} do not fit {num_thing_stuff} classes with void "
-            f"label {void_label}."
-        )
-    return things + stuff
+# deeplab2's post-processing thresholds and area limits (COCO at 641; its 1025
+# configs use area limits 256 / 4096): the defaults of `postprocess_panoptic`
+# and of every caller that forwards options to it.
+DEFAULT_POSTPROCESS_OPTIONS = {
+    "transformer_class_confidence_threshold": 0.7,
+    "pixel_confidence_threshold": 0.4,
+    "thing_area_limit": 100,
+    "stuff_area_limit": 1600,
+}
 
 
 def _gather(values, index):
@@ -51,11 +38,13 @@ def postprocess_panoptic(
     image_size,
     thing_class_ids=COCO_THING_CLASS_IDS,
     void_label=0,
-    label_divisor=256,
-    transformer_class_confidence_threshold=0.7,
-    pixel_confidence_threshold=0.4,
-    thing_area_limit=100,
-    stuff_area_limit=1600,
+    label_divisor=LABEL_DIVISOR,
+    transformer_class_confidence_threshold=DEFAULT_POSTPROCESS_OPTIONS[
+        "transformer_class_confidence_threshold"
+    ],
+    pixel_confidence_threshold=DEFAULT_POSTPROCESS_OPTIONS["pixel_confidence_threshold"],
+    thing_area_limit=DEFAULT_POSTPROCESS_OPTIONS["thing_area_limit"],
+    stuff_area_limit=DEFAULT_POSTPROCESS_OPTIONS["stuff_area_limit"],
 ):
     """Turns mask and class logits into panoptic maps, exactly as deeplab2.
 

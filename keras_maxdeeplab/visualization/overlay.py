@@ -80,7 +80,7 @@ def overlay_panoptic(
         `[H, W, 3]` uint8.
 
     Example:
-    >>> result = post_process_panoptic_segmentation(outputs, [image.shape[:2]], categories, crop)[0]
+    >>> result = model.predict_panoptic(image)[0]
     >>> overlay = overlay_panoptic(image, result["segmentation"], result["segments_info"],
     ...                            categories, draw_labels=True)
     >>> PIL.Image.fromarray(overlay).save("overlay.png")

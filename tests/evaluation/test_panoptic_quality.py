@@ -1,3 +1,5 @@
+import contextlib
+import io
 import json
 import os
 
@@ -131,7 +133,6 @@ def test_empty_group_is_zero_with_n_0(tmp_path):
         ("category", "unknown category_id 7"),
         ("duplicate", "duplicate segment id 9"),
         ("png_only", "prediction PNG ids \\[9\\] are not in the prediction JSON"),
-        ("gt_png_only", "ground-truth PNG ids \\[9\\]"),
     ],
 )
 def test_bad_input(tmp_path, mutation, message):
@@ -145,8 +146,6 @@ def test_bad_input(tmp_path, mutation, message):
         pred_segments = pred_segments * 2
     if mutation == "png_only":
         pred_segments = []
-    if mutation == "gt_png_only":
-        gt_segments = []
     files = _write_case(tmp_path, gt, pred, gt_segments, pred_segments, CATEGORIES)
     with pytest.raises(ValueError, match=message):
         pq_compute(*files)
@@ -252,3 +251,71 @@ def test_streaming_metric_post_processes_model_outputs():
     metric.update_state({"panoptic_gt": data["synthetic_default/out/panoptic_pred"]}, outputs)
     results = metric.results()
     assert results["All"]["pq"] == 1.0 and results["All"]["n"] == 4  # 5 segments, 4 classes
+
+
+def _inconsistent_ground_truth(tmp_path, case):
+    """GT files that disagree with each other, as panopticapi still scores them.
+
+    GT: person 5 (4x4) and person 6 (2x2) on sky 9; the prediction finds
+    person 5 shifted, sky, and a false person over GT id 6.
+    """
+    gt = np.full((8, 8), 9)
+    gt[1:5, 1:5] = 5
+    gt[6:8, 6:8] = 6
+    pred = np.full((8, 8), 9)
+    pred[1:5, 2:6] = 5
+    pred[6:8, 5:8] = 7
+    gt_segments = [
+        {"id": 5, "category_id": 1, "iscrowd": 0, "area": 16},
+        {"id": 6, "category_id": 1, "iscrowd": 0, "area": 4},
+        {"id": 9, "category_id": 2, "iscrowd": 0, "area": 44},
+    ]
+    if case == "gt_png_id_not_in_json":
+        del gt_segments[1]
+    if case == "unknown_gt_category":
+        gt_segments[1]["category_id"] = 40
+    if case == "gt_json_segment_not_in_png":
+        gt_segments.append({"id": 12, "category_id": 2, "iscrowd": 0, "area": 3})
+    if case == "gt_area_differs":
+        gt_segments[0]["area"] = 20
+    pred_segments = [
+        {"id": 5, "category_id": 1, "iscrowd": 0},
+        {"id": 7, "category_id": 1, "iscrowd": 0},
+        {"id": 9, "category_id": 2, "iscrowd": 0},
+    ]
+    return _write_case(tmp_path, gt, pred, gt_segments, pred_segments, CATEGORIES)
+
+
+@pytest.mark.parametrize(
+    "case, problem",
+    [
+        ("gt_png_id_not_in_json", r"ground-truth PNG ids \[6\] are not in the ground-truth JSON"),
+        ("unknown_gt_category", "segment 6 has unknown category_id 40"),
+        ("gt_json_segment_not_in_png", r"ground-truth JSON segments \[12\] are not in the"),
+        ("gt_area_differs", r"ground-truth JSON areas of segments \[5\] differ"),
+    ],
+)
+def test_inconsistent_ground_truth_scores_as_panopticapi(tmp_path, case, problem):
+    evaluation = pytest.importorskip("panopticapi.evaluation")
+    gt_json, pred_json = _inconsistent_ground_truth(tmp_path, case)
+    with pytest.warns(UserWarning, match=problem):
+        results = pq_compute(gt_json, pred_json)
+
+    gt, pred = json.load(open(gt_json)), json.load(open(pred_json))
+    categories = {c["id"]: c for c in gt["categories"]}
+    with contextlib.redirect_stdout(io.StringIO()):
+        stat = evaluation.pq_compute_single_core(
+            0,
+            [(gt["annotations"][0], pred["annotations"][0])],
+            gt_json[: -len(".json")],
+            pred_json[: -len(".json")],
+            categories,
+        )
+    for name, isthing in (("All", None), ("Things", True), ("Stuff", False)):
+        expected, per_class = stat.pq_average(categories, isthing=isthing)
+        for key in ("pq", "sq", "rq", "n"):
+            assert results[name][key] == pytest.approx(expected[key], abs=1e-12), (name, key)
+    assert 0 < results["All"]["pq"] < 1
+
+    with pytest.raises(ValueError, match=problem):
+        pq_compute(gt_json, pred_json, strict=True)

@@ -114,7 +114,7 @@ def test_predict_panoptic_returns_segments_at_each_image_size():
     for image, result in zip(images, results):
         outputs = model.predict(np.asarray(converter(image))[None], verbose=0)
         expected = post_process_panoptic_segmentation(
-            outputs, [image.shape[:2]], CUSTOM_CATEGORIES, (65, 65), **model.postprocess_options
+            outputs, [image.shape[:2]], CUSTOM_CATEGORIES, converter, **model.postprocess_options
         )[0]
         assert result["segmentation"].shape == image.shape[:2]
         np.testing.assert_array_equal(result["segmentation"], expected["segmentation"])

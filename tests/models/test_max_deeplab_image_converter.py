@@ -1,5 +1,6 @@
 import numpy as np
 import pytest
+import tensorflow as tf
 
 from keras_maxdeeplab import MaXDeepLabImageConverter
 from keras_maxdeeplab import MaXDeepLabPreprocessor
@@ -56,3 +57,15 @@ def test_tf_data_path_matches():
     dataset = tf.data.Dataset.from_tensors(io["image/decoded_uint8"]).map(converter)
     (got,) = list(dataset.as_numpy_iterator())
     np.testing.assert_allclose(got, io["s129/input/image_normalized"][0], atol=1e-5)
+
+
+def test_restore_original_size_matches_deeplab2_evaluator():
+    crop = np.arange(129 * 129).reshape(129, 129)
+    restored = MaXDeepLabImageConverter(image_size=(129, 129)).restore_original_size(
+        crop, (360, 640)
+    )
+    # deeplab2: crop the valid 72x129 region, TF1 align-corners nearest resize.
+    expected = tf.compat.v1.image.resize_nearest_neighbor(
+        crop[None, :72, :129, None], (360, 640), align_corners=True
+    ).numpy()[0, :, :, 0]
+    np.testing.assert_array_equal(restored, expected)

@@ -5,8 +5,8 @@ from keras_maxdeeplab import MAX_DEEPLAB_PRESET_ALIASES
 from keras_maxdeeplab import MAX_DEEPLAB_PRESETS
 from keras_maxdeeplab import MaXDeepLab
 from keras_maxdeeplab import MaXDeepLabBackbone
-from keras_maxdeeplab.data.categories import COCO_PANOPTIC_CATEGORIES
-from keras_maxdeeplab.models.max_deeplab.max_deeplab import DEFAULT_POSTPROCESS_OPTIONS
+from keras_maxdeeplab.coco.categories import COCO_PANOPTIC_CATEGORIES
+from keras_maxdeeplab.postprocessing import DEFAULT_POSTPROCESS_OPTIONS
 from tests.hub_helpers import offline_hf_cache
 
 CHECKPOINTS = "https://storage.googleapis.com/gresearch/tf-deeplab/checkpoint/"

@@ -3,7 +3,6 @@ import os
 
 import numpy as np
 import pytest
-import tensorflow as tf
 from PIL import Image
 
 from keras_maxdeeplab.evaluation import pq_compute
@@ -11,8 +10,8 @@ from keras_maxdeeplab.evaluation import rgb2id
 from keras_maxdeeplab.postprocessing import post_process_panoptic_segmentation
 from keras_maxdeeplab.postprocessing import segments_from_panoptic
 from keras_maxdeeplab.postprocessing import to_coco_panoptic
-from keras_maxdeeplab.data.categories import contiguous_categories
-from keras_maxdeeplab.postprocessing.segments import restore_original_size
+from keras_maxdeeplab.coco.categories import contiguous_categories
+from keras_maxdeeplab import MaXDeepLabImageConverter
 from tests.helpers import shared_path
 
 
@@ -22,27 +21,18 @@ def _coco_categories():
     )
 
 
-def test_restore_original_size_matches_deeplab2_evaluator():
-    crop = np.arange(129 * 129).reshape(129, 129)
-    restored = restore_original_size(crop, (360, 640), (129, 129))
-    # deeplab2: crop the valid 72x129 region, TF1 align-corners nearest resize.
-    expected = tf.compat.v1.image.resize_nearest_neighbor(
-        crop[None, :72, :129, None], (360, 640), align_corners=True
-    ).numpy()[0, :, :, 0]
-    np.testing.assert_array_equal(restored, expected)
-
-
 def test_end_to_end_on_deeplab2_post_processor_case():
     data = np.load(shared_path("reference", "max_deeplab_s", "postprocess_cases.npz"))
     outputs = {
         "pixel_space_mask_logits": data["synthetic_default/in/pixel_space_mask_logits"],
         "transformer_class_logits": data["synthetic_default/in/transformer_class_logits"],
     }
+    converter = MaXDeepLabImageConverter(image_size=(129, 129))
     (result,) = post_process_panoptic_segmentation(
-        outputs, [(360, 640)], _coco_categories(), (129, 129)
+        outputs, [(360, 640)], _coco_categories(), converter
     )
-    reference = restore_original_size(
-        data["synthetic_default/out/panoptic_pred"][0], (360, 640), (129, 129)
+    reference = converter.restore_original_size(
+        data["synthetic_default/out/panoptic_pred"][0], (360, 640)
     )
     np.testing.assert_array_equal(result["panoptic_pred"], reference)
     # 3 thing and 2 stuff segments survive deeplab2's defaults (the case's README).
@@ -105,35 +95,3 @@ def test_unknown_class_is_an_error():
     categories = contiguous_categories([{"id": 1, "name": "person", "isthing": 1}])
     with pytest.raises(ValueError, match="class 5"):
         segments_from_panoptic(np.full((2, 2), 5 * 256), np.ones((2, 2)), categories)
-
-
-def test_save_coco_panoptic_round_trip(tmp_path):
-    """Results written as COCO panoptic files read back to the same segments,
-    and score PQ 1.0 against themselves with the official rules."""
-    from keras_maxdeeplab.postprocessing import save_coco_panoptic
-
-    categories = [{"id": 7, "name": "road", "isthing": 0}, {"id": 3, "name": "car", "isthing": 1}]
-    segmentation = np.zeros((6, 8), np.int32)
-    segmentation[:3] = 1
-    segmentation[4:, 2:5] = 2
-    segments_info = [
-        {"id": 1, "category_id": 7, "label": "road", "isthing": False, "score": 0.9, "area": 24},
-        {"id": 2, "category_id": 3, "label": "car", "isthing": True, "score": 0.8, "area": 6},
-    ]
-    result = {"segmentation": segmentation, "segments_info": segments_info}
-    path = save_coco_panoptic([result, result], ["a.jpg", "b.jpg"], str(tmp_path), categories)
-    written = json.load(open(path))
-    assert [i["file_name"] for i in written["images"]] == ["a.jpg", "b.jpg"]
-    assert written["categories"] == categories
-    annotation = written["annotations"][1]
-    assert annotation["file_name"] == "b.png" and annotation["image_id"] == 1
-    assert [(s["category_id"], s["area"], s["bbox"]) for s in annotation["segments_info"]] == [
-        (7, 24, [0, 0, 8, 3]),
-        (3, 6, [2, 4, 3, 2]),
-    ]
-    ids = rgb2id(np.asarray(Image.open(tmp_path / "panoptic" / "b.png")))
-    np.testing.assert_array_equal(ids, segmentation)
-    results = pq_compute(path, path, str(tmp_path / "panoptic"), str(tmp_path / "panoptic"))
-    assert results["All"]["pq"] == 1.0 and results["All"]["n"] == 2
-    with pytest.raises(ValueError, match="1 file names for 2 results"):
-        save_coco_panoptic([result, result], ["a.jpg"], str(tmp_path), categories)

@@ -51,3 +51,17 @@ def test_good_images_pass_unchanged():
     # Sizes may differ in a list; 0..255 floats, an all-black float image and long thin images pass.
     mixed = [_image((30, 40, 3)), _image(dtype="float32", value=200.0), _image(dtype="float32", value=0.0)]
     assert [o.shape for o in check_raw_images(mixed + [_image((10, 600, 3))], CROP)][0] == (30, 40, 3)
+
+
+def test_predict_panoptic_refuses_them_before_any_work():
+    from keras_maxdeeplab import MaXDeepLab
+
+    model = MaXDeepLab.from_preset("max_deeplab_tiny_synthetic")
+    with pytest.raises(ValueError, match=r"image 0 \(1x5000\) is too elongated for a 129x129"):
+        model.predict_panoptic(np.zeros((1, 5000, 3), np.uint8))
+    nan = np.full((20, 20, 3), 100.0, np.float32)
+    nan[0, 0, 0] = np.nan
+    with pytest.raises(ValueError, match="NaN or infinite"):
+        model.predict_panoptic(nan)
+    (result,) = model.predict_panoptic(np.zeros((20, 30, 3), np.uint8))
+    assert result["segmentation"].shape == (20, 30)

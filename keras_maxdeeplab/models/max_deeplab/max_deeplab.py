@@ -4,9 +4,10 @@ import keras
 from keras_hub.models import ImageSegmenter
 from keras_hub.src.utils.python_utils import classproperty
 
-from keras_maxdeeplab.data.categories import COCO_PANOPTIC_CATEGORIES
-from keras_maxdeeplab.data.categories import check_categories
-from keras_maxdeeplab.data.categories import thing_class_ids
+from keras_maxdeeplab import backend_seam
+from keras_maxdeeplab.coco.categories import COCO_PANOPTIC_CATEGORIES
+from keras_maxdeeplab.coco.categories import check_categories
+from keras_maxdeeplab.coco.categories import thing_class_ids
 from keras_maxdeeplab.evaluation.metric import PanopticQuality
 from keras_maxdeeplab.layers.convolutions import Conv1D
 from keras_maxdeeplab.layers.heads import L2Normalize
@@ -17,7 +18,9 @@ from keras_maxdeeplab.layers.heads import TransformerClassHead
 from keras_maxdeeplab.losses.max_deeplab_loss import TERMS
 from keras_maxdeeplab.losses.max_deeplab_loss import MaXDeepLabLoss
 from keras_maxdeeplab.models.max_deeplab.input_checks import check_images
+from keras_maxdeeplab.models.max_deeplab.input_checks import check_raw_images
 from keras_maxdeeplab.models.max_deeplab.max_deeplab_backbone import MaXDeepLabBackbone
+from keras_maxdeeplab.models.max_deeplab.max_deeplab_configs import MAX_DEEPLAB_HEAD_CONFIGS
 from keras_maxdeeplab.models.max_deeplab.max_deeplab_image_converter import (
     MaXDeepLabImageConverter,
 )
@@ -26,16 +29,11 @@ from keras_maxdeeplab.models.max_deeplab.max_deeplab_presets import listed_prese
 from keras_maxdeeplab.optimizers import MaXDeepLabAdam
 from keras_maxdeeplab.optimizers import WarmUpPolynomialDecay
 from keras_maxdeeplab.optimizers import is_pretrained_backbone_variable
+from keras_maxdeeplab.postprocessing.panoptic import DEFAULT_POSTPROCESS_OPTIONS
 from keras_maxdeeplab.postprocessing.segments import post_process_panoptic_segmentation
 
-# deeplab2's post-processing defaults (COCO at 641; its 1025 configs use area
-# limits 256 / 4096).
-DEFAULT_POSTPROCESS_OPTIONS = {
-    "transformer_class_confidence_threshold": 0.7,
-    "pixel_confidence_threshold": 0.4,
-    "thing_area_limit": 100,
-    "stuff_area_limit": 1600,
-}
+# deeplab2's COCO heads: the defaults of the head arguments.
+_COCO_HEADS = MAX_DEEPLAB_HEAD_CONFIGS["max_deeplab_s"]
 
 
 @keras.saving.register_keras_serializable(package="keras_maxdeeplab")
@@ -72,6 +70,9 @@ class MaXDeepLab(ImageSegmenter):
         semantic_head_channels, aspp_channels, decoder_channels: 256.
         low_level_channels: projections of res3 and res2 (64, 32).
         atrous_rates: ASPP rates (6, 12, 18).
+        The head defaults are deeplab2's COCO heads,
+        `MAX_DEEPLAB_HEAD_CONFIGS["max_deeplab_s"]` (a task built on a bare
+        backbone preset gets them).
         use_auxiliary_semantic_head: bool, build the semantic branch.
         preprocessor: optional `MaXDeepLabPreprocessor`.
 
@@ -98,13 +99,13 @@ class MaXDeepLab(ImageSegmenter):
         num_classes=None,
         categories=None,
         postprocess_options=None,
-        pixel_space_head_channels=256,
-        pixel_space_output_channels=128,
-        semantic_head_channels=256,
-        aspp_channels=256,
-        decoder_channels=256,
-        low_level_channels=(64, 32),
-        atrous_rates=(6, 12, 18),
+        pixel_space_head_channels=_COCO_HEADS["pixel_space_head_channels"],
+        pixel_space_output_channels=_COCO_HEADS["pixel_space_output_channels"],
+        semantic_head_channels=_COCO_HEADS["semantic_head_channels"],
+        aspp_channels=_COCO_HEADS["aspp_channels"],
+        decoder_channels=_COCO_HEADS["decoder_channels"],
+        low_level_channels=_COCO_HEADS["low_level_channels"],
+        atrous_rates=_COCO_HEADS["atrous_rates"],
         use_auxiliary_semantic_head=True,
         preprocessor=None,
         **kwargs,
@@ -237,8 +238,11 @@ class MaXDeepLab(ImageSegmenter):
                 weight (backbone, pixel-space head, mask head, semantic
                 decoder) is kept.
             num_classes: optional; must equal `len(categories) + 1`.
+            image_shape: `(h, w, 3)` to run (or fine-tune) at another input
+                size than the preset's; the image converter follows it unless
+                a `preprocessor` is given.
             **kwargs: other constructor overrides (`postprocess_options`,
-                `dtype`, `image_shape`, ...).
+                `dtype`, `preprocessor`, ...).
 
         Raises:
             ValueError: an unknown name (the known ones are listed), a preset
@@ -250,10 +254,15 @@ class MaXDeepLab(ImageSegmenter):
         Example:
         >>> model = MaXDeepLab.from_preset("max_deeplab_s_coco")
         >>> result = model.predict_panoptic(image)[0]
-        >>> model = MaXDeepLab.from_preset("max_deeplab_s_coco", categories=my_categories)
+        >>> model = MaXDeepLab.from_preset("max_deeplab_s_coco", categories=my_categories,
+        ...                                image_shape=(641, 641, 3))
         """
         from keras_maxdeeplab.hub import load_task  # hub sits above the models.
 
+        if "image_shape" in kwargs and "preprocessor" not in kwargs:
+            # A preset folder's saved converter would still resize to the preset's size.
+            converter = MaXDeepLabImageConverter(image_size=tuple(kwargs["image_shape"][:2]))
+            kwargs["preprocessor"] = MaXDeepLabPreprocessor(converter)
         return load_task(cls, super().from_preset, preset, load_weights, kwargs)
 
     def _with_categories(self, categories=None, num_classes=None):
@@ -340,16 +349,14 @@ class MaXDeepLab(ImageSegmenter):
         metrics = list(metrics or [])
         self.panoptic_quality_metrics = [m for m in metrics if isinstance(m, PanopticQuality)]
         metrics = [m for m in metrics if not isinstance(m, PanopticQuality)] or None
-        if self.panoptic_quality_metrics and keras.backend.backend() == "tensorflow":
-            if jit_compile is True:
-                raise ValueError(
-                    "PanopticQuality scores on the host (tf.numpy_function), which XLA cannot "
-                    "compile: use jit_compile='auto' or False with TensorFlow."
-                )
+        if self.panoptic_quality_metrics:
+            backend_seam.check_host_calls_compile(jit_compile, "PanopticQuality")
         keras.Model.compile(self, optimizer=optimizer, loss=None, metrics=metrics, **kwargs)
-        if loss is not None and keras.backend.backend() == "tensorflow":
-            # XLA cannot compile the host call to scipy's matcher.
-            loss.jit_compile = self.jit_compile is True or jit_compile is True
+        if loss is not None:
+            # Under TensorFlow's XLA the loss must avoid the host call to scipy's matcher.
+            loss.jit_compile = backend_seam.host_call_jit_compile(
+                loss.jit_compile, self.jit_compile, jit_compile
+            )
 
     @property
     def thing_class_ids(self):
@@ -369,13 +376,24 @@ class MaXDeepLab(ImageSegmenter):
             postprocess_options=self.postprocess_options,
         )
 
+    @property
+    def image_converter(self):
+        """The preprocessor's image converter; without a preprocessor, deeplab2's
+        evaluation preprocessing at the backbone's image size."""
+        if self.preprocessor is not None and self.preprocessor.image_converter is not None:
+            return self.preprocessor.image_converter
+        return MaXDeepLabImageConverter(image_size=tuple(self.backbone.image_shape[:2]))
+
     def predict_panoptic(self, images, batch_size=8, **postprocess_options):
         """Segments images of any size: preprocessing, model, deeplab2's
         post-processing, and the maps resized back to each image.
 
         Args:
             images: an `[H, W, 3]` image, a list of them (sizes may differ) or
-                a `[B, H, W, 3]` batch; uint8 or float in 0..255.
+                a `[B, H, W, 3]` batch; uint8 or float in 0..255. Anything
+                else (16-bit, 0..1 floats, NaN pixels, grayscale, empty or
+                degenerate sizes, a path) is refused with a ValueError saying
+                what to do (`input_checks.check_raw_images`).
             batch_size: images per forward pass.
             **postprocess_options: overrides of `self.postprocess_options`.
 
@@ -390,12 +408,8 @@ class MaXDeepLab(ImageSegmenter):
         >>> result = model.predict_panoptic(image)[0]
         >>> [(s["label"], s["score"]) for s in result["segments_info"]]
         """
-        images = list(images) if isinstance(images, (list, tuple)) else images
-        if not isinstance(images, list):
-            images = keras.ops.convert_to_numpy(images)
-            images = [images] if images.ndim == 3 else list(images)
-        crop_size = tuple(self.backbone.image_shape[:2])
-        converter = MaXDeepLabImageConverter(image_size=crop_size)
+        converter = self.image_converter
+        images = check_raw_images(images, converter.image_size)
         options = {**self.postprocess_options, **postprocess_options}
         results = []
         for start in range(0, len(images), batch_size):
@@ -407,7 +421,7 @@ class MaXDeepLab(ImageSegmenter):
                 outputs,
                 [keras.ops.shape(image)[:2] for image in chunk],
                 self.categories,
-                crop_size,
+                converter,
                 **options,
             )
         return results

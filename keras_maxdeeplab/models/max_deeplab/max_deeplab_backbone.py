@@ -32,6 +32,10 @@ class MaXDeepLabBackbone(Backbone):
     `MaXDeepLabImageConverter`) of a fixed size `16k + 1` (641, 1025, ...):
     axial attention and the relative position tables are built for it.
 
+    The architecture arguments have no defaults: `MAX_DEEPLAB_CONFIGS` holds
+    deeplab2's values (S, L and the tiny test model), as keras-hub's backbones
+    take theirs from presets.
+
     Args:
         image_shape: `(H, W, 3)`, H and W of the form 16k + 1.
         num_blocks: blocks of stages 2-5 before `backbone_layer_multiplier`.
@@ -70,30 +74,31 @@ class MaXDeepLabBackbone(Backbone):
 
     def __init__(
         self,
-        image_shape=(641, 641, 3),
-        num_blocks=(3, 4, 6, 3),
-        backbone_type="resnet_beta",
+        image_shape,
+        num_blocks,
+        backbone_type,
+        backbone_use_transformer_beyond_stride,
+        extra_decoder_use_transformer_beyond_stride,
+        backbone_decoder_num_stacks,
+        extra_decoder_num_stacks,
+        extra_decoder_blocks_per_stage,
+        num_mask_slots,
+        memory_channels,
+        base_transformer_expansion,
+        global_feed_forward_network_channels,
+        dual_path_feed_forward_network_channels,
+        attention_bottleneck_expansion,
+        axial_key_expansion,
+        axial_value_expansion,
+        drop_path_keep_prob,
+        drop_path_beyond_stride,
+        drop_path_schedule,
+        # deeplab2's shrinking knobs: neutral unless a config shrinks the model.
         stem_width_multiplier=1.0,
         backbone_width_multiplier=1.0,
         backbone_layer_multiplier=1.0,
         use_axial_beyond_stride=16,
-        backbone_use_transformer_beyond_stride=32,
-        extra_decoder_use_transformer_beyond_stride=32,
-        backbone_decoder_num_stacks=0,
-        extra_decoder_num_stacks=0,
         backbone_decoder_blocks_per_stage=1,
-        extra_decoder_blocks_per_stage=1,
-        num_mask_slots=128,
-        memory_channels=256,
-        base_transformer_expansion=1.0,
-        global_feed_forward_network_channels=256,
-        dual_path_feed_forward_network_channels=2048,
-        attention_bottleneck_expansion=2,
-        axial_key_expansion=1,
-        axial_value_expansion=2,
-        drop_path_keep_prob=0.8,
-        drop_path_beyond_stride=16,
-        drop_path_schedule="linear",
         dtype=None,
         **kwargs,
     ):
@@ -109,8 +114,6 @@ class MaXDeepLabBackbone(Backbone):
             raise ValueError("MaX-DeepLab needs dual-path transformers somewhere.")
         if extra_decoder_blocks_per_stage <= 0:
             raise ValueError("extra_decoder_blocks_per_stage must be positive.")
-        height, width = image_shape[:2]
-
         group_options = dict(
             output_stride=OUTPUT_STRIDE,
             backbone_type=backbone_type,
@@ -125,129 +128,37 @@ class MaXDeepLabBackbone(Backbone):
             dtype=dtype,
         )
 
-        def run_group(group, features, memory):
-            if group.has_transformer:
-                return group(features, memory)
-            return group(features), memory
-
         # === Functional model ===
         images = keras.Input(shape=image_shape, name="images")
         memory = MemoryFeature(num_mask_slots, memory_channels, dtype=dtype, name="memory_feature")(
             images
         )
-
-        total_strides = [1, 2, 4, 8, 16]
-        strides = [2] * 5
-        block_counts = [3] + [int(n * backbone_layer_multiplier) for n in num_blocks]
-        filters = []
-        for index, stride in enumerate(total_strides):
-            multiplier = stem_width_multiplier
-            if not (backbone_type == "wider_resnet" and index == 0):
-                multiplier = backbone_width_multiplier
-            filters.append(int(round(stride * 32 * multiplier)))
-        if backbone_type == "resnet_beta":
-            stem = InceptionStem(stem_width_multiplier, dtype=dtype, name="stem")
-            first_stage = 1
-        else:
-            stem = Conv2DSame(
-                int(round(64 * stem_width_multiplier)), 3, strides=2, dtype=dtype, name="stem"
-            )
-            first_stage = 0
-            strides[0] = 1
-            total_strides[0] = 2
-
-        endpoints = {}
-        x = stem(images)
-        endpoints["stage1"], endpoints["res1"] = x, ops.relu(x)
-        for index in range(first_stage, 5):
-            group = BlockGroup(
-                filters[index],
-                block_counts[index],
-                original_resnet_stride=strides[index],
-                original_resnet_input_stride=total_strides[index],
-                use_transformer_beyond_stride=backbone_use_transformer_beyond_stride,
-                transformer_expansion=base_transformer_expansion * total_strides[index] / 16.0,
-                name=f"stage{index + 1}",
-                **group_options,
-            )
-            x, memory = run_group(group, x, memory)
-            endpoints[f"stage{index + 1}"], endpoints[f"res{index + 1}"] = x, ops.relu(x)
-
-        # The hourglass decoder, stride 16 -> 4 (-> 16 -> 4 for each stack).
-        in_backbone = backbone_decoder_num_stacks > 0
-        backbone_output = None
-        if not in_backbone:
-            backbone_output = endpoints["res5"]
-            group = BlockGroup(
-                filters[-1],
-                extra_decoder_blocks_per_stage,
-                original_resnet_stride=1,
-                original_resnet_input_stride=32,
-                use_transformer_beyond_stride=extra_decoder_use_transformer_beyond_stride,
-                transformer_expansion=base_transformer_expansion,
-                name="stage5_extra",
-                **group_options,
-            )
-            x, memory = run_group(group, x, memory)
-        stride_to_features = {
-            2: [endpoints["stage1"]],
-            4: [endpoints["stage2"]],
-            8: [endpoints["stage3"]],
-            16: [x],
-        }
-        total_stacks = backbone_decoder_num_stacks + extra_decoder_num_stacks
-        high_resolution_outputs = []
-        stack, stride, going_up, stage = 0, OUTPUT_STRIDE, False, 0
-        while stack < total_stacks or stride > HIGH_RESOLUTION_OUTPUT_STRIDE:
-            stage += 1
-            stride = stride * 2 if going_up else stride // 2
-            if stride == OUTPUT_STRIDE:
-                stack += 1
-                going_up = False
-                input_stride = 32
-            else:
-                input_stride = stride
-            channels = int(round(input_stride * 64 * backbone_width_multiplier))
-            suffix = "" if in_backbone else "_extra"
-            fuse = ResizedFuse(
-                (height - 1) // stride + 1,
-                (width - 1) // stride + 1,
-                channels,
-                dtype=dtype,
-                name=f"decoder_stage{stage}{suffix}_resized_fuse",
-            )
-            x = fuse([x] + stride_to_features[stride][-2:])
-            decoder_options = dict(
-                filters=int(input_stride * 64 * backbone_width_multiplier // 4),
-                original_resnet_stride=1,
-                original_resnet_input_stride=input_stride,
-                transformer_expansion=base_transformer_expansion * stride / 16.0,
-                **group_options,
-            )
-            if in_backbone:
-                group = BlockGroup(
-                    num_blocks=backbone_decoder_blocks_per_stage,
-                    use_transformer_beyond_stride=backbone_use_transformer_beyond_stride,
-                    name=f"decoder_stage{stage}",
-                    **decoder_options,
-                )
-                x, memory = run_group(group, x, memory)
-            if stride == OUTPUT_STRIDE and stack == backbone_decoder_num_stacks and in_backbone:
-                backbone_output = ops.relu(x)
-                in_backbone = False
-            if not in_backbone:
-                group = BlockGroup(
-                    num_blocks=extra_decoder_blocks_per_stage,
-                    use_transformer_beyond_stride=extra_decoder_use_transformer_beyond_stride,
-                    name=f"decoder_stage{stage}_extra",
-                    **decoder_options,
-                )
-                x, memory = run_group(group, x, memory)
-            stride_to_features[stride].append(x)
-            if stride == HIGH_RESOLUTION_OUTPUT_STRIDE:
-                high_resolution_outputs.append(ops.relu(x))
-                going_up = True
-
+        endpoints, memory = apply_encoder(
+            images,
+            memory,
+            num_blocks=num_blocks,
+            backbone_type=backbone_type,
+            stem_width_multiplier=stem_width_multiplier,
+            backbone_width_multiplier=backbone_width_multiplier,
+            backbone_layer_multiplier=backbone_layer_multiplier,
+            use_transformer_beyond_stride=backbone_use_transformer_beyond_stride,
+            base_transformer_expansion=base_transformer_expansion,
+            group_options=group_options,
+        )
+        decoded, memory = apply_hourglass_decoder(
+            endpoints,
+            memory,
+            image_shape,
+            width_multiplier=backbone_width_multiplier,
+            stacks=(backbone_decoder_num_stacks, extra_decoder_num_stacks),
+            blocks_per_stage=(backbone_decoder_blocks_per_stage, extra_decoder_blocks_per_stage),
+            use_transformer_beyond_stride=(
+                backbone_use_transformer_beyond_stride,
+                extra_decoder_use_transformer_beyond_stride,
+            ),
+            base_transformer_expansion=base_transformer_expansion,
+            group_options=group_options,
+        )
         for name in ("class", "mask"):
             feature = Conv1D(
                 global_feed_forward_network_channels,
@@ -256,12 +167,7 @@ class MaXDeepLabBackbone(Backbone):
                 name=f"{name}_feature_extra",
             )(memory)
             endpoints[f"transformer_{name}_feature"] = feature
-        endpoints["feature_panoptic"] = high_resolution_outputs[-1]
-        if extra_decoder_num_stacks:
-            endpoints["feature_semantic"] = high_resolution_outputs[backbone_decoder_num_stacks]
-        else:
-            endpoints["feature_semantic"] = backbone_output
-        endpoints["backbone_output"] = backbone_output
+        endpoints.update(decoded)
 
         super().__init__(inputs=images, outputs=endpoints, dtype=dtype, **kwargs)
 
@@ -375,3 +281,206 @@ class MaXDeepLabBackbone(Backbone):
             }
         )
         return config
+
+
+def _apply_group(group, features, memory):
+    """Runs a `BlockGroup`; only groups with dual-path transformers touch the memory."""
+    if group.has_transformer:
+        return group(features, memory)
+    return group(features), memory
+
+
+def stage_layout(
+    num_blocks,
+    backbone_type,
+    stem_width_multiplier,
+    backbone_width_multiplier,
+    backbone_layer_multiplier,
+):
+    """deeplab2's stage plan: per stage 1-5 its filters, block count, stride
+    and input stride, and the first stage built by a `BlockGroup` (stage 1 is
+    the stem for `resnet_beta`)."""
+    total_strides = [1, 2, 4, 8, 16]
+    strides = [2] * 5
+    block_counts = [3] + [int(n * backbone_layer_multiplier) for n in num_blocks]
+    filters = []
+    for index, stride in enumerate(total_strides):
+        multiplier = stem_width_multiplier
+        if not (backbone_type == "wider_resnet" and index == 0):
+            multiplier = backbone_width_multiplier
+        filters.append(int(round(stride * 32 * multiplier)))
+    first_stage = 1
+    if backbone_type == "wider_resnet":
+        first_stage = 0
+        strides[0] = 1
+        total_strides[0] = 2
+    return filters, block_counts, strides, total_strides, first_stage
+
+
+def apply_stem(images, backbone_type, stem_width_multiplier, dtype):
+    """The stem: Inception-style for `resnet_beta` (S), one stride-2 conv for
+    `wider_resnet` (L). `[B, H, W, 3]` -> `[B, H/2, W/2, C]`."""
+    if backbone_type == "resnet_beta":
+        stem = InceptionStem(stem_width_multiplier, dtype=dtype, name="stem")
+    else:
+        stem = Conv2DSame(
+            int(round(64 * stem_width_multiplier)), 3, strides=2, dtype=dtype, name="stem"
+        )
+    return stem(images)
+
+
+def apply_encoder(
+    images,
+    memory,
+    num_blocks,
+    backbone_type,
+    stem_width_multiplier,
+    backbone_width_multiplier,
+    backbone_layer_multiplier,
+    use_transformer_beyond_stride,
+    base_transformer_expansion,
+    group_options,
+):
+    """Stem and stages 1-5 down to stride 16 (the memory path alongside).
+
+    Returns `({"stage1".."stage5" (pre-activation), "res1".."res5" (ReLU)}, memory)`.
+    """
+    filters, block_counts, strides, total_strides, first_stage = stage_layout(
+        num_blocks,
+        backbone_type,
+        stem_width_multiplier,
+        backbone_width_multiplier,
+        backbone_layer_multiplier,
+    )
+    endpoints = {}
+    x = apply_stem(images, backbone_type, stem_width_multiplier, group_options["dtype"])
+    endpoints["stage1"], endpoints["res1"] = x, ops.relu(x)
+    for index in range(first_stage, 5):
+        group = BlockGroup(
+            filters[index],
+            block_counts[index],
+            original_resnet_stride=strides[index],
+            original_resnet_input_stride=total_strides[index],
+            use_transformer_beyond_stride=use_transformer_beyond_stride,
+            transformer_expansion=base_transformer_expansion * total_strides[index] / 16.0,
+            name=f"stage{index + 1}",
+            **group_options,
+        )
+        x, memory = _apply_group(group, x, memory)
+        endpoints[f"stage{index + 1}"], endpoints[f"res{index + 1}"] = x, ops.relu(x)
+    return endpoints, memory
+
+
+def apply_hourglass_decoder(
+    endpoints,
+    memory,
+    image_shape,
+    width_multiplier,
+    stacks,
+    blocks_per_stage,
+    use_transformer_beyond_stride,
+    base_transformer_expansion,
+    group_options,
+):
+    """The hourglass decoder, stride 16 -> 4 (-> 16 -> 4 for each more stack),
+    fusing the encoder's stride-2/4/8 features on the way up.
+
+    `stacks`, `blocks_per_stage` and `use_transformer_beyond_stride` are
+    `(backbone decoder, extra decoder)` pairs: the first stacks belong to the
+    backbone (L); the rest, and S's extra stride-32 group, are deeplab2's
+    "extra" decoder.
+
+    Returns `({"feature_panoptic", "feature_semantic", "backbone_output"}, memory)`.
+    """
+    backbone_decoder_num_stacks, extra_decoder_num_stacks = stacks
+    backbone_decoder_blocks_per_stage, extra_decoder_blocks_per_stage = blocks_per_stage
+    (
+        backbone_use_transformer_beyond_stride,
+        extra_decoder_use_transformer_beyond_stride,
+    ) = use_transformer_beyond_stride
+    filters = int(round(16 * 32 * width_multiplier))  # stage 5's width
+    height, width = image_shape[:2]
+    x = endpoints["stage5"]
+    in_backbone = backbone_decoder_num_stacks > 0
+    backbone_output = None
+    if not in_backbone:
+        backbone_output = endpoints["res5"]
+        group = BlockGroup(
+            filters,
+            extra_decoder_blocks_per_stage,
+            original_resnet_stride=1,
+            original_resnet_input_stride=32,
+            use_transformer_beyond_stride=extra_decoder_use_transformer_beyond_stride,
+            transformer_expansion=base_transformer_expansion,
+            name="stage5_extra",
+            **group_options,
+        )
+        x, memory = _apply_group(group, x, memory)
+    stride_to_features = {
+        2: [endpoints["stage1"]],
+        4: [endpoints["stage2"]],
+        8: [endpoints["stage3"]],
+        16: [x],
+    }
+    total_stacks = backbone_decoder_num_stacks + extra_decoder_num_stacks
+    high_resolution_outputs = []
+    stack, stride, going_up, stage = 0, OUTPUT_STRIDE, False, 0
+    while stack < total_stacks or stride > HIGH_RESOLUTION_OUTPUT_STRIDE:
+        stage += 1
+        stride = stride * 2 if going_up else stride // 2
+        if stride == OUTPUT_STRIDE:
+            stack += 1
+            going_up = False
+            input_stride = 32
+        else:
+            input_stride = stride
+        channels = int(round(input_stride * 64 * width_multiplier))
+        suffix = "" if in_backbone else "_extra"
+        fuse = ResizedFuse(
+            (height - 1) // stride + 1,
+            (width - 1) // stride + 1,
+            channels,
+            dtype=group_options["dtype"],
+            name=f"decoder_stage{stage}{suffix}_resized_fuse",
+        )
+        x = fuse([x] + stride_to_features[stride][-2:])
+        decoder_options = dict(
+            filters=int(input_stride * 64 * width_multiplier // 4),
+            original_resnet_stride=1,
+            original_resnet_input_stride=input_stride,
+            transformer_expansion=base_transformer_expansion * stride / 16.0,
+            **group_options,
+        )
+        if in_backbone:
+            group = BlockGroup(
+                num_blocks=backbone_decoder_blocks_per_stage,
+                use_transformer_beyond_stride=backbone_use_transformer_beyond_stride,
+                name=f"decoder_stage{stage}",
+                **decoder_options,
+            )
+            x, memory = _apply_group(group, x, memory)
+        if stride == OUTPUT_STRIDE and stack == backbone_decoder_num_stacks and in_backbone:
+            backbone_output = ops.relu(x)
+            in_backbone = False
+        if not in_backbone:
+            group = BlockGroup(
+                num_blocks=extra_decoder_blocks_per_stage,
+                use_transformer_beyond_stride=extra_decoder_use_transformer_beyond_stride,
+                name=f"decoder_stage{stage}_extra",
+                **decoder_options,
+            )
+            x, memory = _apply_group(group, x, memory)
+        stride_to_features[stride].append(x)
+        if stride == HIGH_RESOLUTION_OUTPUT_STRIDE:
+            high_resolution_outputs.append(ops.relu(x))
+            going_up = True
+    if extra_decoder_num_stacks:
+        feature_semantic = high_resolution_outputs[backbone_decoder_num_stacks]
+    else:
+        feature_semantic = backbone_output
+    outputs = {
+        "feature_panoptic": high_resolution_outputs[-1],
+        "feature_semantic": feature_semantic,
+        "backbone_output": backbone_output,
+    }
+    return outputs, memory

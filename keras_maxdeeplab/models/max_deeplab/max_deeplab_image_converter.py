@@ -7,6 +7,7 @@ from keras import ops
 from keras_hub.layers import ImageConverter
 from keras_hub.src.utils.tensor_utils import in_tf_function
 
+from keras_maxdeeplab.layers.resize import nearest_indices
 from keras_maxdeeplab.layers.resize import resize_bilinear_align_corners
 from keras_maxdeeplab.models.max_deeplab.max_deeplab_backbone import MaXDeepLabBackbone
 
@@ -37,6 +38,9 @@ class MaXDeepLabImageConverter(ImageConverter):
     2. Pad bottom/right to the crop size with 127.5 (the mean pixel).
     3. Normalise `x / 127.5 - 1` (the padding becomes 0).
 
+    `restore_original_size` undoes steps 1-2 on the model's crop-sized maps,
+    as deeplab2's evaluator does.
+
     Args:
         image_size: `(crop_height, crop_width)`, each 16k + 1.
 
@@ -65,6 +69,22 @@ class MaXDeepLabImageConverter(ImageConverter):
     def resized_size(self, height, width):
         """The `(height, width)` of an image after step 1 (the unpadded region)."""
         return resized_size(height, width, *self.image_size)
+
+    def restore_original_size(self, maps, image_size):
+        """Undoes this converter on `[crop_height, crop_width, ...]` maps.
+
+        Crops the unpadded top-left region, then resizes it to `image_size`
+        with nearest neighbours (aligned corners), as deeplab2's evaluator
+        does. NumPy in and out.
+
+        Example:
+        >>> converter = MaXDeepLabImageConverter(image_size=(129, 129))
+        >>> converter.restore_original_size(np.zeros((129, 129)), (360, 640)).shape  # (360, 640)
+        """
+        height, width = self.resized_size(*image_size)
+        rows = nearest_indices(height, image_size[0])
+        cols = nearest_indices(width, image_size[1])
+        return np.asarray(maps)[:height, :width][rows][:, cols]
 
     def call(self, inputs):
         shape = getattr(inputs, "shape", np.shape(inputs))

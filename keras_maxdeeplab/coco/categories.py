@@ -1,13 +1,18 @@
-"""Panoptic category lists: validation and deeplab2's contiguous class ids.
+"""Panoptic category lists and deeplab2's class layout.
 
 A category is a COCO-style dict `{"id", "name", "isthing"}` (optionally
 `"color": [r, g, b]`). Models and datasets keep the list sorted by `id`; the
 contiguous class id of `categories[k]` is `k + 1` and 0 is void, as deeplab2
-maps COCO (things 1..80, stuff 81..133).
+maps COCO (things 1..80, stuff 81..133). Panoptic labels are
+`class * LABEL_DIVISOR + instance`, and the class head orders its channels
+things first, then stuff (`thing_stuff_class_ids`).
 """
 
 import json
 import os
+
+# deeplab2's panoptic label: `class * LABEL_DIVISOR + instance`.
+LABEL_DIVISOR = 256
 
 _COCO_FILE = os.path.join(os.path.dirname(__file__), "coco_panoptic_categories.json")
 
@@ -56,6 +61,30 @@ def thing_class_ids(categories):
     return tuple(k for k, c in contiguous_categories(categories).items() if c["isthing"])
 
 
+def thing_stuff_class_ids(num_class_head_channels, thing_class_ids, void_label=0):
+    """Dataset class id of each class-head channel (things first, then stuff).
+
+    deeplab2's order: `thing_class_ids + stuff_class_ids`, the last channel
+    being "no object". COCO: channel k is class k + 1.
+
+    Example:
+    >>> thing_stuff_class_ids(134, range(1, 81))[:3]  # [1, 2, 3]
+    """
+    num_thing_stuff = num_class_head_channels - 1
+    if void_label >= num_thing_stuff:
+        candidates = range(num_thing_stuff)
+    else:
+        candidates = [i for i in range(num_thing_stuff + 1) if i != void_label]
+    things = sorted(int(i) for i in thing_class_ids)
+    stuff = [i for i in candidates if i not in set(things)]
+    if len(things) + len(stuff) != num_thing_stuff:
+        raise ValueError(
+            f"thing_class_ids {things} do not fit {num_thing_stuff} classes with void "
+            f"label {void_label}."
+        )
+    return things + stuff
+
+
 def _load_coco_categories():
     with open(_COCO_FILE) as f:
         return check_categories(json.load(f), _COCO_FILE)
@@ -64,3 +93,6 @@ def _load_coco_categories():
 # COCO panoptic's 133 categories with their official colours (deeplab2's
 # `coco_constants`): 80 things, then 53 stuff.
 COCO_PANOPTIC_CATEGORIES = _load_coco_categories()
+
+# Contiguous ids of COCO's thing classes: 1..80.
+COCO_THING_CLASS_IDS = thing_class_ids(COCO_PANOPTIC_CATEGORIES)

@@ -2,10 +2,10 @@ import json
 
 import pytest
 
-from keras_maxdeeplab.data import COCO_PANOPTIC_CATEGORIES
-from keras_maxdeeplab.data import check_categories
-from keras_maxdeeplab.data import contiguous_categories
-from keras_maxdeeplab.data import thing_class_ids
+from keras_maxdeeplab.coco import COCO_PANOPTIC_CATEGORIES
+from keras_maxdeeplab.coco import check_categories
+from keras_maxdeeplab.coco import contiguous_categories
+from keras_maxdeeplab.coco import thing_class_ids
 from tests.helpers import shared_path
 
 

@@ -4,9 +4,11 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from keras_maxdeeplab.evaluation import id2rgb
-from keras_maxdeeplab.evaluation import rgb2id
-from keras_maxdeeplab.visualization import coco_panoptic_to_segments
+from keras_maxdeeplab.coco import id2rgb
+from keras_maxdeeplab.coco import rgb2id
+from keras_maxdeeplab.coco import coco_panoptic_to_segments
+from keras_maxdeeplab.coco import save_coco_panoptic
+from keras_maxdeeplab.evaluation import pq_compute
 from keras_maxdeeplab.visualization import colorize_panoptic
 from keras_maxdeeplab.visualization import overlay_panoptic
 from tests.helpers import shared_path
@@ -115,3 +117,33 @@ def test_coco_sample_ground_truth_round_trips_categories():
     assert crowd > 0 and sum(s["iscrowd"] for s in segments) == crowd
     overlay = overlay_panoptic(image, segmentation, segments, categories, draw_labels=True)
     assert overlay.shape == image.shape
+
+
+def test_save_coco_panoptic_round_trip(tmp_path):
+    """Results written as COCO panoptic files read back to the same segments,
+    and score PQ 1.0 against themselves with the official rules."""
+    categories = [{"id": 7, "name": "road", "isthing": 0}, {"id": 3, "name": "car", "isthing": 1}]
+    segmentation = np.zeros((6, 8), np.int32)
+    segmentation[:3] = 1
+    segmentation[4:, 2:5] = 2
+    segments_info = [
+        {"id": 1, "category_id": 7, "label": "road", "isthing": False, "score": 0.9, "area": 24},
+        {"id": 2, "category_id": 3, "label": "car", "isthing": True, "score": 0.8, "area": 6},
+    ]
+    result = {"segmentation": segmentation, "segments_info": segments_info}
+    path = save_coco_panoptic([result, result], ["a.jpg", "b.jpg"], str(tmp_path), categories)
+    written = json.load(open(path))
+    assert [i["file_name"] for i in written["images"]] == ["a.jpg", "b.jpg"]
+    assert written["categories"] == categories
+    annotation = written["annotations"][1]
+    assert annotation["file_name"] == "b.png" and annotation["image_id"] == 1
+    assert [(s["category_id"], s["area"], s["bbox"]) for s in annotation["segments_info"]] == [
+        (7, 24, [0, 0, 8, 3]),
+        (3, 6, [2, 4, 3, 2]),
+    ]
+    ids = rgb2id(np.asarray(Image.open(tmp_path / "panoptic" / "b.png")))
+    np.testing.assert_array_equal(ids, segmentation)
+    results = pq_compute(path, path, str(tmp_path / "panoptic"), str(tmp_path / "panoptic"))
+    assert results["All"]["pq"] == 1.0 and results["All"]["n"] == 2
+    with pytest.raises(ValueError, match="1 file names for 2 results"):
+        save_coco_panoptic([result, result], ["a.jpg"], str(tmp_path), categories)
