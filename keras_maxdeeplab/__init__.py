@@ -1,5 +1,14 @@
 """keras-maxdeeplab: MaX-DeepLab panoptic segmentation for Keras 3."""
 
+import os
+
+# Keras' own message for a misspelt backend is a 26-line traceback without the valid names.
+if os.environ.get("KERAS_BACKEND", "jax") not in ("jax", "tensorflow", "torch", "numpy", "openvino"):
+    raise ImportError(
+        f"KERAS_BACKEND={os.environ['KERAS_BACKEND']!r} is not a Keras backend; keras-maxdeeplab "
+        "runs on 'jax', 'tensorflow' or 'torch' (e.g. export KERAS_BACKEND=torch)."
+    )
+
 from keras_maxdeeplab import evaluation, hub, layers, losses, postprocessing
 from keras_maxdeeplab.models.max_deeplab.max_deeplab import MaXDeepLab
 from keras_maxdeeplab.models.max_deeplab.max_deeplab_backbone import MaXDeepLabBackbone

@@ -65,3 +65,4 @@ def test_predict_panoptic_refuses_them_before_any_work():
         model.predict_panoptic(nan)
     (result,) = model.predict_panoptic(np.zeros((20, 30, 3), np.uint8))
     assert result["segmentation"].shape == (20, 30)
+

@@ -1,4 +1,4 @@
-"""Early, explicit checks of image shapes and dtypes for MaX-DeepLab models."""
+"""Early, explicit checks of image shapes, dtypes and architecture numbers for MaX-DeepLab."""
 
 import os
 
@@ -18,10 +18,10 @@ def check_image_shape(image_shape):
         raise ValueError(f"image_shape must be (height, width, 3); got {image_shape}.")
     height, width = image_shape[:2]
     for size in (height, width):
-        if size is None or int(size) < 17 or (int(size) - 1) % 16:
+        if size is None or not 17 <= int(size) <= 4097 or (int(size) - 1) % 16:
             raise ValueError(
-                f"MaX-DeepLab needs a fixed image size of the form 16k + 1 (e.g. 65, 129, "
-                f"641, 1025); got image_shape={image_shape}."
+                f"MaX-DeepLab needs a fixed image size of the form 16k + 1 between 17 and 4097 "
+                f"(e.g. 65, 129, 641, 1025); got image_shape={image_shape}."
             )
     return (int(height), int(width), 3)
 
@@ -131,3 +131,70 @@ def _check_one(image, index, crop_size):
             f"{where} ({height}x{width}) is too elongated for a {crop_size[0]}x{crop_size[1]} "
             f"model: with its long side resized to the crop, its short side has no pixel left."
         )
+
+
+# Bounds of the architecture numbers, checked before anything is built: far
+# beyond deeplab2's largest model (MaX-DeepLab-L), far below what would take
+# minutes or all memory to build (a config file is input like any other).
+_COUNTS = {
+    "num_mask_slots": (1, 1024),
+    "memory_channels": (1, 8192),
+    "global_feed_forward_network_channels": (1, 16384),
+    "dual_path_feed_forward_network_channels": (1, 16384),
+    "attention_bottleneck_expansion": (1, 64),
+    "axial_key_expansion": (1, 64),
+    "axial_value_expansion": (1, 64),
+    "backbone_decoder_num_stacks": (0, 8),
+    "extra_decoder_num_stacks": (0, 8),
+    "extra_decoder_blocks_per_stage": (1, 64),
+    "backbone_decoder_blocks_per_stage": (1, 64),
+    "pixel_space_head_channels": (1, 8192),
+    "pixel_space_output_channels": (1, 8192),
+    "semantic_head_channels": (1, 8192),
+    "aspp_channels": (1, 8192),
+    "decoder_channels": (1, 8192),
+}
+_SCALES = {
+    "base_transformer_expansion": 64.0,
+    "stem_width_multiplier": 16.0,
+    "backbone_width_multiplier": 16.0,
+    "backbone_layer_multiplier": 16.0,
+}
+_STRIDES = (0, 4, 8, 16, 32)
+
+
+def check_architecture(**numbers):
+    """Raises ValueError for an architecture number of the wrong type or out of
+    its bounds (see `_COUNTS`, `_SCALES`); returns None.
+
+    Example:
+    >>> check_architecture(num_mask_slots=128, num_blocks=(3, 4, 6, 3))
+    """
+    for name, value in numbers.items():
+        if name in _COUNTS:
+            _check_int(name, value, *_COUNTS[name])
+        elif name in _SCALES:
+            if isinstance(value, bool) or not isinstance(value, (int, float)):
+                raise ValueError(f"{name} must be a number; got {value!r}.")
+            if not 0 < value <= _SCALES[name]:
+                raise ValueError(f"{name} must be in (0, {_SCALES[name]:g}]; got {value!r}.")
+        elif name in ("num_blocks", "low_level_channels", "atrous_rates"):
+            length = {"num_blocks": 4, "low_level_channels": 2, "atrous_rates": 3}[name]
+            if not isinstance(value, (list, tuple)) or len(value) != length:
+                raise ValueError(f"{name} must be {length} whole numbers; got {value!r}.")
+            high = {"num_blocks": 64, "low_level_channels": 8192, "atrous_rates": 64}[name]
+            for item in value:
+                _check_int(name, item, 1, high)
+        elif name.endswith("_beyond_stride") and value not in _STRIDES:
+            raise ValueError(f"{name} must be one of {_STRIDES}; got {value!r}.")
+        elif name == "drop_path_keep_prob" and not (
+            isinstance(value, (int, float)) and 0 < value <= 1
+        ):
+            raise ValueError(f"drop_path_keep_prob must be in (0, 1]; got {value!r}.")
+
+
+def _check_int(name, value, low, high):
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
+        raise ValueError(f"{name} must be a whole number; got {value!r}.")
+    if not low <= value <= high:
+        raise ValueError(f"{name} must be between {low} and {high}; got {value}.")

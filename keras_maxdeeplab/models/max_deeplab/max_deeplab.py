@@ -17,6 +17,7 @@ from keras_maxdeeplab.layers.heads import SemanticDecoder
 from keras_maxdeeplab.layers.heads import TransformerClassHead
 from keras_maxdeeplab.losses.max_deeplab_loss import TERMS
 from keras_maxdeeplab.losses.max_deeplab_loss import MaXDeepLabLoss
+from keras_maxdeeplab.models.max_deeplab.input_checks import check_architecture
 from keras_maxdeeplab.models.max_deeplab.input_checks import check_images
 from keras_maxdeeplab.models.max_deeplab.input_checks import check_raw_images
 from keras_maxdeeplab.models.max_deeplab.max_deeplab_backbone import MaXDeepLabBackbone
@@ -120,6 +121,15 @@ class MaXDeepLab(ImageSegmenter):
                 f"num_classes={num_classes} does not match {len(categories)} categories + void; "
                 "pass the dataset's `categories` (num_classes then follows from them)."
             )
+        check_architecture(
+            pixel_space_head_channels=pixel_space_head_channels,
+            pixel_space_output_channels=pixel_space_output_channels,
+            semantic_head_channels=semantic_head_channels,
+            aspp_channels=aspp_channels,
+            decoder_channels=decoder_channels,
+            low_level_channels=tuple(low_level_channels),
+            atrous_rates=tuple(atrous_rates),
+        )
         unknown = sorted(set(postprocess_options or {}) - set(DEFAULT_POSTPROCESS_OPTIONS))
         if unknown:
             raise ValueError(

@@ -11,6 +11,7 @@ from keras_maxdeeplab.layers.convolutions import Conv1D
 from keras_maxdeeplab.layers.convolutions import Conv2DSame
 from keras_maxdeeplab.layers.dual_path_transformer import MemoryFeature
 from keras_maxdeeplab.layers.resized_fuse import ResizedFuse
+from keras_maxdeeplab.models.max_deeplab.input_checks import check_architecture
 from keras_maxdeeplab.models.max_deeplab.input_checks import check_image_shape
 from keras_maxdeeplab.models.max_deeplab.input_checks import check_images
 from keras_maxdeeplab.models.max_deeplab.max_deeplab_presets import listed_presets
@@ -103,6 +104,29 @@ class MaXDeepLabBackbone(Backbone):
         **kwargs,
     ):
         image_shape = check_image_shape(image_shape)
+        check_architecture(
+            num_blocks=num_blocks,
+            backbone_use_transformer_beyond_stride=backbone_use_transformer_beyond_stride,
+            extra_decoder_use_transformer_beyond_stride=extra_decoder_use_transformer_beyond_stride,
+            backbone_decoder_num_stacks=backbone_decoder_num_stacks,
+            extra_decoder_num_stacks=extra_decoder_num_stacks,
+            extra_decoder_blocks_per_stage=extra_decoder_blocks_per_stage,
+            num_mask_slots=num_mask_slots,
+            memory_channels=memory_channels,
+            base_transformer_expansion=base_transformer_expansion,
+            global_feed_forward_network_channels=global_feed_forward_network_channels,
+            dual_path_feed_forward_network_channels=dual_path_feed_forward_network_channels,
+            attention_bottleneck_expansion=attention_bottleneck_expansion,
+            axial_key_expansion=axial_key_expansion,
+            axial_value_expansion=axial_value_expansion,
+            drop_path_keep_prob=drop_path_keep_prob,
+            drop_path_beyond_stride=drop_path_beyond_stride,
+            stem_width_multiplier=stem_width_multiplier,
+            backbone_width_multiplier=backbone_width_multiplier,
+            backbone_layer_multiplier=backbone_layer_multiplier,
+            use_axial_beyond_stride=use_axial_beyond_stride,
+            backbone_decoder_blocks_per_stage=backbone_decoder_blocks_per_stage,
+        )
         if backbone_type not in ("resnet_beta", "wider_resnet"):
             raise ValueError(
                 f"backbone_type must be 'resnet_beta' (MaX-DeepLab-S) or 'wider_resnet' "
