@@ -21,7 +21,8 @@ def _image(shape=(48, 64, 3), dtype="uint8", value=100):
         (_image((0, 0, 3)), r"image 0 is empty \(0x0 pixels\)"),
         (_image((48, 64)), r"got shape \(48, 64\)\. A grayscale image: np\.repeat"),
         (_image((48, 64, 4)), r"got shape \(48, 64, 4\)"),
-        (_image(dtype="uint16", value=40000), "has dtype uint16.*16-bit images"),
+        (_image(dtype="uint16", value=40000), r"has uint16 values in \[40000, 40000\].*16-bit"),
+        (_image(dtype="int64", value=-3), r"has int64 values in \[-3, -3\]"),
         (_image(dtype="float32", value=0.5), "looks like a 0..1 image.*multiply it by 255"),
         (_image(dtype="float32", value=300.0), r"float values in \[300, 300\]"),
         (_image(dtype="bool", value=True), "has dtype bool"),
@@ -50,6 +51,7 @@ def test_good_images_pass_unchanged():
     np.testing.assert_array_equal(out[1], batch[1])
     # Sizes may differ in a list; 0..255 floats, an all-black float image and long thin images pass.
     mixed = [_image((30, 40, 3)), _image(dtype="float32", value=200.0), _image(dtype="float32", value=0.0)]
+    mixed += [_image(dtype="int64", value=255)]  # e.g. np.random.randint's default dtype
     assert [o.shape for o in check_raw_images(mixed + [_image((10, 600, 3))], CROP)][0] == (30, 40, 3)
 
 

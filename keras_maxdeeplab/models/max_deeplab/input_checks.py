@@ -60,10 +60,11 @@ def check_raw_images(images, crop_size):
     """Validates images given to `predict_panoptic`; returns a list of `[H, W, 3]` arrays.
 
     Accepted: an `[H, W, 3]` image, a list of them (sizes may differ) or a
-    `[B, H, W, 3]` batch, as uint8, or float in 0..255. Anything else is
+    `[B, H, W, 3]` batch, with integer values in 0..255 (uint8 or any integer
+    dtype), or float in 0..255. Anything else is
     refused with what was wrong and what to do: other ranks (grayscale
-    `[H, W]` included) or channel counts, other integer dtypes (16-bit
-    images: convert to 8 bits), float images that look like 0..1 (max <= 1:
+    `[H, W]` included) or channel counts, integer values outside 0..255
+    (16-bit images: convert to 8 bits), float images that look like 0..1 (max <= 1:
     multiply by 255), non-finite pixels, empty images, and images so
     elongated that resizing the long side to the crop leaves no pixel on the
     short side.
@@ -105,11 +106,14 @@ def _check_one(image, index, crop_size):
         raise ValueError(f"{where} is empty ({height}x{width} pixels).")
     dtype = image.dtype
     if dtype.kind in "iu" and dtype != np.uint8:
-        raise ValueError(
-            f"{where} has dtype {dtype}; expected uint8 (or float in 0..255). For 16-bit "
-            "images, convert to 8 bits first, e.g. (image // 257).astype('uint8')."
-        )
-    if dtype.kind not in "uf":
+        low, high = int(image.min()), int(image.max())
+        if low < 0 or high > 255:
+            raise ValueError(
+                f"{where} has {dtype} values in [{low}, {high}]; expected 8-bit values 0..255 "
+                "(uint8, or float in 0..255). For 16-bit images, convert to 8 bits first, e.g. "
+                "(image // 257).astype('uint8')."
+            )
+    if dtype.kind not in "iuf":
         raise ValueError(f"{where} has dtype {dtype}; expected uint8 or float in 0..255.")
     if dtype.kind == "f":
         if not np.all(np.isfinite(image)):
