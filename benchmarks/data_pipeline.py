@@ -19,10 +19,7 @@ import numpy as np
 
 import keras
 
-from keras_maxdeeplab import MAX_DEEPLAB_CONFIGS
-from keras_maxdeeplab import MAX_DEEPLAB_HEAD_CONFIGS
-from keras_maxdeeplab import MaXDeepLab
-from keras_maxdeeplab import MaXDeepLabBackbone
+from keras_maxdeeplab import build_model
 from keras_maxdeeplab.data import COCOPanopticDataset
 from keras_maxdeeplab.data.synthetic import write_synthetic_panoptic_dataset
 
@@ -46,10 +43,9 @@ def pipeline_rate(data, crop, batch_size, workers, training, batches):
 
 
 def model_rate(config, crop, batch_size, batch):
-    backbone = MaXDeepLabBackbone(image_shape=(crop, crop, 3), **MAX_DEEPLAB_CONFIGS[config])
-    model = MaXDeepLab(backbone, **MAX_DEEPLAB_HEAD_CONFIGS[config])
+    model = build_model(config, crop)
     images, y_true = batch
-    images = np.asarray(images) / 127.5 - 1.0
+    images = np.asarray(images)  # 0..255: the model's preprocessor normalises them
     y_true = {k: np.asarray(v) for k, v in y_true.items()}
     model.train_on_batch(images, y_true)  # compile
     start = time.perf_counter()

@@ -11,25 +11,21 @@ grow with N (before, every full-size result was kept until the end: about
 """
 
 import argparse
-import json
 import os
-import subprocess
-import sys
 import tempfile
 import time
 
 import numpy as np
+from measured_child import run_measured
 from PIL import Image
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CHILD = """
-import json, sys, time
+import sys, time
 from keras_maxdeeplab.cli import main
 start = time.perf_counter()
 code = main(sys.argv[1:])
-peak = [line for line in open("/proc/self/status") if line.startswith("VmHWM:")][0]
-print(json.dumps({"code": code, "seconds": time.perf_counter() - start,
-                  "peak_rss": int(peak.split()[1]) * 1024}))
+result = {"code": code, "seconds": time.perf_counter() - start}
 """
 
 
@@ -61,16 +57,8 @@ def main():
             os.symlink(os.path.join(images, name), os.path.join(subset, name))
         command = ["predict", subset, "--preset", args.preset, "--output", subset + "_out"]
         start = time.perf_counter()
-        out = subprocess.run(
-            [sys.executable, "-c", CHILD, *command],
-            cwd=REPO,
-            env=env,
-            check=True,
-            capture_output=True,
-            text=True,
-        ).stdout
-        result = json.loads(out.strip().splitlines()[-1])
-        assert result["code"] == 0, out
+        result = run_measured(CHILD, command, REPO, env)
+        assert result["code"] == 0, result
         seconds = time.perf_counter() - start
         print(
             f"| {count} | {result['peak_rss'] / 1e6:,.0f} MB | {seconds:.0f} s "

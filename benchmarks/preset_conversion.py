@@ -16,7 +16,6 @@ before it streamed variables one at a time).
 """
 
 import argparse
-import json
 import os
 import subprocess
 import sys
@@ -29,6 +28,7 @@ import numpy as np
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, REPO)
 
+from measured_child import run_measured  # noqa: E402  (beside this script)
 from tests.hub_helpers import write_checkpoint  # noqa: E402  (the test suite's writer)
 
 VARIABLES = os.path.join(
@@ -56,10 +56,7 @@ elif step == "read_all":
     arrays = read_checkpoint(arg)
 elif step == "build":
     MaXDeepLab.from_preset({name!r}, load_weights=False)
-seconds = time.perf_counter() - start
-# VmHWM: this process's own peak (ru_maxrss would carry the parent's over exec).
-peak = [line for line in open("/proc/self/status") if line.startswith("VmHWM:")][0]
-print(json.dumps({{"peak_rss": int(peak.split()[1]) * 1024, "seconds": seconds}}))
+result = {{"seconds": time.perf_counter() - start}}
 """.format(name=NAME)
 
 
@@ -99,15 +96,7 @@ def write_training_checkpoint(prefix):
 
 
 def _child(step, crop, arg, env):
-    out = subprocess.run(
-        [sys.executable, "-c", CHILD, step, str(crop), ARCHIVE, arg],
-        cwd=REPO,
-        env=env,
-        check=True,
-        capture_output=True,
-        text=True,
-    ).stdout
-    return json.loads(out.strip().splitlines()[-1])
+    return run_measured(CHILD, [step, str(crop), ARCHIVE, arg], REPO, env)
 
 
 def main():

@@ -17,10 +17,7 @@ import numpy as np
 
 import keras
 
-from keras_maxdeeplab import MAX_DEEPLAB_CONFIGS
-from keras_maxdeeplab import MAX_DEEPLAB_HEAD_CONFIGS
-from keras_maxdeeplab import MaXDeepLab
-from keras_maxdeeplab import MaXDeepLabBackbone
+from keras_maxdeeplab import build_model
 from keras_maxdeeplab.losses import MaXDeepLabLoss
 from keras_maxdeeplab.losses import hungarian_matching
 from keras_maxdeeplab.losses import hungarian_matching_ops
@@ -62,13 +59,10 @@ def main():
     rng = np.random.RandomState(0)
 
     # The tiny reference architecture with MaX-DeepLab-S's 128 slots.
-    backbone = MaXDeepLabBackbone(
-        image_shape=(args.size, args.size, 3),
-        **dict(MAX_DEEPLAB_CONFIGS["max_deeplab_tiny"], num_mask_slots=128),
-    )
-    model = MaXDeepLab(backbone, **MAX_DEEPLAB_HEAD_CONFIGS["max_deeplab_tiny"])
+    model = build_model("max_deeplab_tiny", args.size, {"num_mask_slots": 128})
     model.compile(warmup_steps=0)
-    images = rng.uniform(-1, 1, (args.batch, args.size, args.size, 3)).astype("float32")
+    # 0..255: the model's preprocessor normalises them.
+    images = rng.uniform(0, 255, (args.batch, args.size, args.size, 3)).astype("float32")
     y_true = _targets(args.batch, args.size, rng)
 
     step = _timed(lambda: model.train_on_batch(images, y_true), args.repeats)

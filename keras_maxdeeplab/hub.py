@@ -37,8 +37,8 @@ from keras_maxdeeplab.conversion.preset_cache import archive_url
 from keras_maxdeeplab.conversion.preset_cache import cached_preset
 from keras_maxdeeplab.conversion.preset_cache import cached_preset_dir
 from keras_maxdeeplab.conversion.preset_cache import convert_on_first_use
-from keras_maxdeeplab.models.max_deeplab.max_deeplab_configs import MAX_DEEPLAB_CONFIGS
-from keras_maxdeeplab.models.max_deeplab.max_deeplab_configs import MAX_DEEPLAB_HEAD_CONFIGS
+from keras_maxdeeplab.models.max_deeplab.max_deeplab_builder import build_backbone
+from keras_maxdeeplab.models.max_deeplab.max_deeplab_builder import build_model
 from keras_maxdeeplab.models.max_deeplab.max_deeplab_presets import canonical_preset_name
 from keras_maxdeeplab.models.max_deeplab.max_deeplab_presets import embedded_preset_folder
 from keras_maxdeeplab.models.max_deeplab.max_deeplab_presets import get_preset
@@ -250,26 +250,9 @@ def _is_checked(preset):
     return preset.startswith(HF_PREFIX) or "://" not in preset
 
 
-def _build_backbone(cls, entry, kwargs):
-    crop = entry["crop_size"]
-    config = {"image_shape": (crop, crop, 3), **MAX_DEEPLAB_CONFIGS[entry["config"]]}
-    return cls(**{**config, **kwargs})
-
-
 def _default_preprocessor(cls, image_shape):
     converter_cls = cls.preprocessor_cls.image_converter_cls
     return cls.preprocessor_cls(image_converter=converter_cls(image_size=tuple(image_shape[:2])))
-
-
-def _build_task(cls, entry, kwargs):
-    # As keras-hub's loader: `dtype` and `image_shape` go to the backbone.
-    backbone_kwargs = {k: kwargs.pop(k) for k in ("dtype", "image_shape") if k in kwargs}
-    backbone = _build_backbone(cls.backbone_cls, entry, backbone_kwargs)
-    if "preprocessor" not in kwargs:
-        kwargs["preprocessor"] = _default_preprocessor(cls, backbone.image_shape)
-    heads = dict(MAX_DEEPLAB_HEAD_CONFIGS[entry["config"]])
-    heads["postprocess_options"] = dict(entry["postprocess_options"])
-    return cls(backbone, **{**heads, **kwargs})
 
 
 def _weights_files(folder_or_handle, entry, task):
@@ -378,7 +361,7 @@ def load_backbone(cls, keras_hub_from_preset, preset, load_weights, kwargs):
     entry = resolve_preset(preset)
     if entry is not None:
         files = _name_files(preset, entry, load_weights, False, base_url)
-        backbone = _build_backbone(cls, entry, kwargs)
+        backbone = build_backbone(entry["config"], entry["crop_size"], kwargs, cls)
     elif _is_checked(preset):
         files = preset_files(preset, load_weights, task=False)
         backbone = keras_hub_from_preset(preset, load_weights=False, **kwargs)
@@ -402,7 +385,8 @@ def load_task(cls, keras_hub_from_preset, preset, load_weights, kwargs):
     entry = resolve_preset(preset)
     if entry is not None:
         files = _name_files(preset, entry, load_weights, True, base_url)
-        model = _build_task(cls, entry, kwargs)
+        options = {"postprocess_options": dict(entry["postprocess_options"])}
+        model = build_model(entry["config"], entry["crop_size"], {**options, **kwargs}, cls)
     elif _is_checked(preset):
         files = preset_files(preset, load_weights, task=True)
         if files[TASK_CONFIG_FILE] is None and files[IMAGE_CONVERTER_FILE] is None:

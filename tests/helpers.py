@@ -1,6 +1,8 @@
 """Shared test helpers: reference data paths and keras-hub-style checks."""
 
 import os
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -9,8 +11,7 @@ import keras
 
 from keras_maxdeeplab import MAX_DEEPLAB_CONFIGS
 from keras_maxdeeplab import MAX_DEEPLAB_HEAD_CONFIGS
-from keras_maxdeeplab import MaXDeepLab
-from keras_maxdeeplab import MaXDeepLabBackbone
+from keras_maxdeeplab import build_model
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SHARED = os.path.join(os.path.dirname(REPO), "shared")
@@ -28,8 +29,8 @@ def shared_path(*parts):
 
 
 def tiny_model(size=65):
-    backbone = MaXDeepLabBackbone(image_shape=(size, size, 3), **TINY_BACKBONE)
-    return MaXDeepLab(backbone, **TINY_HEADS)
+    """deeplab2's reduced MaX-DeepLab, taking inputs already normalised (no preprocessor)."""
+    return build_model("max_deeplab_tiny", size, {"preprocessor": None})
 
 
 def to_numpy(tree):
@@ -132,3 +133,28 @@ def run_task_test(model, images, tmp_path):
     reference = to_numpy(expected)["transformer_class_logits"]
     got = to_numpy(keras.ops.cast(outputs["transformer_class_logits"], "float32"))
     np.testing.assert_allclose(got, reference, atol=0.1)
+
+
+def python_child(code, *args, env=None):
+    """Starts `python -c code args...` in the repository, with the package importable;
+    stdout and stderr are pipes (text)."""
+    return subprocess.Popen(
+        [sys.executable, "-c", code, *args],
+        cwd=REPO,
+        env={**os.environ, "PYTHONPATH": REPO, **(env or {})},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+
+
+def run_python(code, *args, env=None, timeout=300):
+    """Runs `python -c code args...` like `python_child`; returns
+    `(returncode, stdout, stderr)`. The timeout turns a hang into a failure."""
+    child = python_child(code, *args, env=env)
+    try:
+        out, err = child.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        child.kill()
+        raise
+    return child.returncode, out, err

@@ -157,11 +157,8 @@ def test_train_two_steps_then_resume(tmp_path, capsys):
 
 
 def test_train_stops_at_a_bad_sample_in_one_line(tmp_path):
-    import subprocess
-    import sys
-
     from keras_maxdeeplab.data import write_synthetic_panoptic_dataset
-    from tests.helpers import REPO
+    from tests.helpers import run_python
 
     data = os.path.join(tmp_path, "data")
     write_synthetic_panoptic_dataset(data, 4, seed=0)
@@ -170,19 +167,12 @@ def test_train_stops_at_a_bad_sample_in_one_line(tmp_path):
     command = ["train", data, "--output", os.path.join(tmp_path, "run"), "--config"]
     command += ["max_deeplab_tiny", "--crop-size", "65", "--batch-size", "2", "--steps", "3"]
     # A child process: the issue was a hang; the timeout turns one into a failure.
-    done = subprocess.run(
-        [sys.executable, "-c", "import sys; from keras_maxdeeplab.cli import main; sys.exit(main())"]
-        + command,
-        cwd=REPO,
-        env={**os.environ, "PYTHONPATH": REPO},
-        capture_output=True,
-        text=True,
-        timeout=900,
-    )
-    assert done.returncode == 1
-    errors = [line for line in done.stderr.splitlines() if line.startswith("maxdeeplab")]
+    cli = "import sys; from keras_maxdeeplab.cli import main; sys.exit(main())"
+    code, _, err = run_python(cli, *command, timeout=900)
+    assert code == 1
+    errors = [line for line in err.splitlines() if line.startswith("maxdeeplab")]
     assert errors == [
         f"maxdeeplab train: error: {missing}: file not found. (pass --skip-errors to leave out "
         "unreadable samples)"
     ]
-    assert "Traceback" not in done.stderr
+    assert "Traceback" not in err

@@ -22,7 +22,7 @@ import time
 
 import keras
 
-from keras_maxdeeplab.conversion import build_model as build_named_model
+from keras_maxdeeplab import build_model as build_named_model
 from keras_maxdeeplab.data import COCOPanopticDataset
 from keras_maxdeeplab.data.synthetic import SYNTHETIC_CATEGORIES
 from keras_maxdeeplab.data.synthetic import write_synthetic_panoptic_dataset

@@ -39,7 +39,7 @@ def build_model(args, categories):
     """A preset fine-tuned to `categories` (at its own input size unless
     `--crop-size` is given), or a fresh `--config` model."""
     from keras_maxdeeplab import MaXDeepLab
-    from keras_maxdeeplab.conversion import build_model as build_named_model
+    from keras_maxdeeplab import build_model as build_named_model
 
     if not args.preset:
         crop_size = args.crop_size or SCRATCH_CROP_SIZE

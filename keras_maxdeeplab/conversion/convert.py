@@ -1,7 +1,6 @@
 """deeplab2 checkpoint -> keras-hub preset folder, in one call."""
 
 import datetime
-import inspect
 import json
 import os
 
@@ -9,65 +8,14 @@ from keras_maxdeeplab.atomic_files import write_folder_atomically
 from keras_maxdeeplab.conversion.archive import sha256_of
 from keras_maxdeeplab.conversion.deeplab2 import load_deeplab2_checkpoint
 from keras_maxdeeplab.conversion.imagenet import load_imagenet_backbone
-from keras_maxdeeplab.models.max_deeplab.max_deeplab import MaXDeepLab
-from keras_maxdeeplab.models.max_deeplab.max_deeplab_backbone import MaXDeepLabBackbone
-from keras_maxdeeplab.models.max_deeplab.max_deeplab_configs import MAX_DEEPLAB_CONFIGS
-from keras_maxdeeplab.models.max_deeplab.max_deeplab_configs import MAX_DEEPLAB_HEAD_CONFIGS
+from keras_maxdeeplab.models.max_deeplab.max_deeplab_builder import build_backbone
+from keras_maxdeeplab.models.max_deeplab.max_deeplab_builder import build_model
 from keras_maxdeeplab.models.max_deeplab.max_deeplab_image_converter import (
     MaXDeepLabImageConverter,
 )
-from keras_maxdeeplab.models.max_deeplab.max_deeplab_preprocessor import MaXDeepLabPreprocessor
 from keras_maxdeeplab.version import __version__
 
 CONVERSION_FILE = "conversion.json"
-
-
-def _knobs(cls, excluded):
-    parameters = inspect.signature(cls.__init__).parameters
-    return {
-        name
-        for name, parameter in parameters.items()
-        if name != "self"
-        and name not in excluded
-        and parameter.kind == parameter.POSITIONAL_OR_KEYWORD
-    }
-
-
-def build_model(config="max_deeplab_s", crop_size=641, overrides=None):
-    """A `MaXDeepLab` of a named architecture at `crop_size`, with a preprocessor.
-
-    Args:
-        config: a name of `MAX_DEEPLAB_CONFIGS` (`"max_deeplab_s"`, `"max_deeplab_l"`,
-            `"max_deeplab_tiny"`).
-        crop_size: int, 16k + 1 (641 or 1025 for the published checkpoints).
-        overrides: optional dict of backbone or head keyword arguments
-            (deeplab2's knobs) replacing the named configuration's values.
-
-    Example:
-    >>> model = build_model("max_deeplab_s", 641)
-    """
-    if config not in MAX_DEEPLAB_CONFIGS:
-        raise ValueError(
-            f"Unknown config {config!r}; expected one of {sorted(MAX_DEEPLAB_CONFIGS)}."
-        )
-    backbone_args = dict(MAX_DEEPLAB_CONFIGS[config])
-    head_args = dict(MAX_DEEPLAB_HEAD_CONFIGS[config])
-    backbone_keys = _knobs(MaXDeepLabBackbone, {"image_shape", "dtype"})
-    head_keys = _knobs(MaXDeepLab, {"backbone", "preprocessor"})
-    for key, value in (overrides or {}).items():
-        if key in backbone_keys:
-            backbone_args[key] = value
-        elif key in head_keys:
-            head_args[key] = value
-        else:
-            raise ValueError(
-                f"Unknown override {key!r}; expected one of {sorted(backbone_keys | head_keys)}."
-            )
-    backbone = MaXDeepLabBackbone(image_shape=(crop_size, crop_size, 3), **backbone_args)
-    converter = MaXDeepLabImageConverter(image_size=(crop_size, crop_size))
-    return MaXDeepLab(
-        backbone, preprocessor=MaXDeepLabPreprocessor(image_converter=converter), **head_args
-    )
 
 
 def checkpoint_digests(path):
@@ -148,9 +96,7 @@ def convert_imagenet_backbone(
     """
     output_dir = os.path.abspath(output_dir)
     check_output_folder(output_dir, overwrite)
-    backbone = MaXDeepLabBackbone(
-        image_shape=(crop_size, crop_size, 3), **MAX_DEEPLAB_CONFIGS[config]
-    )
+    backbone = build_backbone(config, crop_size)
     skipped = load_imagenet_backbone(backbone, checkpoint)
     record = {
         **_source_record(checkpoint, source_url, config, crop_size),

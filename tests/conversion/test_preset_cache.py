@@ -2,8 +2,6 @@
 
 import json
 import os
-import subprocess
-import sys
 import tarfile
 
 import numpy as np
@@ -11,13 +9,12 @@ import pytest
 
 from keras_maxdeeplab import MaXDeepLab
 from keras_maxdeeplab.conversion import convert_checkpoint
-from keras_maxdeeplab.conversion.archive import sha256_of
 from keras_maxdeeplab.conversion.preset_cache import cache_root
 from keras_maxdeeplab.conversion.preset_cache import cached_preset
 from keras_maxdeeplab.hub import PresetNotFoundError
 from keras_maxdeeplab.hub import fetch_preset
 from keras_maxdeeplab.models.max_deeplab.max_deeplab_presets import MAX_DEEPLAB_PRESETS
-from tests.helpers import REPO
+from tests.helpers import python_child
 from tests.helpers import shared_path
 from tests.helpers import to_numpy
 from tests.hub_helpers import ArchiveServer
@@ -248,18 +245,8 @@ def test_two_processes_convert_once(tiny_preset, archive, direct, tmp_path):
     path = f"/{ARCHIVE}"
     # A slow answer keeps the first process in its download while the second starts.
     with ArchiveServer({path: archive}, delay=3.0) as server:
-        env = {**os.environ, "KERAS_MAXDEEPLAB_CHECKPOINT_URL": server.url, "PYTHONPATH": REPO}
-        children = [
-            subprocess.Popen(
-                [sys.executable, "-c", CHILD, NAME],
-                cwd=REPO,
-                env=env,
-                stdout=subprocess.PIPE,
-                stderr=subprocess.PIPE,
-                text=True,
-            )
-            for _ in range(2)
-        ]
+        env = {"KERAS_MAXDEEPLAB_CHECKPOINT_URL": server.url}
+        children = [python_child(CHILD, NAME, env=env) for _ in range(2)]
         results = [child.communicate(timeout=600) for child in children]
     for child, (out, err) in zip(children, results):
         assert child.returncode == 0, err[-3000:]

@@ -3,20 +3,17 @@ under XLA (the `keras.ops` matcher's loop never ended); scipy refused it with
 an unclear error. Both matchers now end on any input."""
 
 import os
-import subprocess
-import sys
 
 import numpy as np
 
 import keras
 
 from keras_maxdeeplab.losses import hungarian_matching
-from tests.helpers import REPO
+from tests.helpers import run_python
 from tests.helpers import to_numpy
 
 # Compiled as the backend compiles a training step; prints the permutation's row sums.
 COMPILED = """
-import sys
 import numpy as np
 import keras
 from keras_maxdeeplab.losses import hungarian_matching_ops
@@ -57,18 +54,10 @@ def _is_permutation(permutation):
 def test_the_compiled_ops_matcher_ends_on_non_finite_costs(tmp_path):
     path = os.path.join(tmp_path, "costs.npy")
     np.save(path, _bad_costs())
-    env = {**os.environ, "PYTHONPATH": REPO}
     # Before the fix this never returned: the timeout turns a hang into a failure.
-    done = subprocess.run(
-        [sys.executable, "-c", COMPILED, path],
-        env=env,
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-    assert done.returncode == 0, done.stderr[-2000:]
-    line = [l for l in done.stdout.splitlines() if l.startswith("sums")][0]
+    code, out, err = run_python(COMPILED, path, timeout=300)
+    assert code == 0, err[-2000:]
+    line = [l for l in out.splitlines() if l.startswith("sums")][0]
     assert line == "sums " + str([[1.0] * 6] * 4) + " " + str([[1.0] * 6] * 4)
 
 

@@ -6,18 +6,15 @@ and image ids that did not match the dataset's."""
 import json
 import os
 import signal
-import subprocess
-import sys
 import time
 
 import numpy as np
-import pytest
 from PIL import Image
 
 from keras_maxdeeplab.cli import main
 from keras_maxdeeplab.coco import rgb2id
 from keras_maxdeeplab.prediction_writer import write_predictions
-from tests.helpers import REPO
+from tests.helpers import python_child
 from tests.helpers import shared_path
 from tests.test_prediction_writer import HalfSkyModel
 
@@ -56,17 +53,6 @@ except OSError as error:
 """
 
 
-def _child(code, *args):
-    return subprocess.Popen(
-        [sys.executable, "-c", code, *args],
-        cwd=REPO,
-        env={**os.environ, "PYTHONPATH": REPO},
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-
-
 def _check_consistent(folder):
     """panoptic.json is valid and each image it lists has its whole PNG."""
     with open(os.path.join(folder, "panoptic.json")) as f:
@@ -79,7 +65,7 @@ def _check_consistent(folder):
 
 def test_a_killed_run_keeps_what_it_had_done(tmp_path):
     output = str(tmp_path / "out")
-    child = _child(SLOW_RUN, output)
+    child = python_child(SLOW_RUN, output)
     json_path = os.path.join(output, "panoptic.json")
     deadline = time.time() + 120
     while time.time() < deadline:
@@ -97,7 +83,7 @@ def test_a_full_disk_leaves_the_old_json_whole(tmp_path):
     output = str(tmp_path / "out")
     write_predictions(HalfSkyModel(), [("old.jpg", np.zeros((4, 4, 3), np.uint8))], output)
     before = open(os.path.join(output, "panoptic.json")).read()
-    child = _child(FULL_DISK, output)
+    child = python_child(FULL_DISK, output)
     out, err = child.communicate(timeout=120)
     assert "refused: 27" in out, err[-2000:]  # EFBIG
     assert open(os.path.join(output, "panoptic.json")).read() == before

@@ -2,11 +2,9 @@
 
 import os
 import shutil
-import subprocess
-import sys
 
 from keras_maxdeeplab.demo import DEMO_PRESET
-from tests.helpers import REPO
+from tests.helpers import run_python
 
 LOAD = """
 import sys
@@ -25,12 +23,6 @@ def test_a_fifo_in_a_preset_folder_is_refused_not_read(tmp_path):
         os.remove(os.path.join(folder, name))
         os.mkfifo(os.path.join(folder, name))
         # Before the fix this never returned: the timeout turns a hang into a failure.
-        done = subprocess.run(
-            [sys.executable, "-c", LOAD, folder],
-            env={**os.environ, "PYTHONPATH": REPO},
-            capture_output=True,
-            text=True,
-            timeout=120,
-        )
-        assert done.returncode == 0, done.stderr[-2000:]
-        assert f"holds '{name}', which is not a regular file" in done.stdout
+        code, out, err = run_python(LOAD, folder, timeout=120)
+        assert code == 0, err[-2000:]
+        assert f"holds '{name}', which is not a regular file" in out

@@ -4,11 +4,9 @@ loaded without error. Presets are now written beside and swapped in."""
 
 import os
 import signal
-import subprocess
-import sys
 
 from keras_maxdeeplab.atomic_files import write_folder_atomically
-from tests.helpers import REPO
+from tests.helpers import python_child
 
 # Rewrites a two-file "preset" slowly: the kill lands between the two files.
 SLOW_RESAVE = """
@@ -43,13 +41,7 @@ def _contents(folder):
 def test_a_killed_resave_leaves_the_old_preset_whole(tmp_path):
     preset = str(tmp_path / "preset")
     write_folder_atomically(preset, _fill("old task", "old backbone"))
-    child = subprocess.Popen(
-        [sys.executable, "-c", SLOW_RESAVE, preset],
-        cwd=REPO,
-        env={**os.environ, "PYTHONPATH": REPO},
-        stdout=subprocess.PIPE,
-        text=True,
-    )
+    child = python_child(SLOW_RESAVE, preset)
     assert child.stdout.readline().strip() == "half written"
     child.send_signal(signal.SIGKILL)
     child.wait()

@@ -5,9 +5,6 @@ nothing and restarted the data stream; a NaN loss went on silently."""
 import json
 import os
 import signal
-import subprocess
-import sys
-import time
 
 import numpy as np
 
@@ -15,7 +12,7 @@ import keras
 
 from keras_maxdeeplab.training_checkpoint import StopAtStep
 from keras_maxdeeplab.training_checkpoint import TrainingCheckpoint
-from tests.helpers import REPO
+from tests.helpers import python_child
 
 # Trains a small dense model in a child process; the weights file takes 2 s to
 # land after it is written, the window the kill aims at.
@@ -64,13 +61,7 @@ def _weights(model):
 
 def test_a_kill_while_the_checkpoint_is_written_keeps_the_last_whole_one(tmp_path):
     folder = str(tmp_path / "checkpoints")
-    child = subprocess.Popen(
-        [sys.executable, "-c", SLOW_SAVES, folder],
-        cwd=REPO,
-        env={**os.environ, "PYTHONPATH": REPO},
-        stdout=subprocess.PIPE,
-        text=True,
-    )
+    child = python_child(SLOW_SAVES, folder)
     written = []
     while len(written) < 2:  # the second checkpoint's file is written, not yet renamed
         line = child.stdout.readline()
