@@ -39,7 +39,7 @@ ARCHIVE = "max_deeplab_s_benchmark_coco_train.tar.gz"
 
 # Run in a child process: register the benchmark preset, then one of the steps.
 CHILD = """
-import json, sys, time
+import sys, time
 from keras_maxdeeplab import MaXDeepLab
 from keras_maxdeeplab.models.max_deeplab.max_deeplab_presets import MAX_DEEPLAB_PRESETS
 step, crop, archive, arg = sys.argv[1], int(sys.argv[2]), sys.argv[3], sys.argv[4]
