@@ -1,3 +1,5 @@
+import os
+
 import pytest
 
 from keras_maxdeeplab import MAX_DEEPLAB_CONFIGS
@@ -6,6 +8,7 @@ from keras_maxdeeplab import MAX_DEEPLAB_PRESETS
 from keras_maxdeeplab import MaXDeepLab
 from keras_maxdeeplab import MaXDeepLabBackbone
 from keras_maxdeeplab.coco.categories import COCO_PANOPTIC_CATEGORIES
+from keras_maxdeeplab.models.max_deeplab.max_deeplab_presets import EMBEDDED_PRESETS
 from keras_maxdeeplab.postprocessing import DEFAULT_POSTPROCESS_OPTIONS
 from tests.hub_helpers import offline_hf_cache
 
@@ -82,10 +85,13 @@ def test_presets_property_lists_every_name_with_a_description():
     names = set(MAX_DEEPLAB_PRESETS) | set(MAX_DEEPLAB_PRESET_ALIASES)
     for cls in (MaXDeepLab, MaXDeepLabBackbone):
         presets = cls.presets
-        assert set(presets) == names
+        assert set(presets) == names | set(EMBEDDED_PRESETS)
         for name, preset in presets.items():
             assert preset["metadata"]["description"] and preset["metadata"]["params"] > 0
-            assert preset["handle"].startswith("hf://keras-maxdeeplab/")
+            if name in EMBEDDED_PRESETS:  # shipped in the package: its folder
+                assert os.path.isfile(os.path.join(preset["handle"], "task.weights.h5"))
+            else:
+                assert preset["handle"].startswith("hf://keras-maxdeeplab/")
     alias = MaXDeepLab.presets["max_deeplab_l_coco"]
     assert alias["metadata"]["description"].startswith("Alias of max_deeplab_l_coco_1025_400k.")
     assert alias["handle"] == "hf://keras-maxdeeplab/max_deeplab_l_coco_1025_400k"

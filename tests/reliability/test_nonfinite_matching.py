@@ -14,6 +14,7 @@ from tests.helpers import to_numpy
 
 # Compiled as the backend compiles a training step; prints the permutation's row sums.
 COMPILED = """
+import sys
 import numpy as np
 import keras
 from keras_maxdeeplab.losses import hungarian_matching_ops

@@ -132,6 +132,11 @@ def test_colliding_names_stale_outputs_and_bad_images(tmp_path, monkeypatch, cap
 
 
 def test_predictions_carry_the_dataset_image_ids(tmp_path, capsys):
+    from keras_maxdeeplab.conversion import convert_checkpoint
+
+    preset = str(tmp_path / "coco_tiny")  # deeplab2's tiny model: COCO categories
+    checkpoint = shared_path("reference", "max_deeplab_tiny", "ckpt")
+    convert_checkpoint(checkpoint, preset, config="max_deeplab_tiny", crop_size=65)
     folder = shared_path("data", "coco_panoptic_sample")
     annotations = os.path.join(folder, "panoptic_examples.json")
     output = str(tmp_path / "out")
@@ -140,7 +145,7 @@ def test_predictions_carry_the_dataset_image_ids(tmp_path, capsys):
             "predict",
             os.path.join(folder, "input_images"),
             "--preset",
-            "max_deeplab_tiny_synthetic",
+            preset,
             "--annotations",
             annotations,
             "--output",
