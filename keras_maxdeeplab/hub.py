@@ -328,11 +328,11 @@ def fetch_preset(preset, checkpoint_base_url=None, task=True):
     return _weights_files(folder, entry, task)
 
 
-def cached_hf_files(entry, task=True):
+def cached_hf_files(entry):
     """The weights files of a preset's Hugging Face repository that are
     already in the Hugging Face cache, or None if any is missing (no network)."""
     repo_id = entry["handle"][len(HF_PREFIX) :]
-    names = [WEIGHTS_FILE] + ([TASK_WEIGHTS_FILE] if task and entry["kind"] == "task" else [])
+    names = [WEIGHTS_FILE] + ([TASK_WEIGHTS_FILE] if entry["kind"] == "task" else [])
     files = {name: huggingface_hub.try_to_load_from_cache(repo_id, name) for name in names}
     return files if all(isinstance(path, str) for path in files.values()) else None
 

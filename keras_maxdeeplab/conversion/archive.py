@@ -17,11 +17,7 @@ class ArchiveError(ValueError):
 
 
 class DownloadError(OSError):
-    """An archive could not be downloaded; `unreachable` is True when no server answered."""
-
-    def __init__(self, message, unreachable):
-        super().__init__(message)
-        self.unreachable = unreachable
+    """An archive could not be downloaded (HTTP error, no server, broken transfer)."""
 
 
 def sha256_of(path):
@@ -69,18 +65,16 @@ def download(url, path, timeout=60):
                     progress.update(len(block))
     except requests.HTTPError as error:
         status = error.response.status_code
-        raise DownloadError(f"{url} answered HTTP {status}", unreachable=False) from error
+        raise DownloadError(f"{url} answered HTTP {status}") from error
     except requests.RequestException as error:
         raise DownloadError(
             f"{url} could not be downloaded ({type(error).__name__}); "
-            "a later call resumes where this one stopped",
-            unreachable=True,
+            "a later call resumes where this one stopped"
         ) from error
     if total is not None and os.path.getsize(partial) != total:
         raise DownloadError(
             f"{url} ended after {os.path.getsize(partial)} of {total} bytes; "
-            "a later call resumes where this one stopped",
-            unreachable=True,
+            "a later call resumes where this one stopped"
         )
     os.replace(partial, path)
     return path
