@@ -10,7 +10,7 @@ The result is a preset folder
 `MaXDeepLab.from_preset`, and `output/training.json` (steps done, last logs).
 """
 
-import contextlib
+import gc
 import json
 import os
 
@@ -50,24 +50,28 @@ def build_model(args, categories):
     return MaXDeepLab.from_preset(args.preset, categories=categories, image_shape=crop)
 
 
-@contextlib.contextmanager
-def _dataset_errors_in_one_line():
-    """A bad sample surfaces from tf.data wrapped in TensorFlow's error and its
-    traceback: raise the dataset's own one-line message instead."""
+def _fit(model, dataset, **fit_args):
+    """`model.fit(dataset, ...).history`; a bad sample raises the dataset's own
+    one-line message instead of TensorFlow's wrapped error and its traceback.
+
+    That traceback holds the tf.data iterator. It is freed here, before the
+    process exits: an iterator still alive at interpreter shutdown is deleted
+    there while its loading threads wait for the GIL, and the process hangs.
+    """
     import tensorflow as tf
 
     from keras_maxdeeplab.data.coco_panoptic import DatasetError
 
+    marker = "DatasetError: "
     try:
-        yield
+        return model.fit(dataset, **fit_args).history
     except tf.errors.OpError as error:
-        marker = "DatasetError: "
         if marker not in error.message:
             raise
         message = error.message.split(marker, 1)[1].splitlines()[0]
-        raise DatasetError(
-            f"{message} (pass --skip-errors to leave out unreadable samples)"
-        ) from None
+    # Out of the except block the error is unreferenced; its cycles go now.
+    gc.collect()
+    raise DatasetError(f"{message} (pass --skip-errors to leave out unreadable samples)")
 
 
 def run(args):
@@ -103,14 +107,14 @@ def run(args):
             model=model, batch_size=args.batch_size, seed=args.seed, start=done * args.batch_size
         )
         remaining = args.steps - done
-        with _dataset_errors_in_one_line():
-            history = model.fit(
-                dataset,
-                steps_per_epoch=min(args.steps_per_epoch, remaining),
-                epochs=-(-remaining // args.steps_per_epoch),
-                callbacks=[checkpoint, StopAtStep(args.steps)],
-                verbose=2 if args.quiet else "auto",
-            ).history
+        history = _fit(
+            model,
+            dataset,
+            steps_per_epoch=min(args.steps_per_epoch, remaining),
+            epochs=-(-remaining // args.steps_per_epoch),
+            callbacks=[checkpoint, StopAtStep(args.steps)],
+            verbose=2 if args.quiet else "auto",
+        )
     if checkpoint.diverged_at is not None:
         raise ValueError(
             f"Training stopped at step {checkpoint.diverged_at}: the loss became NaN or infinite. "
