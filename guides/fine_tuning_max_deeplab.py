@@ -50,7 +50,6 @@ import numpy as np
 import keras_maxdeeplab as kmd
 from keras_maxdeeplab.data import COCOPanopticDataset
 from keras_maxdeeplab.data import write_synthetic_panoptic_dataset
-from keras_maxdeeplab.demo import DEMO_PRESET
 from keras_maxdeeplab.evaluation import evaluate_dataset
 from keras_maxdeeplab.evaluation import format_results
 from keras_maxdeeplab.visualization import coco_panoptic_to_segments
@@ -59,7 +58,7 @@ from keras_maxdeeplab.visualization import plot_panoptic
 SMALL = os.environ.get("GUIDES_SMALL") == "1"
 if SMALL:
     # The embedded tiny MaX-DeepLab (129x129 inputs), trained on synthetic scenes.
-    PRESET, CROP, IMAGE_SIZE = DEMO_PRESET, 129, (128, 128)
+    PRESET, CROP, IMAGE_SIZE = "max_deeplab_tiny_synthetic", 129, (128, 128)
     TRAIN_IMAGES, VAL_IMAGES, BATCH, STEPS, STEPS_PER_EPOCH = 64, 8, 4, 40, 20
     # A 40-step schedule needs a higher peak rate than deeplab2's 1e-3 to train new heads.
     LEARNING_RATE = 3e-3
@@ -70,7 +69,7 @@ else:
 
 keras.utils.set_random_seed(0)
 print(f"backend: {keras.backend.backend()}, scale: {'small' if SMALL else 'full'}")
-print(f"preset: {os.path.basename(PRESET)}")
+print(f"preset: {PRESET}")
 
 """
 ## Your dataset in COCO panoptic format

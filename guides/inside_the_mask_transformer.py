@@ -42,20 +42,18 @@ import matplotlib.pyplot as plt
 import numpy as np
 
 import keras_maxdeeplab as kmd
-from keras_maxdeeplab.conversion import build_model
 from keras_maxdeeplab.data import COCOPanopticDataset
 from keras_maxdeeplab.data import SYNTHETIC_CATEGORIES
 from keras_maxdeeplab.data import write_synthetic_panoptic_dataset
-from keras_maxdeeplab.demo import DEMO_PRESET
 from keras_maxdeeplab.losses import hungarian_matching
 from keras_maxdeeplab.visualization import overlay_panoptic
 
 SMALL = os.environ.get("GUIDES_SMALL") == "1"
 TRAIN_STEPS = 30 if SMALL else 300
 print(f"backend: {keras.backend.backend()}, scale: {'small' if SMALL else 'full'}")
-print(f"preset: {os.path.basename(DEMO_PRESET)}")
+print("preset: max_deeplab_tiny_synthetic")
 
-model = kmd.MaXDeepLab.from_preset(DEMO_PRESET)
+model = kmd.MaXDeepLab.from_preset("max_deeplab_tiny_synthetic")
 CROP = model.backbone.image_shape[0]
 data = COCOPanopticDataset(*write_synthetic_panoptic_dataset("scene", 1, seed=7))
 # deeplab2's evaluation preprocessing and training targets for the one image.
@@ -229,13 +227,13 @@ for term, value in terms.items():
 """
 ## How the terms move during training
 
-A freshly initialised tiny MaX-DeepLab (`keras_maxdeeplab.conversion.build_model`, the
+A freshly initialised tiny MaX-DeepLab (`keras_maxdeeplab.build_model`, the
 named config `max_deeplab_tiny`) trained on a few scenes with deeplab2's recipe: every
 term is reported as a metric, so `fit`'s history has each of them.
 """
 
 keras.utils.set_random_seed(0)
-fresh = build_model("max_deeplab_tiny", CROP, {"categories": SYNTHETIC_CATEGORIES})
+fresh = kmd.build_model("max_deeplab_tiny", CROP, {"categories": SYNTHETIC_CATEGORIES})
 fresh.compile(learning_rate=1e-3, training_steps=TRAIN_STEPS, warmup_steps=TRAIN_STEPS // 10)
 train = COCOPanopticDataset(*write_synthetic_panoptic_dataset("train", 16, seed=8))
 history = fresh.fit(
@@ -258,12 +256,64 @@ for term in ("loss",) + tuple(terms)[:-1]:
 """
 ## The dual-path attention
 
-Inside each dual-path transformer block the pixels attend to the memory slots
-(memory-to-pixel) and the slots attend to the pixels and to each other
-(pixel-to-memory, memory-to-memory). These attention weights are internal to the
-`DualPathTransformer` layers: the model does not return them, so this guide cannot show
-them without reaching into private code. What the public outputs do show is the end
-product of that exchange: the mask logits above are the similarity between every pixel's
-embedding and every slot's embedding after the last block, i.e. a pixel-to-slot affinity
-map per slot.
+Inside each dual-path transformer block the memory slots and the pixels exchange
+information in two attentions:
+
+* the **memory path**: each slot attends, in one softmax, to every pixel and to every
+  slot (memory-to-pixel and memory-to-memory);
+* the **pixel path**: each pixel attends to the slots (pixel-to-memory).
+
+`model.backbone.dual_path_attention(x)` returns those weights for every block, per head,
+at the block's own feature size (stride 16: 9x9 for a 129x129 input). It takes the
+backbone's input, the images as the preprocessor normalises them.
 """
+
+attention = model.backbone.dual_path_attention(model.preprocessor(images))
+for name, weights in attention.items():
+    print(name, {key: value.shape for key, value in weights.items()})
+last = attention[list(attention)[-1]]  # the last block, closest to the outputs
+
+"""
+What each confident slot looks at in the last block (the weights averaged over the
+heads), beside its final mask: a slot gathers its features from the pixels of the segment
+it will describe. The share of each slot's attention spent on pixels (the rest goes to
+the other slots) is in the titles.
+"""
+
+to_pixels = last["memory_to_pixel"][0].mean(0)  # [slots, 9, 9]
+pixel_share = last["memory_to_pixel"][0].sum((-2, -1)).mean(0)  # [slots]
+figure, axes = plt.subplots(2, len(kept), figsize=(2.2 * len(kept), 4.6), squeeze=False)
+for column, n in enumerate(kept):
+    axes[0, column].imshow(to_pixels[n], cmap="magma")
+    axes[0, column].set_title(f"slot {n} -> pixels\n({pixel_share[n]:.0%} on pixels)",
+                              fontsize=9)
+    axes[1, column].imshow(mask_probs[..., n], vmin=0, vmax=1, cmap="magma")
+    axes[1, column].set_title(f"mask: {names[best_class[n]]}", fontsize=9)
+for axis in axes.ravel():
+    axis.axis("off")
+plt.show()
+for n in kept:
+    print(f"slot {n:2d}: {pixel_share[n]:.0%} of its attention on pixels")
+
+"""
+The pixel path, the other way round: at every pixel of the 9x9 grid, the slot it attends
+to most (heads averaged), and how often that is the slot that owns the pixel in the final
+masks (the stride-4 masks sampled at the same 9x9 positions). The pixel path feeds the
+slots' features back into the pixels, block after block; the masks come from the last
+pixel and slot features together, so the two need not agree everywhere.
+"""
+
+from_pixels = last["pixel_to_memory"][0].mean(0)  # [9, 9, slots]
+most_attended = from_pixels.argmax(-1)
+owner = mask_probs.argmax(-1)[::4, ::4]  # stride 4 -> the stride-16 grid's positions
+figure, axes = plt.subplots(1, 3, figsize=(10, 3.5))
+axes[0].imshow(image)
+axes[0].set_title("input")
+axes[1].imshow(most_attended, cmap="tab20", vmin=0, vmax=num_slots - 1, interpolation="nearest")
+axes[1].set_title("most attended slot per pixel\n(last block)")
+axes[2].imshow(owner, cmap="tab20", vmin=0, vmax=num_slots - 1, interpolation="nearest")
+axes[2].set_title("slot owning the pixel\n(final masks)")
+for axis in axes:
+    axis.axis("off")
+plt.show()
+print(f"pixels attending most to the slot that owns them: {np.mean(most_attended == owner):.0%}")

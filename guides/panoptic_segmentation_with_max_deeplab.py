@@ -38,12 +38,10 @@ os.environ.setdefault("KERAS_BACKEND", "jax")
 
 import keras
 import matplotlib.pyplot as plt
-import numpy as np
 
 import keras_maxdeeplab as kmd
 from keras_maxdeeplab.data import COCOPanopticDataset
 from keras_maxdeeplab.data import write_synthetic_panoptic_dataset
-from keras_maxdeeplab.demo import DEMO_PRESET
 from keras_maxdeeplab.evaluation import format_results
 from keras_maxdeeplab.evaluation import pq_compute
 from keras_maxdeeplab.postprocessing import save_coco_panoptic
@@ -51,9 +49,9 @@ from keras_maxdeeplab.visualization import overlay_panoptic
 from keras_maxdeeplab.visualization import plot_panoptic
 
 SMALL = os.environ.get("GUIDES_SMALL") == "1"
-PRESET = DEMO_PRESET if SMALL else "max_deeplab_s_coco"
+PRESET = "max_deeplab_tiny_synthetic" if SMALL else "max_deeplab_s_coco"
 print(f"backend: {keras.backend.backend()}, scale: {'small' if SMALL else 'full'}")
-print(f"preset: {os.path.basename(PRESET)}")
+print(f"preset: {PRESET}")
 
 """
 ## Load a pretrained model

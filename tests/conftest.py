@@ -1,9 +1,37 @@
 import os
+import shutil
+import tempfile
 
 import pytest
 
 # Quieter TensorFlow (pulled in by keras-hub) in test logs.
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+# The tests run tiny models, where XLA's compilation takes far longer than the
+# run: compile without LLVM's optimisation passes (JAX, and TensorFlow's XLA).
+# It cuts the JAX suite's time by about a third; outputs stay within float noise.
+os.environ["XLA_FLAGS"] = " ".join(
+    filter(None, [os.environ.get("XLA_FLAGS"), "--xla_backend_optimization_level=0"])
+)
+
+
+def pytest_configure(config):
+    """JAX keeps every compiled function in a cache folder for this session,
+    shared with the processes tests start (guides, CLI runs): tests that build
+    the same model at the same shapes compile it once. Set before JAX is
+    imported; the folder is new each session, so no run depends on an earlier one."""
+    if "JAX_COMPILATION_CACHE_DIR" in os.environ:
+        return
+    folder = tempfile.mkdtemp(prefix="keras_maxdeeplab_jax_cache_")
+    config._jax_cache_folder = folder
+    os.environ["JAX_COMPILATION_CACHE_DIR"] = folder
+    os.environ["JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS"] = "0"
+    os.environ["JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES"] = "0"
+
+
+def pytest_unconfigure(config):
+    folder = getattr(config, "_jax_cache_folder", None)
+    if folder:
+        shutil.rmtree(folder, ignore_errors=True)
 
 
 def pytest_addoption(parser):

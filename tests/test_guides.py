@@ -117,6 +117,12 @@ def test_inside_the_mask_transformer_guide(tmp_path):
     first, last = re.search(r"^loss\s+first epoch ([\d.]+) -> last epoch ([\d.]+)", output,
                             re.MULTILINE).groups()
     assert float(last) < float(first)
+    # The attention of both transformer blocks, at stride 16 of the 129 crop.
+    assert ("stage5_extra/block1_transformer {'memory_to_pixel': (1, 8, 32, 9, 9), "
+            "'memory_to_memory': (1, 8, 32, 32), 'pixel_to_memory': (1, 8, 9, 9, 32)}") in output
+    shares = [int(p) for p in re.findall(r"^slot\s+\d+: (\d+)% of its attention on pixels", output,
+                                         re.MULTILINE)]
+    assert len(shares) == len(confident) and all(0 < p <= 100 for p in shares)
 
 
 @jax_only

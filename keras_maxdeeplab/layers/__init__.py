@@ -14,6 +14,7 @@ from keras_maxdeeplab.layers.drop_path import DropPath
 from keras_maxdeeplab.layers.dual_path_transformer import AttentionOperation
 from keras_maxdeeplab.layers.dual_path_transformer import DualPathTransformer
 from keras_maxdeeplab.layers.dual_path_transformer import MemoryFeature
+from keras_maxdeeplab.layers.dual_path_transformer import recording_attention
 from keras_maxdeeplab.layers.heads import ASPP
 from keras_maxdeeplab.layers.heads import MaskLogits
 from keras_maxdeeplab.layers.heads import PredictionHead

@@ -1,5 +1,8 @@
 """The dual-path transformer block of MaX-DeepLab and its learned memory."""
 
+import contextlib
+import contextvars
+
 import keras
 from keras import ops
 
@@ -57,10 +60,12 @@ class AttentionOperation(keras.layers.Layer):
     heads concatenated head-major. No 1/sqrt(d) scaling.
 
     Shapes: query `[B, h, L, d]`, key `[B, h, M, d]`, value `[B, M, h, dv]`
-    -> `[B, L, h * dv]`.
+    -> `[B, L, h * dv]`; with `return_attention_scores=True`, also the
+    softmax weights `[B, h, L, M]`.
 
     Example:
     >>> y = AttentionOperation()((q, k, v))
+    >>> y, weights = AttentionOperation()((q, k, v), return_attention_scores=True)
     """
 
     def build(self, input_shapes):
@@ -79,7 +84,7 @@ class AttentionOperation(keras.layers.Layer):
         )
         self.batch_norm_retrieved_value.build((None, heads, None, value_shape[-1]))
 
-    def call(self, inputs, training=None):
+    def call(self, inputs, training=None, return_attention_scores=False):
         query, key, value = inputs
         similarity = ops.einsum("bhld,bhmd->bhlm", query, key)
         similarity = self.batch_norm_similarity(similarity, training=training)
@@ -88,11 +93,41 @@ class AttentionOperation(keras.layers.Layer):
         retrieved = ops.relu(self.batch_norm_retrieved_value(retrieved, training=training))
         retrieved = ops.transpose(retrieved, (0, 2, 1, 3))
         shape = ops.shape(retrieved)
-        return ops.reshape(retrieved, (shape[0], shape[1], shape[2] * shape[3]))
+        retrieved = ops.reshape(retrieved, (shape[0], shape[1], shape[2] * shape[3]))
+        if return_attention_scores:
+            return retrieved, weights
+        return retrieved
 
-    def compute_output_shape(self, input_shapes):
-        query_shape, _, value_shape = input_shapes
-        return (query_shape[0], query_shape[2], query_shape[1] * value_shape[-1])
+
+# The list that `DualPathTransformer` calls append their attention weights to,
+# inside `recording_attention()`; None (nothing recorded) everywhere else.
+_attention_records = contextvars.ContextVar("dual_path_attention_records", default=None)
+
+
+@contextlib.contextmanager
+def recording_attention():
+    """Records the attention weights of every `DualPathTransformer` call inside.
+
+    Yields a list that each call appends `(layer, weights)` to, `weights` a
+    dict of:
+    - `memory_to_pixel` `[B, h, N, H, W]` and `memory_to_memory` `[B, h, N, N]`:
+      the memory path's one softmax over `[pixels ; memory]`, split (together
+      they sum to 1 for each slot and head);
+    - `pixel_to_memory` `[B, h, H, W, N]`: each pixel's softmax over the slots.
+    Meant for eager calls (pictures, analysis): inside a compiled function
+    the recorded values are that function's symbolic tensors.
+
+    Example:
+    >>> with recording_attention() as records:
+    ...     pixels, memory = transformer(pixels, memory)
+    >>> layer, weights = records[0]
+    """
+    records = []
+    token = _attention_records.set(records)
+    try:
+        yield records
+    finally:
+        _attention_records.reset(token)
 
 
 def _heads_first(x, num_heads):
@@ -100,6 +135,19 @@ def _heads_first(x, num_heads):
     batch, length, channels = ops.shape(x)[0], x.shape[1], x.shape[2]
     x = ops.reshape(x, (batch, length, num_heads, channels // num_heads))
     return ops.transpose(x, (0, 2, 1, 3))
+
+
+def _split_weights(memory_weights, pixel_weights, height, width):
+    """The two softmaxes of a dual-path transformer, with pixels as `H, W`."""
+    batch, heads, slots = ops.shape(memory_weights)[:3]
+    length = height * width
+    return {
+        "memory_to_pixel": ops.reshape(
+            memory_weights[..., :length], (batch, heads, slots, height, width)
+        ),
+        "memory_to_memory": memory_weights[..., length:],
+        "pixel_to_memory": ops.reshape(pixel_weights, (batch, heads, height, width, slots)),
+    }
 
 
 @keras.saving.register_keras_serializable(package="keras_maxdeeplab")
@@ -120,6 +168,7 @@ class DualPathTransformer(keras.layers.Layer):
             residual updates (pixel, memory attention, memory FFN).
 
     Shapes: `(pixels [B, H, W, Cp], memory [B, N, Cm]) -> (same, same)`.
+    Its attention weights: `recording_attention`.
 
     Example:
     >>> pixels, memory = DualPathTransformer(128)(pixels, memory)
@@ -260,14 +309,16 @@ class DualPathTransformer(keras.layers.Layer):
             self.pixel_qkv_conv_bn(pixel_space, training=training)
         )
 
+        records = _attention_records.get()
         # Memory attends to pixels and to itself in one softmax (pixel keys first).
-        attended = self.memory_attention(
+        attended, memory_weights = self.memory_attention(
             (
                 memory_query,
                 ops.concatenate([pixel_key, memory_key], axis=2),
                 ops.concatenate([pixel_value, memory_value], axis=1),
             ),
             training=training,
+            return_attention_scores=True,
         )
         attended = self.memory_conv3_bn(attended, training=training)
         attended = self.memory_attention_drop_path(attended, training=training)
@@ -278,7 +329,13 @@ class DualPathTransformer(keras.layers.Layer):
         memory = ops.relu(memory + ffn)
 
         # Pixels attend to the input memory (parallel to the memory update).
-        feedback = self.pixel_attention((pixel_query, memory_key, memory_value), training=training)
+        feedback, pixel_weights = self.pixel_attention(
+            (pixel_query, memory_key, memory_value),
+            training=training,
+            return_attention_scores=True,
+        )
+        if records is not None:
+            records.append((self, _split_weights(memory_weights, pixel_weights, height, width)))
         feedback = self.pixel_conv3_bn(feedback, training=training)
         feedback = self.pixel_drop_path(feedback, training=training)
         pixels = pixels + feedback

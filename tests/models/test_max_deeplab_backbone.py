@@ -137,3 +137,26 @@ def test_bad_backbone_type():
     config = dict(MAX_DEEPLAB_CONFIGS["max_deeplab_s"], backbone_type="resnet")
     with pytest.raises(ValueError, match="backbone_type"):
         MaXDeepLabBackbone(image_shape=(65, 65, 3), **config)
+
+
+def test_dual_path_attention_of_every_transformer_in_order():
+    backbone = MaXDeepLabBackbone(image_shape=(65, 65, 3), **TINY_BACKBONE)
+    images = np.random.RandomState(0).uniform(-1, 1, (2, 65, 65, 3)).astype("float32")
+    attention = backbone.dual_path_attention(images)
+    # The tiny model has deeplab2's S layout: a transformer after stage 5's block and
+    # after the extra stride-32 group's block, both at stride 16 (65 -> 5 x 5).
+    assert list(attention) == ["stage5/block1_transformer", "stage5_extra/block1_transformer"]
+    for weights in attention.values():
+        assert weights["memory_to_pixel"].shape == (2, 8, 32, 5, 5)
+        assert weights["memory_to_memory"].shape == (2, 8, 32, 32)
+        assert weights["pixel_to_memory"].shape == (2, 8, 5, 5, 32)
+        memory_total = weights["memory_to_pixel"].sum((-2, -1)) + weights["memory_to_memory"].sum(-1)
+        np.testing.assert_allclose(memory_total, 1.0, atol=1e-5)
+        np.testing.assert_allclose(weights["pixel_to_memory"].sum(-1), 1.0, atol=1e-5)
+    # Each image's weights are its own (inference mode): alone, the first image
+    # attends as it did in the batch, and the two images attend differently.
+    alone = backbone.dual_path_attention(images[:1])
+    for name, weights in attention.items():
+        for key, value in weights.items():
+            np.testing.assert_allclose(alone[name][key][0], value[0], atol=1e-5)
+    assert np.abs(weights["pixel_to_memory"][0] - weights["pixel_to_memory"][1]).max() > 1e-4

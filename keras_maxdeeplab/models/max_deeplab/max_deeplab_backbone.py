@@ -10,6 +10,7 @@ from keras_maxdeeplab.layers.blocks import InceptionStem
 from keras_maxdeeplab.layers.convolutions import Conv1D
 from keras_maxdeeplab.layers.convolutions import Conv2DSame
 from keras_maxdeeplab.layers.dual_path_transformer import MemoryFeature
+from keras_maxdeeplab.layers.dual_path_transformer import recording_attention
 from keras_maxdeeplab.layers.resized_fuse import ResizedFuse
 from keras_maxdeeplab.models.max_deeplab.input_checks import check_architecture
 from keras_maxdeeplab.models.max_deeplab.input_checks import check_image_shape
@@ -226,6 +227,43 @@ class MaXDeepLabBackbone(Backbone):
     def __call__(self, inputs, *args, **kwargs):
         check_images(inputs, self.image_shape)
         return super().__call__(inputs, *args, **kwargs)
+
+    def dual_path_attention(self, images):
+        """The attention weights of every dual-path transformer on `images`.
+
+        The memory path's softmax runs over `[pixels ; memory]`; it is returned
+        split into `memory_to_pixel` and `memory_to_memory` (for each slot and
+        head, the two sum to 1). `pixel_to_memory` is each pixel's softmax over
+        the slots. Inference mode (`training=False`), run eagerly.
+
+        Args:
+            images: `[B, H, W, 3]` at `image_shape`, normalised to [-1, 1] as
+                the backbone takes them (`MaXDeepLab.preprocessor(raw)`).
+
+        Returns:
+            `{name: weights}` in the network's order, `name` as
+            `"stage5/block1_transformer"` (`"<group>/<block>_transformer"`),
+            `weights` a dict of NumPy arrays: `memory_to_pixel`
+            `[B, heads, N, h, w]`, `memory_to_memory` `[B, heads, N, N]`,
+            `pixel_to_memory` `[B, heads, h, w, N]`, at the block's own
+            feature size `h, w` (stride 16 for MaX-DeepLab-S, 4 to 32 for L).
+
+        Example:
+        >>> attention = model.backbone.dual_path_attention(model.preprocessor(images))
+        >>> attention["stage5/block1_transformer"]["memory_to_pixel"].shape
+        (1, 8, 128, 41, 41)  # MaX-DeepLab-S at 641
+        """
+        names = {}
+        for group in self.layers:
+            for transformer in getattr(group, "transformers", ()):
+                if transformer is not None:
+                    names[id(transformer)] = f"{group.name}/{transformer.name}"
+        with recording_attention() as records:
+            self(images, training=False)
+        return {
+            names[id(layer)]: {k: ops.convert_to_numpy(v) for k, v in weights.items()}
+            for layer, weights in records
+        }
 
     @classproperty
     def presets(cls):
