@@ -15,7 +15,7 @@ logs="$(mktemp -d)"
 trap 'rm -rf "${logs}"' EXIT
 declare -A backend_of
 for backend in jax tensorflow torch; do
-  KERAS_BACKEND="${backend}" .venv/bin/python -m pytest -q -p no:cacheprovider \
+  KERAS_BACKEND="${backend}" .venv/bin/python -m pytest -q -p no:cacheprovider --durations=20 \
     --basetemp "${logs}/${backend}-tmp" "$@" \
     > "${logs}/${backend}.log" 2>&1 &
   backend_of[$!]="${backend}"
