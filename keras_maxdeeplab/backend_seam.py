@@ -6,6 +6,8 @@ compile a host call on TensorFlow, so `host_calls_supported` says when callers
 must use a pure `keras.ops` path instead.
 """
 
+import importlib.util
+
 import numpy as np
 
 import keras
@@ -77,3 +79,38 @@ def host_call(fn, inputs, output_shape, output_dtype):
         result.set_shape(output_shape)
         return result
     raise ValueError(f"Unsupported Keras backend {backend!r}; expected jax, tensorflow or torch.")
+
+
+# The formats of `keras.Model.export` each backend can write, and the Python
+# module each needs besides the backend (None: nothing more).
+_EXPORT_FORMATS = {
+    "tensorflow": {
+        "tf_saved_model": None,
+        "onnx": "tf2onnx",
+        "openvino": "openvino",
+        "litert": None,
+    },
+    "jax": {"tf_saved_model": "tensorflow", "onnx": "jax2onnx", "openvino": "openvino"},
+    "torch": {
+        "tf_saved_model": "tensorflow",
+        "onnx": "onnxscript",
+        "openvino": "openvino",
+        "litert": "litert_torch",
+        "torch": None,
+    },
+}
+
+
+def export_formats():
+    """The `keras.Model.export` formats the current backend can write with
+    the packages installed, in Keras' order.
+
+    Example:
+    >>> export_formats()  # TensorFlow with tf2onnx: ('tf_saved_model', 'onnx', 'litert')
+    """
+    needs = _EXPORT_FORMATS.get(keras.backend.backend(), {})
+    return tuple(
+        name
+        for name, module in needs.items()
+        if module is None or importlib.util.find_spec(module) is not None
+    )

@@ -32,6 +32,23 @@ def _gather(values, index):
     return ops.reshape(ops.take_along_axis(values, flat, axis=1), (batch, height, width))
 
 
+def _argmax(values, maximum=None):
+    """`argmax` over the last axis, as int32: the first index holding the maximum.
+
+    Written with a comparison and a min so the exported graph has no
+    `Bitcast`/`BitwiseAnd` (Keras' TensorFlow `argmax` uses them to order -0.0
+    below 0.0; ONNX has neither). It ties -0.0 with 0.0, as `tf.argmax` in
+    deeplab2 does. `maximum`: the max over the last axis, when already known.
+    """
+    size = values.shape[-1]
+    if maximum is None:
+        maximum = ops.max(values, axis=-1)
+    first = ops.min(
+        ops.where(values == maximum[..., None], ops.arange(size, dtype="int32"), size), axis=-1
+    )
+    return ops.minimum(first, size - 1)  # In range even for all-NaN rows.
+
+
 def postprocess_panoptic(
     pixel_space_mask_logits,
     transformer_class_logits,
@@ -86,18 +103,19 @@ def postprocess_panoptic(
     class_ids = ops.convert_to_tensor(class_ids, dtype="int32")
 
     probs = ops.softmax(class_logits, axis=-1)[..., :-1]
-    class_pred = ops.cast(ops.argmax(probs, axis=-1), "int32")  # [B, N]
     class_confidence = ops.max(probs, axis=-1)  # [B, N]
+    class_pred = _argmax(probs, class_confidence)  # [B, N]
     detected = class_confidence >= transformer_class_confidence_threshold
     any_detected = ops.any(detected, axis=-1)[:, None, None]  # [B, 1, 1]
 
     logits = resize_bilinear_align_corners(mask_logits, image_size)  # [B, H, W, N]
     detected_logits = ops.where(detected[:, None, None, :], logits, _SMALL_CONSTANT_FOR_SOFTMAX)
     pixel_confidence = ops.max(ops.softmax(detected_logits, axis=-1), axis=-1)
-    mask_id = ops.cast(ops.argmax(detected_logits, axis=-1), "int32")  # [B, H, W]
+    top_detected_logit = ops.max(detected_logits, axis=-1)
+    mask_id = _argmax(detected_logits, top_detected_logit)  # [B, H, W]
+    top_logit = ops.max(logits, axis=-1)
     confident = ops.logical_and(
-        pixel_confidence > pixel_confidence_threshold,
-        ops.max(logits, axis=-1) == ops.max(detected_logits, axis=-1),
+        pixel_confidence > pixel_confidence_threshold, top_logit == top_detected_logit
     )
     confident = ops.logical_and(confident, any_detected)
 
@@ -126,7 +144,7 @@ def postprocess_panoptic(
     panoptic = semantic_kept * label_divisor + instance
 
     # The "semantic" pass of deeplab2: every threshold 0, so every slot counts.
-    all_slots_id = ops.cast(ops.argmax(logits, axis=-1), "int32")
+    all_slots_id = _argmax(logits, top_logit)
     semantic_pred = ops.take(class_ids, _gather(class_pred, all_slots_id))
     return {
         "panoptic_pred": ops.cast(panoptic, "int32"),
