@@ -25,11 +25,21 @@ DEFAULT_POSTPROCESS_OPTIONS = {
 }
 
 
+def _lookup(table, index):
+    """`table[index]` for a 1-D table: a row lookup in the `[M, 1]` table,
+    which PyTorch exports to ONNX with a symbolic batch size (its flat `take`
+    adds a squeeze that ONNX Runtime rejects)."""
+    return ops.take(ops.reshape(table, (-1, 1)), index, axis=0)[..., 0]
+
+
 def _gather(values, index):
-    """`values[b, index[b, h, w]]`: `[B, M]` values at `[B, H, W]` indices."""
-    batch, height, width = ops.shape(index)
-    flat = ops.reshape(index, (batch, height * width))
-    return ops.reshape(ops.take_along_axis(values, flat, axis=1), (batch, height, width))
+    """`values[b, index[b, h, w]]`: `[B, M]` values at `[B, H, W]` indices.
+
+    A lookup in the flattened values at index + b * M: the batch size stays
+    symbolic under `torch.export` (`take_along_axis` fixes it there).
+    """
+    offsets = ops.arange(ops.shape(index)[0], dtype="int32") * values.shape[1]
+    return _lookup(values, index + offsets[:, None, None])
 
 
 def _argmax(values, maximum=None):
@@ -126,14 +136,16 @@ def postprocess_panoptic(
     is_thing = pixel_class < num_things
     thing_mask = ops.logical_and(is_thing, confident)
     stuff_mask = ops.logical_and(ops.logical_not(is_thing), confident)
-    semantic = ops.take(class_ids, pixel_class)
+    semantic = _lookup(class_ids, pixel_class)
 
     # Area filters: pixels per slot for things, per class for stuff.
     slot_one_hot = ops.one_hot(mask_id, num_slots, dtype="float32")  # [B, H, W, N]
-    thing_slot_area = ops.einsum("bhwn,bhw->bn", slot_one_hot, ops.cast(thing_mask, "float32"))
-    stuff_slot_area = ops.einsum("bhwn,bhw->bn", slot_one_hot, ops.cast(stuff_mask, "float32"))
+    # Products and sums rather than einsums (the same exact integer counts):
+    # TensorFlow Lite's converter mis-shapes these einsums' batched matmuls.
+    thing_slot_area = ops.sum(slot_one_hot * ops.cast(thing_mask, "float32")[..., None], (1, 2))
+    stuff_slot_area = ops.sum(slot_one_hot * ops.cast(stuff_mask, "float32")[..., None], (1, 2))
     class_one_hot = ops.one_hot(class_pred, num_channels - 1, dtype="float32")  # [B, N, K-1]
-    stuff_class_area = ops.einsum("bn,bnk->bk", stuff_slot_area, class_one_hot)
+    stuff_class_area = ops.sum(stuff_slot_area[..., None] * class_one_hot, axis=1)
     stuff_area = _gather(stuff_class_area, pixel_class)
     thing_keep = ops.logical_and(thing_mask, per_pixel(thing_slot_area) > thing_area_limit - 0.5)
     stuff_keep = ops.logical_and(stuff_mask, stuff_area > stuff_area_limit - 0.5)
@@ -145,7 +157,7 @@ def postprocess_panoptic(
 
     # The "semantic" pass of deeplab2: every threshold 0, so every slot counts.
     all_slots_id = _argmax(logits, top_logit)
-    semantic_pred = ops.take(class_ids, _gather(class_pred, all_slots_id))
+    semantic_pred = _lookup(class_ids, _gather(class_pred, all_slots_id))
     return {
         "panoptic_pred": ops.cast(panoptic, "int32"),
         "semantic_pred": ops.cast(semantic_pred, "int32"),

@@ -16,7 +16,8 @@ import tempfile
 import keras
 
 from keras_maxdeeplab.atomic_files import write_folder_atomically
-from keras_maxdeeplab.backend_seam import export_formats
+from keras_maxdeeplab.backend_seam import check_export_format
+from keras_maxdeeplab.backend_seam import export_model
 from keras_maxdeeplab.coco.categories import LABEL_DIVISOR
 from keras_maxdeeplab.postprocessing.panoptic import postprocess_panoptic
 
@@ -170,28 +171,6 @@ def serving_model(model, input_dtype="float32", postprocess=True, **postprocess_
     return keras.Model(images, outputs, name=f"{model.name}_serving")
 
 
-def check_export_format(format):
-    """Raises a ValueError unless the current Keras backend can export `format`."""
-    backend = keras.backend.backend()
-    if format not in EXPORT_FORMATS:
-        raise ValueError(f"Unknown export format {format!r}; expected one of {EXPORT_FORMATS}.")
-    supported = export_formats()
-    if format not in supported:
-        raise ValueError(
-            f"Keras cannot export format {format!r} on the {backend} backend (it can: "
-            f"{', '.join(supported)}); {_WHERE_TO_EXPORT[format]}"
-        )
-
-
-_WHERE_TO_EXPORT = {
-    "torch": "torch.export needs KERAS_BACKEND=torch.",
-    "litert": "LiteRT export needs KERAS_BACKEND=tensorflow (or torch with litert-torch).",
-    "onnx": "ONNX export needs KERAS_BACKEND=tensorflow or torch.",
-    "openvino": "OpenVINO export needs the openvino package.",
-    "tf_saved_model": "SavedModel export needs TensorFlow.",
-}
-
-
 def artifact_path(path, format):
     """`path` with the file ending `format`'s artifact has (`.onnx`, `.pt2`,
     ...) unless it already ends so; a SavedModel is a folder (unchanged)."""
@@ -218,7 +197,7 @@ def export_panoptic(
             `.pt2`, `.xml`). Written atomically (a temporary name, then a
             rename): a failed export leaves what was there before.
         format: one of `EXPORT_FORMATS` that the Keras backend in use can
-            export (`backend_seam.export_formats()`).
+            export with the packages installed (`backend_seam.export_formats()`).
         input_dtype, postprocess, **postprocess_options: see `serving_model`.
         verbose: Keras' export messages.
 
@@ -226,7 +205,8 @@ def export_panoptic(
         the artifact's path.
 
     Raises:
-        ValueError: an unknown format, or one this backend cannot export.
+        ValueError: an unknown format, one this backend cannot export, or
+            one whose exporter is not installed (the message says what to do).
 
     The artifact takes `images` `[B, crop_h, crop_w, 3]` (any B) and returns
     `panoptic_pred`, `semantic_pred`, `instance_pred` (int32),
@@ -237,11 +217,11 @@ def export_panoptic(
     >>> session = onnxruntime.InferenceSession("served/max_deeplab.onnx")
     >>> maps = dict(zip(SERVING_OUTPUTS, session.run(SERVING_OUTPUTS, {"images": batch})))
     """
-    check_export_format(format)
+    check_export_format(format, EXPORT_FORMATS)
     serving = serving_model(model, input_dtype, postprocess, **postprocess_options)
     path = os.path.abspath(artifact_path(path, format))
     if format == "tf_saved_model":
-        write_folder_atomically(path, lambda folder: _export(serving, folder, format, verbose))
+        write_folder_atomically(path, lambda folder: export_model(serving, folder, format, verbose))
         return path
     folder = os.path.dirname(path)
     os.makedirs(folder, exist_ok=True)
@@ -250,7 +230,7 @@ def export_panoptic(
     staging = tempfile.mkdtemp(prefix=f".{os.path.basename(path)}.writing-", dir=folder)
     try:
         written = os.path.join(staging, os.path.basename(path))
-        _export(serving, written, format, verbose)
+        export_model(serving, written, format, verbose)
         for name in sorted(os.listdir(staging), key=lambda n: n == os.path.basename(path)):
             os.replace(os.path.join(staging, name), os.path.join(folder, name))
     finally:
@@ -258,18 +238,3 @@ def export_panoptic(
             os.remove(os.path.join(staging, name))
         os.rmdir(staging)
     return path
-
-
-def _export(serving, path, format, verbose):
-    # Named `images`: the serving signature's input; any batch size.
-    (spec,) = serving.inputs
-    signature = [keras.InputSpec(shape=spec.shape, dtype=spec.dtype, name="images")]
-    kwargs = {}
-    if format == "torch":
-        import torch
-
-        # A dynamic batch; Keras traces with a batch of 2 so it stays symbolic.
-        kwargs["dynamic_shapes"] = {0: torch.export.Dim("batch", min=1, max=1024)}
-    keras.Model.export(
-        serving, path, format=format, verbose=verbose, input_signature=signature, **kwargs
-    )
