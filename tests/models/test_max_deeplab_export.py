@@ -244,3 +244,22 @@ def test_failed_export_leaves_the_old_artifact(model, tmp_path, monkeypatch):
     old = os.path.join(path, "old") if format == "tf_saved_model" else path
     with open(old) as f:
         assert f.read() == "old"
+
+
+def test_an_exporter_failure_names_the_way_out(model, tmp_path, monkeypatch):
+    """A runtime lacking an op of the post-processor: the error says to export
+    the network alone, whose outputs are the model's (post-processed outside)."""
+    from keras_maxdeeplab.models.max_deeplab import max_deeplab_export
+
+    def unsupported(serving, path, format, verbose):
+        raise ValueError("Tensorflow op BitwiseAnd is not supported")
+
+    monkeypatch.setattr(max_deeplab_export, "export_model", unsupported)
+    format = export_formats()[0]
+    with pytest.raises(RuntimeError, match=r"BitwiseAnd.*postprocess=False.*postprocess_panoptic"):
+        model.export(str(tmp_path / "model"), format=format)
+    with pytest.raises(ValueError, match="BitwiseAnd"):
+        model.export(str(tmp_path / "model"), format=format, postprocess=False)
+    assert not os.listdir(tmp_path)
+    raw = serving_model(model, postprocess=False)
+    assert sorted(raw.output) == sorted(model.output)

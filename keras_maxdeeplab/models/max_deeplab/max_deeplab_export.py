@@ -25,8 +25,13 @@ from keras_maxdeeplab.postprocessing.panoptic import postprocess_panoptic
 EXPORT_FORMATS = ("tf_saved_model", "onnx", "openvino", "litert", "torch")
 # What a format writes: a folder, or a file with this ending (Keras' exporters
 # require `.pt2` for torch; the others are conventions).
-_ARTIFACT_SUFFIX = {"tf_saved_model": "", "onnx": ".onnx", "litert": ".tflite", "torch": ".pt2"}
-_ARTIFACT_SUFFIX["openvino"] = ".xml"
+_ARTIFACT_SUFFIX = {
+    "tf_saved_model": "",
+    "onnx": ".onnx",
+    "openvino": ".xml",
+    "litert": ".tflite",
+    "torch": ".pt2",
+}
 # The serving artifact's outputs, deeplab2's names.
 SERVING_OUTPUTS = (
     "panoptic_pred",
@@ -220,8 +225,24 @@ def export_panoptic(
     check_export_format(format, EXPORT_FORMATS)
     serving = serving_model(model, input_dtype, postprocess, **postprocess_options)
     path = os.path.abspath(artifact_path(path, format))
+
+    def export(target):
+        try:
+            export_model(serving, target, format, verbose)
+        except (OSError, KeyboardInterrupt):
+            raise
+        except Exception as error:
+            if not postprocess:
+                raise
+            raise RuntimeError(
+                f"Exporting {format!r} with deeplab2's post-processor inside failed ({error}). "
+                "If the failing op is in 'panoptic_postprocess', export the network alone "
+                "(postprocess=False) and run keras_maxdeeplab.postprocessing.postprocess_panoptic "
+                "on its outputs."
+            ) from error
+
     if format == "tf_saved_model":
-        write_folder_atomically(path, lambda folder: export_model(serving, folder, format, verbose))
+        write_folder_atomically(path, export)
         return path
     folder = os.path.dirname(path)
     os.makedirs(folder, exist_ok=True)
@@ -229,8 +250,8 @@ def export_panoptic(
     # (ONNX external data, OpenVINO's .bin) next to the one it is given.
     staging = tempfile.mkdtemp(prefix=f".{os.path.basename(path)}.writing-", dir=folder)
     try:
-        written = os.path.join(staging, os.path.basename(path))
-        export_model(serving, written, format, verbose)
+        export(os.path.join(staging, os.path.basename(path)))
+        # Side files first, the artifact itself last: once it is there, so is all it needs.
         for name in sorted(os.listdir(staging), key=lambda n: n == os.path.basename(path)):
             os.replace(os.path.join(staging, name), os.path.join(folder, name))
     finally:
