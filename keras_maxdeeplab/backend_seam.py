@@ -6,6 +6,8 @@ compile a host call on TensorFlow, so `host_calls_supported` says when callers
 must use a pure `keras.ops` path instead.
 """
 
+import importlib.util
+
 import numpy as np
 
 import keras
@@ -77,3 +79,117 @@ def host_call(fn, inputs, output_shape, output_dtype):
         result.set_shape(output_shape)
         return result
     raise ValueError(f"Unsupported Keras backend {backend!r}; expected jax, tensorflow or torch.")
+
+
+
+# The formats of `keras.Model.export` each backend can write, and the Python
+# module each needs besides the backend (Keras' exporter for it).
+_EXPORT_FORMATS = {
+    "tensorflow": {
+        "tf_saved_model": "tensorflow",
+        "onnx": "tf2onnx",
+        "openvino": "openvino",
+        "litert": "tensorflow",
+    },
+    "jax": {"tf_saved_model": "tensorflow", "onnx": "jax2onnx", "openvino": "openvino"},
+    "torch": {
+        "tf_saved_model": "torch_xla",
+        "onnx": "onnxscript",
+        "openvino": "openvino",
+        "litert": "litert_torch",
+        "torch": "torch",
+    },
+}
+
+
+def export_formats(installed=True):
+    """The `keras.Model.export` formats the current backend can write, in
+    Keras' order; with `installed`, only those whose exporter is importable.
+
+    Example:
+    >>> export_formats()  # TensorFlow with tf2onnx: ('tf_saved_model', 'onnx', 'litert')
+    """
+    needs = _EXPORT_FORMATS.get(keras.backend.backend(), {})
+    return tuple(
+        name
+        for name, module in needs.items()
+        if not installed or importlib.util.find_spec(module) is not None
+    )
+
+
+def check_export_format(format, formats):
+    """Raises a ValueError unless this backend can export `format` (one of
+    `formats`) with the packages installed, saying what to do instead."""
+    if format not in formats:
+        raise ValueError(f"Unknown export format {format!r}; expected one of {formats}.")
+    backend = keras.backend.backend()
+    module = _EXPORT_FORMATS.get(backend, {}).get(format)
+    if module is None:
+        able = [name for name, needs in _EXPORT_FORMATS.items() if format in needs]
+        raise ValueError(
+            f"Keras cannot export format {format!r} on the {backend} backend (it exports "
+            f"{', '.join(export_formats(installed=False))}); run with KERAS_BACKEND set to "
+            f"one of {', '.join(able)}."
+        )
+    if importlib.util.find_spec(module) is None:
+        package = _PIP_NAMES.get(module, module)
+        raise ValueError(
+            f"Exporting {format!r} on the {backend} backend needs the {module!r} module: "
+            f"pip install {package}{_PIP_NOTES.get(module, '')}."
+        )
+
+
+_PIP_NAMES = {"litert_torch": "litert-torch"}
+_PIP_NOTES = {
+    "torch_xla": " built for the installed PyTorch (Keras converts through StableHLO; or export "
+    "the SavedModel with KERAS_BACKEND=tensorflow or jax: the same weights give the same artifact)",
+    "jax2onnx": " (it requires a JAX newer than 0.7.1; or export ONNX with "
+    "KERAS_BACKEND=tensorflow or torch: the same weights give the same artifact)"
+}
+
+
+def export_model(model, path, format, verbose=False):
+    """`model.export(path, format)` for a one-input model, with the input's
+    batch size left variable in every format.
+
+    Keras' exporters do so except on PyTorch, where `torch.export` needs the
+    batch marked dynamic and Keras' ONNX route for a dynamic batch (the
+    TorchScript exporter) fails on Keras' constants: there the dynamo ONNX
+    exporter is called with the batch marked.
+
+    Args:
+        model: a functional Keras model with one input named as the
+            artifact's input; its outputs a dict.
+        path: the file or folder to write.
+        format: a `keras.Model.export` format this backend can write.
+    """
+    (spec,) = model.inputs
+    name = spec.name
+    signature = [keras.InputSpec(shape=spec.shape, dtype=spec.dtype, name=name)]
+    backend = keras.backend.backend()
+    if backend == "torch" and format in ("torch", "onnx"):
+        import torch
+
+        # A batch of 2 to trace with: PyTorch fixes a dimension of size 1.
+        batch = torch.export.Dim("batch", min=1, max=4096)
+        if format == "torch":
+            return keras.Model.export(
+                model, path, format=format, verbose=verbose, dynamic_shapes={0: batch}
+            )
+        sample = keras.ops.zeros((2, *spec.shape[1:]), spec.dtype)
+        model.eval()
+        program = torch.onnx.export(
+            model,
+            (sample,),
+            dynamo=True,
+            input_names=[name],
+            # The outputs in the order the traced dict has them.
+            output_names=list(model(sample)),
+            dynamic_shapes=(({0: batch},),),
+            verbose=bool(verbose),
+        )
+        program.save(path)
+        return None
+    return keras.Model.export(
+        model, path, format=format, verbose=verbose, input_signature=signature
+    )

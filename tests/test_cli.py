@@ -176,3 +176,16 @@ def test_train_stops_at_a_bad_sample_in_one_line(tmp_path):
         "unreadable samples)"
     ]
     assert "Traceback" not in err
+
+
+def test_export_refuses_a_format_this_backend_cannot_write_before_loading(tmp_path, capsys):
+    from keras_maxdeeplab.backend_seam import export_formats
+    from keras_maxdeeplab.models.max_deeplab.max_deeplab_export import EXPORT_FORMATS
+
+    format = next(f for f in EXPORT_FORMATS if f not in export_formats())
+    output = str(tmp_path / "served")
+    code = main(["export", "max_deeplab_tiny_synthetic", "--format", format, "--output", output])
+    assert code == 1
+    error = capsys.readouterr().err
+    assert error.startswith("maxdeeplab export: error: ") and f"'{format}'" in error
+    assert not os.listdir(tmp_path)

@@ -6,11 +6,12 @@ import sys
 from keras_maxdeeplab.cli import convert
 from keras_maxdeeplab.cli import demo
 from keras_maxdeeplab.cli import evaluate
+from keras_maxdeeplab.cli import export
 from keras_maxdeeplab.cli import predict
 from keras_maxdeeplab.cli import presets
 from keras_maxdeeplab.cli import train
 
-COMMANDS = (predict, evaluate, train, convert, presets, demo)
+COMMANDS = (predict, evaluate, train, convert, export, presets, demo)
 
 
 def build_parser():

@@ -54,10 +54,13 @@ def resize_bilinear_align_corners(images, size):
     if (in_h, in_w) == (out_h, out_w):
         return images
     dtype = images.dtype
+    # tensordot (a reshape and one matrix product) rather than an einsum:
+    # TensorFlow Lite's converter gives the einsum's batched products
+    # unallocatable shapes when the batch size is left free.
     if in_h != out_h:
         matrix = ops.convert_to_tensor(_bilinear_matrix(in_h, out_h), dtype=dtype)
-        images = ops.einsum("hH,bHwc->bhwc", matrix, images)
+        images = ops.transpose(ops.tensordot(images, matrix, [[1], [1]]), (0, 3, 1, 2))
     if in_w != out_w:
         matrix = ops.convert_to_tensor(_bilinear_matrix(in_w, out_w), dtype=dtype)
-        images = ops.einsum("wW,bhWc->bhwc", matrix, images)
+        images = ops.transpose(ops.tensordot(images, matrix, [[2], [1]]), (0, 1, 3, 2))
     return images

@@ -25,11 +25,38 @@ DEFAULT_POSTPROCESS_OPTIONS = {
 }
 
 
+def _lookup(table, index):
+    """`table[index]` for a 1-D table: a row lookup in the `[M, 1]` table,
+    which PyTorch exports to ONNX with a symbolic batch size (its flat `take`
+    adds a squeeze that ONNX Runtime rejects)."""
+    return ops.take(ops.reshape(table, (-1, 1)), index, axis=0)[..., 0]
+
+
 def _gather(values, index):
-    """`values[b, index[b, h, w]]`: `[B, M]` values at `[B, H, W]` indices."""
-    batch, height, width = ops.shape(index)
-    flat = ops.reshape(index, (batch, height * width))
-    return ops.reshape(ops.take_along_axis(values, flat, axis=1), (batch, height, width))
+    """`values[b, index[b, h, w]]`: `[B, M]` values at `[B, H, W]` indices.
+
+    A lookup in the flattened values at index + b * M: the batch size stays
+    symbolic under `torch.export` (`take_along_axis` fixes it there).
+    """
+    offsets = ops.arange(ops.shape(index)[0], dtype="int32") * values.shape[1]
+    return _lookup(values, index + offsets[:, None, None])
+
+
+def _argmax(values, maximum=None):
+    """`argmax` over the last axis, as int32: the first index holding the maximum.
+
+    Written with a comparison and a min so the exported graph has no
+    `Bitcast`/`BitwiseAnd` (Keras' TensorFlow `argmax` uses them to order -0.0
+    below 0.0; ONNX has neither). It ties -0.0 with 0.0, as `tf.argmax` in
+    deeplab2 does. `maximum`: the max over the last axis, when already known.
+    """
+    size = values.shape[-1]
+    if maximum is None:
+        maximum = ops.max(values, axis=-1)
+    first = ops.min(
+        ops.where(values == maximum[..., None], ops.arange(size, dtype="int32"), size), axis=-1
+    )
+    return ops.minimum(first, size - 1)  # In range even for all-NaN rows.
 
 
 def postprocess_panoptic(
@@ -86,18 +113,19 @@ def postprocess_panoptic(
     class_ids = ops.convert_to_tensor(class_ids, dtype="int32")
 
     probs = ops.softmax(class_logits, axis=-1)[..., :-1]
-    class_pred = ops.cast(ops.argmax(probs, axis=-1), "int32")  # [B, N]
     class_confidence = ops.max(probs, axis=-1)  # [B, N]
+    class_pred = _argmax(probs, class_confidence)  # [B, N]
     detected = class_confidence >= transformer_class_confidence_threshold
     any_detected = ops.any(detected, axis=-1)[:, None, None]  # [B, 1, 1]
 
     logits = resize_bilinear_align_corners(mask_logits, image_size)  # [B, H, W, N]
     detected_logits = ops.where(detected[:, None, None, :], logits, _SMALL_CONSTANT_FOR_SOFTMAX)
     pixel_confidence = ops.max(ops.softmax(detected_logits, axis=-1), axis=-1)
-    mask_id = ops.cast(ops.argmax(detected_logits, axis=-1), "int32")  # [B, H, W]
+    top_detected_logit = ops.max(detected_logits, axis=-1)
+    mask_id = _argmax(detected_logits, top_detected_logit)  # [B, H, W]
+    top_logit = ops.max(logits, axis=-1)
     confident = ops.logical_and(
-        pixel_confidence > pixel_confidence_threshold,
-        ops.max(logits, axis=-1) == ops.max(detected_logits, axis=-1),
+        pixel_confidence > pixel_confidence_threshold, top_logit == top_detected_logit
     )
     confident = ops.logical_and(confident, any_detected)
 
@@ -108,14 +136,16 @@ def postprocess_panoptic(
     is_thing = pixel_class < num_things
     thing_mask = ops.logical_and(is_thing, confident)
     stuff_mask = ops.logical_and(ops.logical_not(is_thing), confident)
-    semantic = ops.take(class_ids, pixel_class)
+    semantic = _lookup(class_ids, pixel_class)
 
     # Area filters: pixels per slot for things, per class for stuff.
     slot_one_hot = ops.one_hot(mask_id, num_slots, dtype="float32")  # [B, H, W, N]
-    thing_slot_area = ops.einsum("bhwn,bhw->bn", slot_one_hot, ops.cast(thing_mask, "float32"))
-    stuff_slot_area = ops.einsum("bhwn,bhw->bn", slot_one_hot, ops.cast(stuff_mask, "float32"))
+    # Products and sums rather than einsums (the same exact integer counts):
+    # TensorFlow Lite's converter mis-shapes these einsums' batched matmuls.
+    thing_slot_area = ops.sum(slot_one_hot * ops.cast(thing_mask, "float32")[..., None], (1, 2))
+    stuff_slot_area = ops.sum(slot_one_hot * ops.cast(stuff_mask, "float32")[..., None], (1, 2))
     class_one_hot = ops.one_hot(class_pred, num_channels - 1, dtype="float32")  # [B, N, K-1]
-    stuff_class_area = ops.einsum("bn,bnk->bk", stuff_slot_area, class_one_hot)
+    stuff_class_area = ops.sum(stuff_slot_area[..., None] * class_one_hot, axis=1)
     stuff_area = _gather(stuff_class_area, pixel_class)
     thing_keep = ops.logical_and(thing_mask, per_pixel(thing_slot_area) > thing_area_limit - 0.5)
     stuff_keep = ops.logical_and(stuff_mask, stuff_area > stuff_area_limit - 0.5)
@@ -126,8 +156,8 @@ def postprocess_panoptic(
     panoptic = semantic_kept * label_divisor + instance
 
     # The "semantic" pass of deeplab2: every threshold 0, so every slot counts.
-    all_slots_id = ops.cast(ops.argmax(logits, axis=-1), "int32")
-    semantic_pred = ops.take(class_ids, _gather(class_pred, all_slots_id))
+    all_slots_id = _argmax(logits, top_logit)
+    semantic_pred = _lookup(class_ids, _gather(class_pred, all_slots_id))
     return {
         "panoptic_pred": ops.cast(panoptic, "int32"),
         "semantic_pred": ops.cast(semantic_pred, "int32"),

@@ -21,6 +21,7 @@ from keras_maxdeeplab.models.max_deeplab.input_checks import check_architecture
 from keras_maxdeeplab.models.max_deeplab.input_checks import check_images
 from keras_maxdeeplab.models.max_deeplab.input_checks import check_raw_images
 from keras_maxdeeplab.models.max_deeplab.max_deeplab_backbone import MaXDeepLabBackbone
+from keras_maxdeeplab.models.max_deeplab.max_deeplab_export import export_panoptic
 from keras_maxdeeplab.models.max_deeplab.max_deeplab_configs import MAX_DEEPLAB_HEAD_CONFIGS
 from keras_maxdeeplab.models.max_deeplab.max_deeplab_image_converter import (
     MaXDeepLabImageConverter,
@@ -435,6 +436,67 @@ class MaXDeepLab(ImageSegmenter):
                 **options,
             )
         return results
+
+    def export(
+        self,
+        filepath,
+        format="tf_saved_model",
+        verbose=None,
+        input_signature=None,
+        input_dtype="float32",
+        postprocess=True,
+        **postprocess_options,
+    ):
+        """Exports the whole panoptic pipeline, deeplab2's post-processor inside.
+
+        The artifact takes `images` `[B, crop_h, crop_w, 3]` (any batch size),
+        pixel values 0..255 resized and padded as `MaXDeepLabImageConverter`
+        does, and returns `panoptic_pred`, `semantic_pred`, `instance_pred`
+        (int32), `instance_scores` and `semantic_scores` (float32), each
+        `[B, crop_h, crop_w]`: the maps `predict_panoptic` computes before
+        resizing them back to each image. Running it needs only the format's
+        runtime (TensorFlow, ONNX Runtime, LiteRT, PyTorch); the README has a
+        client for each.
+
+        Args:
+            filepath: a folder for `"tf_saved_model"`; else a file (given its
+                format's ending, `.onnx`, `.tflite`, `.pt2`, `.xml`, when it
+                lacks one). Written atomically.
+            format: `"tf_saved_model"`, `"onnx"`, `"openvino"`, `"litert"` or
+                `"torch"`, as far as the Keras backend in use can export it
+                (`keras_maxdeeplab.backend_seam.export_formats()`); any other
+                is refused with a ValueError saying which backend can.
+            verbose: Keras' export messages.
+            input_signature: must be None: the artifact's input is fixed by
+                the model (the batch size is free).
+            input_dtype: `"float32"` (exact for any image) or `"uint8"` (exact
+                for images already at the crop size); see `serving_model`.
+            postprocess: False exports the network's raw outputs instead,
+                for `postprocess_panoptic` outside the artifact.
+            **postprocess_options: overrides of `self.postprocess_options`.
+
+        Returns:
+            the artifact's path.
+
+        Example:
+        >>> model.export("served/max_deeplab", format="tf_saved_model")
+        >>> serve = tf.saved_model.load("served/max_deeplab").signatures["serving_default"]
+        >>> serve(images=tf.zeros((2, 641, 641, 3)))["panoptic_pred"].shape  # (2, 641, 641)
+        """
+        if input_signature is not None:
+            raise ValueError(
+                "MaXDeepLab.export fixes the artifact's input ([B, crop_h, crop_w, 3] images "
+                "of input_dtype); pass input_dtype instead of input_signature."
+            )
+        return export_panoptic(
+            self,
+            filepath,
+            format,
+            input_dtype=input_dtype,
+            postprocess=postprocess,
+            verbose=bool(verbose),
+            **postprocess_options,
+        )
 
     def compute_loss(self, x=None, y=None, y_pred=None, sample_weight=None, training=True):
         """Mean over the batch of every MaX-DeepLab term (NaN -> 0, as deeplab2), summed."""

@@ -1,0 +1,265 @@
+"""Exported panoptic pipelines, run by their own runtimes, against the Keras path.
+
+deeplab2's tiny MaX-DeepLab (../shared/reference/max_deeplab_tiny) at 65x65
+with its tuned thresholds (10 segments on the reference image). Each format is
+exported once per module; the artifact is then run by its runtime alone
+(tests/models/export_runtimes.py imports neither Keras nor this package).
+"""
+
+import importlib.util
+import json
+import os
+
+import numpy as np
+import pytest
+
+import keras
+
+from keras_maxdeeplab.backend_seam import export_formats
+from keras_maxdeeplab.conversion.deeplab2 import load_deeplab2_checkpoint
+from keras_maxdeeplab.data import COCOPanopticDataset
+from keras_maxdeeplab.evaluation import evaluate_dataset
+from keras_maxdeeplab.models.max_deeplab.max_deeplab_export import EXPORT_FORMATS
+from keras_maxdeeplab.models.max_deeplab.max_deeplab_export import SERVING_OUTPUTS
+from keras_maxdeeplab.models.max_deeplab.max_deeplab_export import artifact_path
+from keras_maxdeeplab.models.max_deeplab.max_deeplab_export import serving_model
+from keras_maxdeeplab.postprocessing.panoptic import postprocess_panoptic
+from tests.helpers import shared_path
+from tests.helpers import tiny_model
+from tests.helpers import to_numpy
+from tests.models.export_runtimes import RUNTIMES
+from tests.models.export_runtimes import artifact_panoptic_quality
+
+# The runtime module each format's artifact is run with.
+RUNTIME_MODULES = {
+    "tf_saved_model": "tensorflow",
+    "onnx": "onnxruntime",
+    "litert": "ai_edge_litert",
+    "torch": "torch",
+}
+# Scores: float noise of another compiler or runtime on the same float32 graph
+# (XLA, ONNX Runtime and LiteRT kernels fuse and order sums differently than
+# Keras' compiled predict; up to ~3e-5 measured on the tiny model's softmax
+# maxima), below deeplab2's own tf.function-vs-eager noise of 1e-4
+# (shared/reference/max_deeplab_tiny/README.md section 8).
+SCORE_ATOL = 1e-4
+
+
+def _reference_folder():
+    return shared_path("reference", "max_deeplab_tiny")
+
+
+@pytest.fixture(scope="module")
+def model():
+    folder = _reference_folder()
+    model = tiny_model(65)
+    load_deeplab2_checkpoint(model, os.path.join(folder, "ckpt"))
+    with open(os.path.join(folder, "config.json")) as f:
+        tuned = json.load(f)["post_processing"]["tuned_thresholds"]["65"]
+    model.postprocess_options.update(tuned)
+    return model
+
+
+@pytest.fixture(scope="module")
+def images():
+    """Three 65x65 images with 0..255 pixels: deeplab2's padded reference
+    image, its mirror image and a shifted copy (each has several segments)."""
+    io = np.load(os.path.join(_reference_folder(), "io.npz"))
+    image = io["s65/input/image_0_255"][0]
+    shifted = np.full_like(image, 127.5)
+    shifted[8:] = image[:-8]
+    return np.stack([image, image[:, ::-1], shifted]).astype("float32")
+
+
+@pytest.fixture(scope="module")
+def reference(model, images):
+    """The Keras path: `predict_panoptic`'s compiled forward pass, then
+    deeplab2's post-processor, on the normalised images."""
+    outputs = model.predict_on_batch(images / 127.5 - 1.0)
+    return to_numpy(
+        postprocess_panoptic(
+            outputs["pixel_space_mask_logits"],
+            outputs["transformer_class_logits"],
+            (65, 65),
+            thing_class_ids=model.thing_class_ids,
+            **model.postprocess_options,
+        )
+    )
+
+
+def test_reference_is_predict_panoptic_and_deeplab2(model, images, reference):
+    """What the artifacts are compared with is `predict_panoptic`'s maps (at
+    the crop size its resize back is the identity) and, on deeplab2's image,
+    deeplab2's own post-processed maps."""
+    results = model.predict_panoptic(images)
+    for key in ("panoptic_pred", "semantic_pred", "instance_pred"):
+        np.testing.assert_array_equal(np.stack([r[key] for r in results]), reference[key])
+    io = np.load(os.path.join(_reference_folder(), "io.npz"))
+    for key in ("panoptic_pred", "semantic_pred", "instance_pred"):
+        np.testing.assert_array_equal(reference[key][:1], io[f"s65/postprocess/{key}"], key)
+    for index in range(3):
+        assert len(np.unique(reference["panoptic_pred"][index])) >= 4
+
+
+def test_serving_model_matches_reference(model, images, reference):
+    """The graph every format exports, run by Keras, in both input dtypes."""
+    serving = serving_model(model)
+    got = to_numpy(serving.predict_on_batch(images))
+    assert sorted(got) == sorted(SERVING_OUTPUTS)
+    _assert_same_maps(got, reference)
+    as_uint8 = np.round(images).astype("uint8")
+    expected = to_numpy(serving.predict_on_batch(as_uint8.astype("float32")))
+    got = to_numpy(serving_model(model, "uint8").predict_on_batch(as_uint8))
+    _assert_same_maps(got, expected)
+
+
+def _assert_same_maps(got, reference, count=None):
+    count = len(reference["panoptic_pred"]) if count is None else count
+    for key in SERVING_OUTPUTS:
+        value, expected = np.asarray(got[key]), reference[key][:count]
+        assert value.shape == expected.shape, key
+        if key.endswith("scores"):
+            np.testing.assert_allclose(value, expected, atol=SCORE_ATOL, rtol=0, err_msg=key)
+        else:
+            assert value.dtype == np.int32, key
+            np.testing.assert_array_equal(value, expected, err_msg=key)
+
+
+@pytest.fixture(scope="module")
+def exported(model, tmp_path_factory):
+    """`{format: path}`, each format exported once on first use."""
+    folder = tmp_path_factory.mktemp("exported")
+    paths = {}
+
+    def export(format):
+        if format not in paths:
+            paths[format] = model.export(os.path.join(folder, "tiny"), format=format)
+        return paths[format]
+
+    return export
+
+
+@pytest.mark.parametrize("format", ["tf_saved_model", "onnx", "litert", "torch"])
+def test_artifact_matches_predict_panoptic(model, images, reference, exported, format):
+    """The artifact, run by its own runtime, gives `predict_panoptic`'s maps
+    exactly (scores to float noise) at batch sizes 1 and 3."""
+    backend = keras.backend.backend()
+    if format not in export_formats(installed=False):
+        with pytest.raises(ValueError, match=f"cannot export format '{format}' on the {backend}"):
+            model.export("unused", format=format)
+        return
+    if format not in export_formats():
+        pytest.skip(f"the {format} exporter of the {backend} backend is not installed")
+    if importlib.util.find_spec(RUNTIME_MODULES[format]) is None:
+        pytest.skip(f"the {format} runtime ({RUNTIME_MODULES[format]}) is not installed")
+    run = RUNTIMES[format](exported(format))
+    for count in (1, 3):
+        _assert_same_maps(run(images[:count]), reference, count)
+
+
+@pytest.mark.parametrize("format", ["tf_saved_model", "onnx"])
+def test_artifact_refuses_wrong_dtype_and_shape(images, exported, format):
+    """The serving signature checks what the runtime can: a uint8 batch or a
+    crop of the wrong size is an error, not a silent wrong answer."""
+    if format not in export_formats() or importlib.util.find_spec(RUNTIME_MODULES[format]) is None:
+        pytest.skip(f"{format} cannot be exported or run here")
+    run = RUNTIMES[format](exported(format))
+    with pytest.raises(Exception, match="(?i)float|type|dtype"):
+        run(images.astype("uint8"))
+    with pytest.raises(Exception, match="(?i)shape|dimension|size|incompatible"):
+        run(images[:, :33])
+
+
+def test_pq_through_an_artifact_equals_keras(model, exported):
+    """Real photos of other sizes (../shared/data/mini_real_panoptic, COCO
+    panoptic format): through an exported artifact with the README's NumPy
+    client resizing around it, the same panoptic maps at each image's size,
+    and so the same PQ, as through `predict_panoptic` (deeplab2's tiny model
+    is not trained: what counts is the equality). The demo preset on 100
+    scenes in every format: benchmarks/export.py."""
+    available = [f for f in ("tf_saved_model", "onnx") if f in export_formats()]
+    available = [f for f in available if importlib.util.find_spec(RUNTIME_MODULES[f])]
+    if not available:
+        pytest.skip(f"neither a SavedModel nor ONNX can be exported and run on {keras.backend.backend()}")
+    folder = shared_path("data", "mini_real_panoptic")
+    data = COCOPanopticDataset(
+        os.path.join(folder, "images"),
+        os.path.join(folder, "panoptic"),
+        os.path.join(folder, "panoptic.json"),
+    )
+    expected, predictions = evaluate_dataset(model, data)
+    run = RUNTIMES[available[0]](exported(available[0]))
+    results, maps = artifact_panoptic_quality(run, data, model.categories, (65, 65))
+    assert {m.shape for m in maps} != {(65, 65)}  # The client resized them back.
+    for got, want in zip(maps, predictions):
+        np.testing.assert_array_equal(got, want["panoptic_pred"])
+    assert sum(len(np.unique(m)) for m in maps) > 2 * len(maps)
+    assert results == expected
+
+
+def test_bad_export_requests(model, tmp_path):
+    with pytest.raises(ValueError, match="Unknown export format 'tflite'"):
+        model.export(tmp_path / "x", format="tflite")
+    with pytest.raises(ValueError, match="input_dtype"):
+        model.export(tmp_path / "x", input_signature=[keras.InputSpec(shape=(None, 65, 65, 3))])
+    with pytest.raises(ValueError, match="input_dtype must be one of"):
+        serving_model(model, "int16")
+    with pytest.raises(ValueError, match="Unknown postprocess options"):
+        serving_model(model, thing_area=3)
+    assert not os.listdir(tmp_path)
+
+
+def test_artifact_paths():
+    assert artifact_path("out/model", "onnx") == "out/model.onnx"
+    assert artifact_path("out/model.pt2", "torch") == "out/model.pt2"
+    assert artifact_path("out/model", "tf_saved_model") == "out/model"
+    assert set(EXPORT_FORMATS) == {"tf_saved_model", "onnx", "openvino", "litert", "torch"}
+
+
+def test_failed_export_leaves_the_old_artifact(model, tmp_path, monkeypatch):
+    """An export that fails midway keeps what was at the path and leaves no
+    temporary files."""
+    from keras_maxdeeplab.models.max_deeplab import max_deeplab_export
+
+    format = export_formats()[0]
+    target = tmp_path / ("model" + ("" if format == "tf_saved_model" else ".bin"))
+    path = artifact_path(str(target), format)
+    if format == "tf_saved_model":
+        os.makedirs(path)
+        with open(os.path.join(path, "old"), "w") as f:
+            f.write("old")
+    else:
+        with open(path, "w") as f:
+            f.write("old")
+
+    def half_written(serving, path, format, verbose):
+        with open(path if format != "tf_saved_model" else os.path.join(path, "x"), "w") as f:
+            f.write("half")
+        raise OSError("disk full")
+
+    monkeypatch.setattr(max_deeplab_export, "export_model", half_written)
+    with pytest.raises(OSError, match="disk full"):
+        model.export(str(target), format=format)
+    assert sorted(os.listdir(tmp_path)) == [os.path.basename(path)]
+    old = os.path.join(path, "old") if format == "tf_saved_model" else path
+    with open(old) as f:
+        assert f.read() == "old"
+
+
+def test_an_exporter_failure_names_the_way_out(model, tmp_path, monkeypatch):
+    """A runtime lacking an op of the post-processor: the error says to export
+    the network alone, whose outputs are the model's (post-processed outside)."""
+    from keras_maxdeeplab.models.max_deeplab import max_deeplab_export
+
+    def unsupported(serving, path, format, verbose):
+        raise ValueError("Tensorflow op BitwiseAnd is not supported")
+
+    monkeypatch.setattr(max_deeplab_export, "export_model", unsupported)
+    format = export_formats()[0]
+    with pytest.raises(RuntimeError, match=r"BitwiseAnd.*postprocess=False.*postprocess_panoptic"):
+        model.export(str(tmp_path / "model"), format=format)
+    with pytest.raises(ValueError, match="BitwiseAnd"):
+        model.export(str(tmp_path / "model"), format=format, postprocess=False)
+    assert not os.listdir(tmp_path)
+    raw = serving_model(model, postprocess=False)
+    assert sorted(raw.output) == sorted(model.output)
