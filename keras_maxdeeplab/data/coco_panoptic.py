@@ -11,8 +11,11 @@ crowd thing segments keep their class with instance 0 (deeplab2's crowd
 convention), so the targets can treat them as void and the PQ metric as crowd.
 """
 
+import atexit
+import gc
 import json
 import os
+import sys
 import threading
 import warnings
 
@@ -95,6 +98,21 @@ def _crop_size(crop_size, model):
             "model at the crop (from_preset(..., image_shape=(h, w, 3))) or leave crop_size out."
         )
     return crop_size
+
+
+def _free_pipelines_before_exit():
+    """Frees what an uncaught error keeps alive before the interpreter shuts down.
+
+    A bad sample raised from `fit` leaves its traceback in `sys.last_*`, and
+    the traceback holds the tf.data iterator. Freed during shutdown, the
+    iterator waits for its in-flight sample loads while holding the GIL they
+    need (TensorFlow cannot release it then), and the process hangs. Here, at
+    exit but before shutdown, it is freed with Python fully alive.
+    """
+    for name in ("last_exc", "last_type", "last_value", "last_traceback"):
+        if getattr(sys, name, None) is not None:
+            setattr(sys, name, None)
+    gc.collect()
 
 
 class COCOPanopticDataset:
@@ -357,6 +375,10 @@ class COCOPanopticDataset:
         >>> model.fit(data.as_dataset(model=model, batch_size=8, seed=0), steps_per_epoch=1000)
         """
         import tensorflow as tf
+
+        # Registered once (a no-op when already there); atexit runs it before shutdown.
+        atexit.unregister(_free_pipelines_before_exit)
+        atexit.register(_free_pipelines_before_exit)
 
         from keras_maxdeeplab.data.augmentation import preprocess_for_evaluation
         from keras_maxdeeplab.data.augmentation import preprocess_for_training
