@@ -376,7 +376,8 @@ class COCOPanopticDataset:
         """
         import tensorflow as tf
 
-        # Registered once (a no-op when already there); atexit runs it before shutdown.
+        # Registered once however often this is called (unregister drops an earlier
+        # registration); atexit handlers run before the interpreter's shutdown.
         atexit.unregister(_free_pipelines_before_exit)
         atexit.register(_free_pipelines_before_exit)
 
