@@ -132,6 +132,7 @@ needs_multi_device_engine = pytest.mark.skipif(
 )
 def test_data_parallel_step_equals_single_device_step(counts):
     result = _run(counts)
+    print(json.dumps(result))
     for count in counts:
         _check_same_step(result, count)
 

@@ -98,11 +98,15 @@ def run(args):
     keras.utils.set_random_seed(args.seed)
     on_error = "skip" if args.skip_errors else "raise"
     data = COCOPanopticDataset(*_dataset_paths(args), on_error=on_error)
+    previous_policy = keras.mixed_precision.global_policy()
     keras.mixed_precision.set_global_policy(PRECISIONS[args.precision])
-    # Built, compiled and trained inside: variables are placed (and batch
-    # norms synchronised) when they are created.
-    with backend_seam.data_parallel(args.devices):
-        _train(args, data)
+    try:
+        # Built, compiled and trained inside: variables are placed (and batch
+        # norms synchronised) when they are created.
+        with backend_seam.data_parallel(args.devices):
+            _train(args, data)
+    finally:
+        keras.mixed_precision.set_global_policy(previous_policy)
 
 
 def _train(args, data):
