@@ -21,21 +21,29 @@ from tests.helpers import to_numpy
 from tests.models.test_max_deeplab_fit import _scenes
 
 CROP = 65
-# max |mixed - float32| / max |float32| of each output, measured on the three
-# backends (bfloat16 keeps 8 mantissa bits, float16 11) with margin.
+# max |mixed - float32| / max |float32| of each output. bfloat16 (8 mantissa
+# bits) measured on JAX: mask logits 0.084, class logits 0.030, semantic
+# logits 0.066, normalised feature 0.106; bound 0.15. float16 (11 bits):
+# bound 0.02, not yet measured, nor either policy on TensorFlow and PyTorch.
 TOLERANCES = {
-    "mixed_bfloat16": {
-        "pixel_space_mask_logits": 0.1,
-        "transformer_class_logits": 0.1,
-        "semantic_logits": 0.1,
-        "pixel_space_normalized_feature": 0.1,
-    },
-    "mixed_float16": {
-        "pixel_space_mask_logits": 0.02,
-        "transformer_class_logits": 0.02,
-        "semantic_logits": 0.02,
-        "pixel_space_normalized_feature": 0.02,
-    },
+    "mixed_bfloat16": dict.fromkeys(
+        (
+            "pixel_space_mask_logits",
+            "transformer_class_logits",
+            "semantic_logits",
+            "pixel_space_normalized_feature",
+        ),
+        0.15,
+    ),
+    "mixed_float16": dict.fromkeys(
+        (
+            "pixel_space_mask_logits",
+            "transformer_class_logits",
+            "semantic_logits",
+            "pixel_space_normalized_feature",
+        ),
+        0.02,
+    ),
 }
 
 
