@@ -10,6 +10,7 @@ if os.environ.get("KERAS_BACKEND", "jax") not in ("jax", "tensorflow", "torch", 
     )
 
 from keras_maxdeeplab import evaluation, hub, layers, losses, postprocessing
+from keras_maxdeeplab.backend_seam import data_parallel
 from keras_maxdeeplab.models.max_deeplab.max_deeplab import MaXDeepLab
 from keras_maxdeeplab.models.max_deeplab.max_deeplab_backbone import MaXDeepLabBackbone
 from keras_maxdeeplab.models.max_deeplab.max_deeplab_builder import build_backbone

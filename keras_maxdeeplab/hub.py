@@ -27,6 +27,7 @@ import os
 import stat
 
 import huggingface_hub
+import keras
 import keras_hub
 from huggingface_hub import constants as hf_constants
 from huggingface_hub import errors as hf_errors
@@ -250,6 +251,25 @@ def _is_checked(preset):
     return preset.startswith(HF_PREFIX) or "://" not in preset
 
 
+def _with_loadable_dtype(config_file, kwargs):
+    """`kwargs` with the current global dtype policy for a preset saved under a
+    mixed-precision one (e.g. trained with `--precision bf16`).
+
+    keras-hub 0.32 loads float-policy presets under the current global policy,
+    but its check `is_float_dtype("mixed_bfloat16")` raises on mixed names;
+    passing the policy it would choose avoids the check. The weights are
+    float32 either way.
+    """
+    if kwargs.get("dtype") is not None:
+        return kwargs
+    with open(config_file, encoding="utf-8") as f:
+        saved = (json.load(f).get("config") or {}).get("dtype")
+    name = saved.get("config", {}).get("name", "") if isinstance(saved, dict) else ""
+    if not name.startswith("mixed_"):
+        return kwargs
+    return {**kwargs, "dtype": keras.config.dtype_policy().name}
+
+
 def _default_preprocessor(cls, image_shape):
     converter_cls = cls.preprocessor_cls.image_converter_cls
     return cls.preprocessor_cls(image_converter=converter_cls(image_size=tuple(image_shape[:2])))
@@ -364,6 +384,7 @@ def load_backbone(cls, keras_hub_from_preset, preset, load_weights, kwargs):
         backbone = build_backbone(entry["config"], entry["crop_size"], kwargs, cls)
     elif _is_checked(preset):
         files = preset_files(preset, load_weights, task=False)
+        kwargs = _with_loadable_dtype(files[CONFIG_FILE], kwargs)
         backbone = keras_hub_from_preset(preset, load_weights=False, **kwargs)
     else:
         return keras_hub_from_preset(preset, load_weights=load_weights, **kwargs)
@@ -389,6 +410,7 @@ def load_task(cls, keras_hub_from_preset, preset, load_weights, kwargs):
         model = build_model(entry["config"], entry["crop_size"], {**options, **kwargs}, cls)
     elif _is_checked(preset):
         files = preset_files(preset, load_weights, task=True)
+        kwargs = _with_loadable_dtype(files[CONFIG_FILE], kwargs)
         if files[TASK_CONFIG_FILE] is None and files[IMAGE_CONVERTER_FILE] is None:
             # A bare backbone folder: keras-hub would fail looking for a converter.
             with open(files[CONFIG_FILE], encoding="utf-8") as f:

@@ -151,3 +151,52 @@ def test_data_parallel_refuses_bad_device_counts():
                 pass
     with backend_seam.data_parallel(1) as distribution:
         assert distribution is None
+
+
+# The child: argv[1] = a synthetic dataset folder, argv[2] = the output folder.
+TRAIN_CHILD = r"""
+import json
+import os
+import sys
+
+import keras
+
+if keras.backend.backend() == "tensorflow":
+    import tensorflow as tf
+
+    cpu = tf.config.list_physical_devices("CPU")[0]
+    tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
+from keras_maxdeeplab import MaXDeepLab
+from keras_maxdeeplab.cli import main
+
+data, output = sys.argv[1:3]
+command = ["train", data, "--output", output, "--config", "max_deeplab_tiny", "--crop-size", "65"]
+command += ["--devices", "2", "--batch-size", "2", "--precision", "bf16", "--quiet"]
+code = main(command + ["--steps", "2", "--steps-per-epoch", "1"])
+with open(os.path.join(output, "training.json")) as f:
+    record = json.load(f)
+model = MaXDeepLab.from_preset(os.path.join(output, "preset"))
+print("RESULT " + json.dumps({"code": code, "record": record, "policy": model.backbone.dtype_policy.name}))
+"""
+
+
+@needs_multi_device_engine
+def test_train_command_on_two_devices_in_bfloat16(tmp_path):
+    """`maxdeeplab train --devices 2 --precision bf16`: the README's command,
+    through the COCO-panoptic tf.data pipeline the engine distributes."""
+    from keras_maxdeeplab.data import write_synthetic_panoptic_dataset
+
+    data = str(tmp_path / "data")
+    write_synthetic_panoptic_dataset(data, 4, seed=0)
+    output = str(tmp_path / "run")
+    code, out, err = run_python(TRAIN_CHILD, data, output, env=_child_env(2), timeout=600)
+    assert code == 0, err[-3000:]
+    line = [line for line in out.splitlines() if line.startswith("RESULT ")][-1]
+    result = json.loads(line[len("RESULT ") :])
+    assert result["code"] == 0
+    assert result["record"]["steps_done"] == 2
+    assert result["record"]["arguments"]["devices"] == 2
+    loss = result["record"]["last_logs"]["loss"]
+    assert 0 < loss < 100, result
+    # Saved under mixed_bfloat16, loaded under the global policy (float32).
+    assert result["policy"] == "float32"

@@ -1,8 +1,16 @@
 """Mixed precision (`mixed_bfloat16`, `mixed_float16`) for inference and training.
 
 Against deeplab2's float32 reference outputs of its converted tiny model: the
-outputs within a stated tolerance, the panoptic map of the reference image
-identical; and `fit` lowers the loss (with loss scaling under float16).
+outputs within a stated tolerance and the panoptic map of the reference image
+nearly identical; on the trained demo model, the panoptic maps of held-out
+scenes nearly identical to float32's; and `fit` lowers the loss (with loss
+scaling under float16).
+
+Why "nearly": rounding every activation to 8 (bfloat16) or 11 (float16)
+mantissa bits moves the tiny model's logits by 1-10 % of their range (below),
+and the random-weight reference model has many pixels whose float32 decision
+margins are smaller than that. Even the trained demo model flips a few
+boundary pixels per image.
 """
 
 import json
@@ -12,7 +20,10 @@ import pytest
 
 import keras
 
+from keras_maxdeeplab import MaXDeepLab
 from keras_maxdeeplab.conversion import load_deeplab2_checkpoint
+from keras_maxdeeplab.data.synthetic import synthetic_scene
+from keras_maxdeeplab.demo import DEMO_PRESET
 from keras_maxdeeplab.postprocessing import postprocess_panoptic
 from tests.helpers import relative_error
 from tests.helpers import shared_path
@@ -21,10 +32,12 @@ from tests.helpers import to_numpy
 from tests.models.test_max_deeplab_fit import _scenes
 
 CROP = 65
-# max |mixed - float32| / max |float32| of each output. bfloat16 (8 mantissa
-# bits) measured on JAX: mask logits 0.084, class logits 0.030, semantic
-# logits 0.066, normalised feature 0.106; bound 0.15. float16 (11 bits):
-# bound 0.02, not yet measured, nor either policy on TensorFlow and PyTorch.
+# max |mixed - float32| / max |float32| of each output, measured (JAX /
+# TensorFlow / PyTorch): bfloat16, the same on all three: mask logits 0.084,
+# class logits 0.030, semantic logits 0.066, normalised feature 0.106; bound
+# 0.15. float16: mask logits 0.028 / 0.014 / 0.014, class logits 0.0067 /
+# 0.0049 / 0.0063, semantic logits 0.019 / 0.0082 / 0.0082, normalised
+# feature 0.032 / 0.018 / 0.017; bound 0.05.
 TOLERANCES = {
     "mixed_bfloat16": dict.fromkeys(
         (
@@ -42,9 +55,17 @@ TOLERANCES = {
             "semantic_logits",
             "pixel_space_normalized_feature",
         ),
-        0.02,
+        0.05,
     ),
 }
+# Fraction of the reference image's panoptic map equal to deeplab2's float32
+# map (measured: bfloat16 0.9586 on every backend; float16 0.9858 JAX, 0.9948
+# TensorFlow, 0.9931 PyTorch).
+REFERENCE_MAP_AGREEMENT = {"mixed_bfloat16": 0.95, "mixed_float16": 0.98}
+# Fraction of each held-out scene's panoptic map equal to float32's with the
+# trained demo model (measured, worst of the 8 scenes, JAX / TensorFlow /
+# PyTorch: bfloat16 0.9986 / 0.9984 / 0.9977, float16 0.9997 / 0.9999 / 0.9998).
+DEMO_MAP_AGREEMENT = {"mixed_bfloat16": 0.995, "mixed_float16": 0.999}
 
 
 @pytest.fixture
@@ -81,9 +102,26 @@ def test_outputs_and_panoptic_map_match_float32(policy):
             **thresholds,
         )
     )
-    reference = io[f"s{CROP}/postprocess/panoptic_pred"]
-    print(policy, "panoptic agreement", float(np.mean(maps["panoptic_pred"] == reference)))
-    np.testing.assert_array_equal(maps["panoptic_pred"], reference)
+    agreement = float(np.mean(maps["panoptic_pred"] == io[f"s{CROP}/postprocess/panoptic_pred"]))
+    print(policy, "reference map agreement", agreement)
+    assert agreement >= REFERENCE_MAP_AGREEMENT[policy]
+
+
+def test_trained_model_panoptic_maps_match_float32():
+    # Held out: the demo model was trained on the scenes of seeds 0 and 1.
+    images = [synthetic_scene(100 + index)[0] for index in range(8)]
+    maps = {}
+    for policy in ("float32", *DEMO_MAP_AGREEMENT):
+        keras.mixed_precision.set_global_policy(policy)
+        try:
+            model = MaXDeepLab.from_preset(DEMO_PRESET)
+            maps[policy] = [r["panoptic_pred"] for r in model.predict_panoptic(images)]
+        finally:
+            keras.mixed_precision.set_global_policy("float32")
+    for policy, bound in DEMO_MAP_AGREEMENT.items():
+        agreement = [np.mean(a == b) for a, b in zip(maps[policy], maps["float32"])]
+        print(policy, keras.backend.backend(), "demo map agreement", agreement)
+        assert min(agreement) >= bound, agreement
 
 
 @pytest.mark.parametrize("policy", sorted(TOLERANCES), indirect=True)
