@@ -283,6 +283,28 @@ def test_a_preset_saved_under_mixed_precision_loads_under_the_global_policy(tmp_
     assert model.transformer_class_head.dtype_policy.name == "mixed_float16"
 
 
+def test_presets_load_under_loss_scaling_without_optimizer_warnings(saved):
+    """A preset's task weights file holds the compiled optimizer's counter; a
+    model compiled under mixed_float16 has a loss-scaling one instead."""
+    import warnings
+
+    import keras
+
+    keras.mixed_precision.set_global_policy("mixed_float16")
+    try:
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            model = MaXDeepLab.from_preset(saved.folder)
+    finally:
+        keras.mixed_precision.set_global_policy("float32")
+    assert isinstance(model.optimizer, keras.optimizers.LossScaleOptimizer)
+    assert [str(w.message) for w in caught if "optimizer" in str(w.message)] == []
+    source = _weights(saved.model)
+    for path, value in _weights(model).items():
+        if path in source:
+            np.testing.assert_array_equal(value, source[path], err_msg=path)
+
+
 def _record_uploads(monkeypatch):
     calls = []
 
