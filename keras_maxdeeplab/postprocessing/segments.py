@@ -98,6 +98,31 @@ def post_process_panoptic_segmentation(
         label_divisor=label_divisor,
         **options,
     )
+    return panoptic_results(maps, image_sizes, categories, image_converter, label_divisor)
+
+
+def panoptic_results(maps, image_sizes, categories, image_converter, label_divisor=LABEL_DIVISOR):
+    """deeplab2's crop-sized maps -> per-image panoptic results at the original sizes.
+
+    The second half of `post_process_panoptic_segmentation`, for maps
+    `postprocess_panoptic` already made (e.g. inside a compiled function).
+
+    Args:
+        maps: `postprocess_panoptic`'s dict for a batch: `panoptic_pred`,
+            `semantic_pred`, `instance_pred`, `semantic_scores`, each
+            `[B, crop_h, crop_w]` (tensors or arrays).
+        image_sizes: `(height, width)` of each original image.
+        categories: COCO-style category dicts (`id`, `name`, `isthing`).
+        image_converter: the `MaXDeepLabImageConverter` that made the inputs.
+
+    Returns:
+        as `post_process_panoptic_segmentation`.
+
+    Example:
+    >>> results = panoptic_results(postprocess_panoptic(masks, classes, (641, 641)),
+    ...                            [image.shape[:2]], coco_categories, converter)
+    """
+    by_contiguous = contiguous_categories(categories)
     maps = {key: ops.convert_to_numpy(value) for key, value in maps.items()}
     if len(image_sizes) != maps["panoptic_pred"].shape[0]:
         raise ValueError(

@@ -1,3 +1,4 @@
+import h5py
 import numpy as np
 import pytest
 
@@ -124,3 +125,26 @@ def test_predict_panoptic_returns_segments_at_each_image_size():
             assert segment["category_id"] in (3, 5, 10)
             assert segment["isthing"] == (segment["category_id"] == 5)
             assert segment["area"] == (result["segmentation"] == segment["id"]).sum()
+
+
+def test_predict_panoptic_pipelines_are_cached_and_not_saved(tmp_path):
+    """One compiled network + post-processor per set of options, outside
+    what Keras saves: the weights file has the same entries afterwards."""
+    model = _custom_model()
+    image = np.random.RandomState(2).randint(0, 256, (50, 60, 3)).astype("uint8")
+    before = str(tmp_path / "before.weights.h5")
+    model.save_weights(before)
+    model.predict_panoptic(image)
+    model.predict_panoptic(image, thing_area_limit=3)
+    model.predict_panoptic(image)
+    assert len(model._panoptic_pipelines.by_options) == 2
+    after = str(tmp_path / "after.weights.h5")
+    model.save_weights(after)
+    names = {}
+    for path in (before, after):
+        with h5py.File(path) as f:
+            names[path] = []
+            f.visit(names[path].append)
+    assert names[after] == names[before]
+    with pytest.raises(ValueError, match="Unknown postprocess options \\['area'\\]"):
+        model.predict_panoptic(image, area=1)
