@@ -21,7 +21,8 @@ class InceptionStem(keras.layers.Layer):
     """ResNet-50-beta stem: 3x3/2 + BN + ReLU, 3x3 + BN + ReLU, 3x3 + BN.
 
     Channels `64w, 64w, 128w` for `width_multiplier` w. The output is not
-    activated (endpoint `stage1`).
+    activated (endpoint `stage1`). `activation="gelu"` (exact) replaces the
+    ReLUs (kMaX-DeepLab's Axial-ResNet-50).
 
     Shapes: `[B, H, W, 3] -> [B, (H - 1) / 2 + 1, (W - 1) / 2 + 1, 128w]`.
 
@@ -29,15 +30,21 @@ class InceptionStem(keras.layers.Layer):
     >>> y = InceptionStem()(images)  # [B, 641, 641, 3] -> [B, 321, 321, 128]
     """
 
-    def __init__(self, width_multiplier=1.0, **kwargs):
+    def __init__(self, width_multiplier=1.0, activation="relu", **kwargs):
         super().__init__(**kwargs)
         self.width_multiplier = width_multiplier
+        self.activation = check_activation(activation)
         narrow, wide = int(64 * width_multiplier), int(128 * width_multiplier)
         self.conv1_bn_act = Conv2DSame(
-            narrow, 3, strides=2, activation="relu", dtype=self.dtype_policy, name="conv1_bn_act"
+            narrow,
+            3,
+            strides=2,
+            activation=activation,
+            dtype=self.dtype_policy,
+            name="conv1_bn_act",
         )
         self.conv2_bn_act = Conv2DSame(
-            narrow, 3, activation="relu", dtype=self.dtype_policy, name="conv2_bn_act"
+            narrow, 3, activation=activation, dtype=self.dtype_policy, name="conv2_bn_act"
         )
         self.conv3_bn = Conv2DSame(wide, 3, dtype=self.dtype_policy, name="conv3_bn")
 
@@ -58,7 +65,7 @@ class InceptionStem(keras.layers.Layer):
 
     def get_config(self):
         config = super().get_config()
-        config.update({"width_multiplier": self.width_multiplier})
+        config.update({"width_multiplier": self.width_multiplier, "activation": self.activation})
         return config
 
 
