@@ -249,7 +249,7 @@ class KMaXDeepLab(ImageSegmenter):
         >>> arrays["transformer_decoder/block0_os32_0/kmeans_assignment"].shape  # (B, 3, 3)
         """
         check_images(images, self.backbone.image_shape)
-        graph = keras.Model(self.inputs, self._intermediates)
+        graph = keras.Model(self.input, self._intermediates)
         return graph(images, training=training)
 
     def get_config(self):
