@@ -7,6 +7,8 @@ import json
 import numpy as np
 import pytest
 
+import keras
+
 from keras_maxdeeplab.conversion.deeplab2 import kmax_key_to_path
 from keras_maxdeeplab.conversion.deeplab2 import load_kmax_checkpoint
 from keras_maxdeeplab.conversion.deeplab2 import match_checkpoint
@@ -179,6 +181,21 @@ def test_converter_is_strict(model65):
     extra = "transformer_decoder/_kmax_decoder/6/_block1_transformer/_pixel_v_conv_bn/_conv/kernel"
     with pytest.raises(ValueError, match="1 checkpoint variables map to no model weight"):
         match({**shapes, extra: (1, 32, 32)})
+
+
+def test_saved_model_round_trip(model65, io, tmp_path):
+    """`.keras` save and load, and compiled `predict`, keep deeplab2's outputs."""
+    images = _images(io, 65)
+    path = str(tmp_path / "kmax.keras")
+    model65.save(path)
+    restored = keras.saving.load_model(path)
+    assert isinstance(restored, KMaXDeepLab)
+    for outputs in (to_numpy(restored(images)), to_numpy(model65.predict(images, verbose=0))):
+        for key in OUTPUT_KEYS:
+            reference = io[f"s65/output/{key}"]
+            np.testing.assert_allclose(
+                outputs[key], reference, rtol=0, atol=_tolerance(key, reference), err_msg=key
+            )
 
 
 def test_config_round_trip(model65):
