@@ -10,6 +10,7 @@ if os.environ.get("KERAS_BACKEND", "jax") not in ("jax", "tensorflow", "torch", 
     )
 
 from keras_maxdeeplab import evaluation, hub, layers, losses, postprocessing
+from keras_maxdeeplab.backend_seam import data_parallel
 from keras_maxdeeplab.models.kmax_deeplab.kmax_builder import build_kmax_model
 from keras_maxdeeplab.models.kmax_deeplab.kmax_configs import KMAX_DEEPLAB_CONFIGS
 from keras_maxdeeplab.models.kmax_deeplab.kmax_configs import KMAX_DEEPLAB_HEAD_CONFIGS

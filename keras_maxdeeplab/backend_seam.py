@@ -4,8 +4,17 @@
 (`jax.pure_callback`, `tf.numpy_function`, a plain call on PyTorch). XLA cannot
 compile a host call on TensorFlow, so `host_calls_supported` says when callers
 must use a pure `keras.ops` path instead.
+
+Multi-device training differs by engine, and only here: a JAX step under
+`keras.distribution` is one SPMD program over the global batch (statistics,
+means and gradients are global by construction), while a TensorFlow step under
+`tf.distribute` runs once per replica on its share of the batch, so batch-norm
+statistics must be all-reduced (`synchronized_batch_norm`) and the loss divided
+by the replica count (`replicas_in_sync`) for the summed gradients to be the
+global batch's.
 """
 
+import contextlib
 import importlib.util
 
 import numpy as np
@@ -41,7 +50,122 @@ def host_call_jit_compile(current, model_jit_compile, requested_jit_compile):
     return model_jit_compile is True or requested_jit_compile is True
 
 
-def host_call(fn, inputs, output_shape, output_dtype):
+def synchronized_batch_norm():
+    """Whether a batch norm built now must all-reduce its training statistics
+    across replicas itself, for deeplab2's `SyncBatchNormalization` semantics
+    (statistics of the global batch).
+
+    True only on TensorFlow inside a `tf.distribute` strategy scope with more
+    than one replica: each replica sees its share of the batch. Under JAX's
+    `keras.distribution` the step is one program over the global batch, whose
+    statistics are global already; single-device runs keep the exact
+    two-pass moments of the unsynchronised path.
+
+    Example:
+    >>> keras.layers.BatchNormalization(synchronized=synchronized_batch_norm())
+    """
+    if keras.backend.backend() != "tensorflow":
+        return False
+    import tensorflow as tf
+
+    return tf.distribute.has_strategy() and tf.distribute.get_strategy().num_replicas_in_sync > 1
+
+
+def replicas_in_sync():
+    """How many replicas each compute the loss on their share of the batch and
+    then sum their gradients: `tf.distribute`'s `num_replicas_in_sync` on
+    TensorFlow (1 without a strategy), 1 on JAX (one program over the global
+    batch) and PyTorch. Dividing a per-replica batch mean by it makes the summed
+    gradients those of the global batch mean, as deeplab2's trainer does.
+
+    Example:
+    >>> loss = keras.ops.mean(per_sample) / replicas_in_sync()
+    """
+    if keras.backend.backend() != "tensorflow":
+        return 1
+    import tensorflow as tf
+
+    return tf.distribute.get_strategy().num_replicas_in_sync
+
+
+def _local_devices(backend):
+    """Names of the accelerators data parallelism would use (CPUs when none)."""
+    if backend == "jax":
+        return keras.distribution.list_devices()
+    import tensorflow as tf
+
+    for kind in ("TPU", "GPU", "CPU"):
+        devices = [device.name for device in tf.config.list_logical_devices(kind)]
+        if devices:
+            return devices
+    return []
+
+
+@contextlib.contextmanager
+def data_parallel(num_devices):
+    """Context in which to build, compile and `fit` a model data-parallel
+    on the first `num_devices` local devices, with the engine's own machinery.
+
+    JAX: `keras.distribution.DataParallel` (variables replicated, the global
+    batch sharded over a 1-D mesh; one SPMD program, so gradients, the loss
+    mean and batch-norm statistics are those of the global batch).
+    TensorFlow: `tf.distribute.MirroredStrategy` (one replica per device on
+    its share of the batch; gradients summed, batch norms built inside
+    all-reduce their statistics, `replicas_in_sync` divides the loss).
+    `num_devices=1` is the plain single-device path. PyTorch: Keras 3 has no
+    multi-device training for it, so more than one device is refused.
+
+    Each `fit` batch is the global batch; it must divide by `num_devices`.
+
+    Raises:
+        ValueError: `num_devices` < 1, more than the local devices, or > 1 on
+            PyTorch.
+
+    Example:
+    >>> with data_parallel(4):
+    ...     model = build_model("max_deeplab_s", 641)
+    ...     model.compile()
+    ...     model.fit(dataset)  # global batch of 4k
+    """
+    backend = keras.backend.backend()
+    if num_devices < 1:
+        raise ValueError(f"The number of devices must be at least 1; got {num_devices}.")
+    if num_devices == 1:
+        yield None
+        return
+    if backend not in ("jax", "tensorflow"):
+        raise ValueError(
+            f"Multi-device training is not available on the {backend!r} backend: Keras "
+            f"{keras.__version__} distributes training only on JAX (keras.distribution) and "
+            "TensorFlow (tf.distribute). Use KERAS_BACKEND=jax or tensorflow, or one device."
+        )
+    devices = _local_devices(backend)
+    if num_devices > len(devices):
+        raise ValueError(
+            f"{num_devices} devices requested but {backend} sees {len(devices)}: {devices}."
+        )
+    if backend == "jax":
+        distribution = keras.distribution.DataParallel(devices=devices[:num_devices])
+        with distribution.scope():
+            yield distribution
+        return
+    import tensorflow as tf
+
+    strategy = tf.distribute.MirroredStrategy(devices[:num_devices])
+    with strategy.scope():
+        yield strategy
+
+
+def _jax_batch_sharding():
+    """`(mesh, batch axis name)` of the current `keras.distribution`, or None."""
+    distribution = keras.distribution.distribution()
+    batch_axis = getattr(distribution, "batch_dim_name", None)
+    if batch_axis is None:
+        return None
+    return distribution.device_mesh.backend_mesh, batch_axis
+
+
+def host_call(fn, inputs, output_shape, output_dtype, per_sample=False):
     """Calls `fn(*numpy_arrays) -> numpy array` on the host; the result has no gradient.
 
     Args:
@@ -50,9 +174,15 @@ def host_call(fn, inputs, output_shape, output_dtype):
         output_shape: static shape of the result (the batch axis may be the
             inputs' dynamic batch size: pass `None` there).
         output_dtype: dtype string of the result.
+        per_sample: the first axis of every input and of the result is the
+            batch and `fn` treats samples independently. Under a JAX
+            data-parallel `keras.distribution` each replica then calls `fn` on
+            its own samples (`jax.shard_map`) instead of the whole batch being
+            gathered to one device; on TensorFlow each replica calls it on its
+            share anyway.
 
     Example:
-    >>> permutation = host_call(solve, [cost], cost.shape, "float32")
+    >>> permutation = host_call(solve, [cost], cost.shape, "float32", per_sample=True)
     """
     backend = keras.backend.backend()
     if (
@@ -64,12 +194,23 @@ def host_call(fn, inputs, output_shape, output_dtype):
     if backend == "jax":
         import jax
 
-        shape = tuple(inputs[0].shape[0] if d is None else d for d in output_shape)
-        return jax.pure_callback(
-            lambda *a: np.asarray(fn(*a), dtype=output_dtype),
-            jax.ShapeDtypeStruct(shape, output_dtype),
-            *inputs,
-        )
+        def call(*arrays):
+            shape = (arrays[0].shape[0], *output_shape[1:]) if per_sample else output_shape
+            shape = tuple(arrays[0].shape[0] if d is None else d for d in shape)
+            return jax.pure_callback(
+                lambda *a: np.asarray(fn(*a), dtype=output_dtype),
+                jax.ShapeDtypeStruct(shape, output_dtype),
+                *arrays,
+            )
+
+        sharding = _jax_batch_sharding() if per_sample else None
+        if sharding is not None and inputs[0].shape[0] % sharding[0].shape[sharding[1]] == 0:
+            mesh, batch_axis = sharding
+            spec = jax.sharding.PartitionSpec(batch_axis)
+            call = jax.shard_map(
+                call, mesh=mesh, in_specs=(spec,) * len(inputs), out_specs=spec, check_vma=False
+            )
+        return call(*inputs)
     if backend == "tensorflow":
         import tensorflow as tf
 

@@ -27,6 +27,7 @@ import os
 import stat
 
 import huggingface_hub
+import keras
 import keras_hub
 from huggingface_hub import constants as hf_constants
 from huggingface_hub import errors as hf_errors
@@ -242,12 +243,37 @@ def _load_weights(model, files, preset):
     with _reading(preset, files[WEIGHTS_FILE]):
         backbone.load_weights(files[WEIGHTS_FILE])
     if files.get(TASK_WEIGHTS_FILE):
+        # keras-hub's `load_task_weights`, less the optimizer: a preset holds
+        # weights, and the optimizer the task compiled for itself would warn
+        # where the saved one differs (e.g. loss scaling under mixed_float16).
+        skipped = list(backbone._flatten_layers())
+        if getattr(model, "optimizer", None) is not None:
+            skipped.append(model.optimizer)
         with _reading(preset, files[TASK_WEIGHTS_FILE]):
-            model.load_task_weights(files[TASK_WEIGHTS_FILE])
+            keras.saving.load_weights(model, files[TASK_WEIGHTS_FILE], objects_to_skip=skipped)
 
 
 def _is_checked(preset):
     return preset.startswith(HF_PREFIX) or "://" not in preset
+
+
+def _with_loadable_dtype(config_file, kwargs):
+    """`kwargs` with the current global dtype policy for a preset saved under a
+    mixed-precision one (e.g. trained with `--precision bf16`).
+
+    keras-hub 0.32 loads float-policy presets under the current global policy,
+    but its check `is_float_dtype("mixed_bfloat16")` raises on mixed names;
+    passing the policy it would choose avoids the check. The weights are
+    float32 either way.
+    """
+    if kwargs.get("dtype") is not None:
+        return kwargs
+    with open(config_file, encoding="utf-8") as f:
+        saved = (json.load(f).get("config") or {}).get("dtype")
+    name = saved.get("config", {}).get("name", "") if isinstance(saved, dict) else ""
+    if not name.startswith("mixed_"):
+        return kwargs
+    return {**kwargs, "dtype": keras.config.dtype_policy().name}
 
 
 def _default_preprocessor(cls, image_shape):
@@ -364,6 +390,7 @@ def load_backbone(cls, keras_hub_from_preset, preset, load_weights, kwargs):
         backbone = build_backbone(entry["config"], entry["crop_size"], kwargs, cls)
     elif _is_checked(preset):
         files = preset_files(preset, load_weights, task=False)
+        kwargs = _with_loadable_dtype(files[CONFIG_FILE], kwargs)
         backbone = keras_hub_from_preset(preset, load_weights=False, **kwargs)
     else:
         return keras_hub_from_preset(preset, load_weights=load_weights, **kwargs)
@@ -389,6 +416,7 @@ def load_task(cls, keras_hub_from_preset, preset, load_weights, kwargs):
         model = build_model(entry["config"], entry["crop_size"], {**options, **kwargs}, cls)
     elif _is_checked(preset):
         files = preset_files(preset, load_weights, task=True)
+        kwargs = _with_loadable_dtype(files[CONFIG_FILE], kwargs)
         if files[TASK_CONFIG_FILE] is None and files[IMAGE_CONVERTER_FILE] is None:
             # A bare backbone folder: keras-hub would fail looking for a converter.
             with open(files[CONFIG_FILE], encoding="utf-8") as f:

@@ -156,6 +156,25 @@ def test_train_two_steps_then_resume(tmp_path, capsys):
     assert "exactly one of --preset" in capsys.readouterr().err
 
 
+def test_train_refuses_devices_it_cannot_use(tmp_path, capsys):
+    import keras
+
+    from keras_maxdeeplab.data import write_synthetic_panoptic_dataset
+
+    data = os.path.join(tmp_path, "data")
+    write_synthetic_panoptic_dataset(data, 2, seed=0)
+    command = ["train", data, "--output", os.path.join(tmp_path, "run")]
+    command += ["--config", "max_deeplab_tiny", "--crop-size", "65"]
+    assert main(command + ["--devices", "3", "--batch-size", "8"]) == 1
+    assert "cannot be split evenly over --devices 3" in capsys.readouterr().err
+    assert main(command + ["--devices", "64", "--batch-size", "64", "--precision", "bf16"]) == 1
+    expected = {"torch": "not available on the 'torch' backend"}.get(
+        keras.backend.backend(), "64 devices requested"
+    )
+    assert expected in capsys.readouterr().err
+    assert keras.mixed_precision.global_policy().name == "float32"
+
+
 def test_train_stops_at_a_bad_sample_in_one_line(tmp_path):
     from keras_maxdeeplab.data import write_synthetic_panoptic_dataset
     from tests.helpers import run_python

@@ -255,6 +255,56 @@ def test_weights_load_at_another_input_size(saved):
         np.testing.assert_array_equal(value, source[path], err_msg=path)
 
 
+def test_a_preset_saved_under_mixed_precision_loads_under_the_global_policy(tmp_path):
+    """keras-hub 0.32 cannot resolve a saved "mixed_bfloat16" policy by itself."""
+    import keras
+
+    folder = os.path.join(tmp_path, "bf16")
+    keras.mixed_precision.set_global_policy("mixed_bfloat16")
+    try:
+        trained = build_model("max_deeplab_tiny", 65)
+        trained.save_to_preset(folder)
+        again = MaXDeepLab.from_preset(folder)
+        assert again.backbone.dtype_policy.name == "mixed_bfloat16"
+    finally:
+        keras.mixed_precision.set_global_policy("float32")
+    loaded = MaXDeepLab.from_preset(folder)
+    assert loaded.backbone.dtype_policy.name == "float32"
+    assert loaded.transformer_class_head.dtype_policy.name == "float32"
+    backbone = MaXDeepLabBackbone.from_preset(folder)
+    assert backbone.dtype_policy.name == "float32"
+    for loaded in (loaded, backbone):
+        assert {keras.backend.standardize_dtype(w.dtype) for w in loaded.weights} == {"float32"}
+    source = _weights(trained)
+    for path, value in _weights(MaXDeepLab.from_preset(folder)).items():
+        np.testing.assert_array_equal(value, source[path], err_msg=path)
+    model = MaXDeepLab.from_preset(folder, dtype="mixed_float16")
+    assert model.backbone.dtype_policy.name == "mixed_float16"
+    assert model.transformer_class_head.dtype_policy.name == "mixed_float16"
+
+
+def test_presets_load_under_loss_scaling_without_optimizer_warnings(saved):
+    """A preset's task weights file holds the compiled optimizer's counter; a
+    model compiled under mixed_float16 has a loss-scaling one instead."""
+    import warnings
+
+    import keras
+
+    keras.mixed_precision.set_global_policy("mixed_float16")
+    try:
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            model = MaXDeepLab.from_preset(saved.folder)
+    finally:
+        keras.mixed_precision.set_global_policy("float32")
+    assert isinstance(model.optimizer, keras.optimizers.LossScaleOptimizer)
+    assert [str(w.message) for w in caught if "optimizer" in str(w.message)] == []
+    source = _weights(saved.model)
+    for path, value in _weights(model).items():
+        if path in source:
+            np.testing.assert_array_equal(value, source[path], err_msg=path)
+
+
 def _record_uploads(monkeypatch):
     calls = []
 

@@ -8,6 +8,12 @@ infinite loss stops training with an error, keeping the last good checkpoint.
 The result is a preset folder
 (`output/preset/`) with the dataset's categories, loadable with
 `MaXDeepLab.from_preset`, and `output/training.json` (steps done, last logs).
+
+`--devices N` trains data-parallel on N local devices (JAX:
+`keras.distribution.DataParallel`; TensorFlow: `tf.distribute.MirroredStrategy`
+with synchronised batch norm); `--batch-size` is the global batch, split evenly.
+`--precision bf16|fp16` trains under Keras' `mixed_bfloat16` / `mixed_float16`
+policy (float32 weights; loss scaling for float16).
 """
 
 import gc
@@ -17,6 +23,8 @@ import os
 # The crop of a model trained from scratch when --crop-size is not given:
 # deeplab2's COCO training crop.
 SCRATCH_CROP_SIZE = 641
+# --precision -> Keras dtype policy.
+PRECISIONS = {"fp32": "float32", "bf16": "mixed_bfloat16", "fp16": "mixed_float16"}
 
 
 def _dataset_paths(args):
@@ -77,17 +85,38 @@ def _fit(model, dataset, **fit_args):
 def run(args):
     import keras
 
-    from keras_maxdeeplab.atomic_files import write_atomically
-    from keras_maxdeeplab.atomic_files import write_folder_atomically
+    from keras_maxdeeplab import backend_seam
     from keras_maxdeeplab.data import COCOPanopticDataset
-    from keras_maxdeeplab.training_checkpoint import StopAtStep
-    from keras_maxdeeplab.training_checkpoint import TrainingCheckpoint
 
     if bool(args.preset) == bool(args.config):
         raise ValueError("train needs exactly one of --preset (fine-tune) or --config (scratch).")
+    if args.batch_size % args.devices:
+        raise ValueError(
+            f"--batch-size {args.batch_size} (the global batch) cannot be split evenly over "
+            f"--devices {args.devices}; use a multiple of {args.devices}."
+        )
     keras.utils.set_random_seed(args.seed)
     on_error = "skip" if args.skip_errors else "raise"
     data = COCOPanopticDataset(*_dataset_paths(args), on_error=on_error)
+    previous_policy = keras.mixed_precision.global_policy()
+    keras.mixed_precision.set_global_policy(PRECISIONS[args.precision])
+    try:
+        # Built, compiled and trained inside: variables are placed (and batch
+        # norms synchronised) when they are created.
+        with backend_seam.data_parallel(args.devices):
+            _train(args, data)
+    finally:
+        keras.mixed_precision.set_global_policy(previous_policy)
+
+
+def _train(args, data):
+    import keras
+
+    from keras_maxdeeplab.atomic_files import write_atomically
+    from keras_maxdeeplab.atomic_files import write_folder_atomically
+    from keras_maxdeeplab.training_checkpoint import StopAtStep
+    from keras_maxdeeplab.training_checkpoint import TrainingCheckpoint
+
     model = build_model(args, data.categories)
     model.compile(
         learning_rate=args.learning_rate,
@@ -156,7 +185,21 @@ def add_parser(commands):
         help=f"16k+1 training crop (default: the preset's input size; {SCRATCH_CROP_SIZE} "
         "with --config)",
     )
-    parser.add_argument("--batch-size", type=int, default=8)
+    parser.add_argument(
+        "--batch-size", type=int, default=8, help="global batch, split evenly over --devices"
+    )
+    parser.add_argument(
+        "--devices",
+        type=int,
+        default=1,
+        help="local devices to train on, data-parallel (jax or tensorflow; default 1)",
+    )
+    parser.add_argument(
+        "--precision",
+        choices=sorted(PRECISIONS),
+        default="fp32",
+        help="fp32, or mixed precision with float32 weights: bf16, or fp16 (loss-scaled)",
+    )
     parser.add_argument("--steps", type=int, default=20_000, help="total training steps")
     parser.add_argument(
         "--steps-per-epoch", type=int, default=1000, help="steps per epoch and per checkpoint"

@@ -38,7 +38,9 @@ def panoptic_targets(
 
     Returns:
         dict with `semantic_gt`, `thing_id_mask_gt`, `panoptic_gt` `[H, W]`
-        int32, `is_crowd_gt` `[H, W]` bool, `semantic_loss_weight` `[H, W]`
+        int32, `is_crowd_gt` `[H, W]` uint8 (1 = crowd; not bool: Keras
+        all-reduces a first batch across `tf.distribute` replicas, which
+        cannot sum bools), `semantic_loss_weight` `[H, W]`
         float32 and `thing_id_class_gt` `[max_thing_id]` float32.
 
     Example:
@@ -87,5 +89,5 @@ def panoptic_targets(
         "thing_id_class_gt": thing_id_class,
         "semantic_loss_weight": tf.reshape(weight, tf.shape(label)),
         "panoptic_gt": label,
-        "is_crowd_gt": is_crowd,
+        "is_crowd_gt": tf.cast(is_crowd, tf.uint8),
     }

@@ -6,6 +6,7 @@ import keras
 from keras import ops
 
 from keras_maxdeeplab.layers.batch_norm import MultiAxisBatchNormalization
+from keras_maxdeeplab.layers.batch_norm import batch_normalization
 
 # deeplab2's positional_encodings.MAX_SPAN: tables have 2 * 255 - 1 rows.
 MAX_SPAN = 255
@@ -83,9 +84,7 @@ class AxialAttention(keras.layers.Layer):
         self.total_value_depth = total_value_depth
         self.num_heads = num_heads
         self.query_shape = query_shape
-        self.batch_norm_qkv = keras.layers.BatchNormalization(
-            axis=-1, momentum=0.99, epsilon=1e-3, dtype=self.dtype_policy, name="batch_norm_qkv"
-        )
+        self.batch_norm_qkv = batch_normalization(dtype=self.dtype_policy, name="batch_norm_qkv")
         self.batch_norm_similarity = MultiAxisBatchNormalization(
             axis=[0, 2], dtype=self.dtype_policy, name="batch_norm_similarity"
         )
@@ -147,7 +146,10 @@ class AxialAttention(keras.layers.Layer):
             ]
         )
         similarity = self.batch_norm_similarity(similarity, training=training)
-        weights = ops.softmax(ops.sum(similarity, axis=0), axis=-1)
+        # Sum and softmax in float32 under mixed precision: bfloat16's 8-bit
+        # mantissa flattens the attention weights of long rows.
+        similarity = ops.sum(ops.cast(similarity, "float32"), axis=0)
+        weights = ops.cast(ops.softmax(similarity, axis=-1), self.compute_dtype)
 
         retrieved = ops.stack(
             [

@@ -1,13 +1,47 @@
-"""Batch normalisation over several axes at once, as deeplab2's Keras-2 BN does.
+"""deeplab2's batch normalisation: synchronised across replicas in training,
+statistics in float32.
 
-Keras 3's `BatchNormalization` normalises one axis. deeplab2 normalises stacked
+deeplab2 trains with `SyncBatchNormalization`: the statistics are those of the
+global batch whatever the number of replicas. `batch_normalization` builds
+Keras' layer that way; `MultiAxisBatchNormalization` does the same for
+parameters spanning several axes. Keras 3's `BatchNormalization` normalises one
+axis. deeplab2 normalises stacked
 attention terms per (term, head) or (term, head, channel), and stores the
 parameters in broadcast shape (e.g. `[3, 1, 8, 1, 1]`). This layer keeps that
 exact parameter shape, so checkpoints load without reshaping.
+
+Both compute the statistics and the normalisation in float32 under mixed
+precision (a bfloat16 variance of un-normalised activations loses most of its
+digits, and float16 overflows), and return the compute dtype.
 """
 
 import keras
 from keras import ops
+
+from keras_maxdeeplab import backend_seam
+
+
+def batch_normalization(axis=-1, gamma_initializer="ones", dtype=None, name=None):
+    """Keras' `BatchNormalization` with deeplab2's settings: momentum 0.99,
+    epsilon 1e-3, and statistics of the global batch when training on several
+    replicas (`backend_seam.synchronized_batch_norm`, decided when the layer is
+    built: inside a `tf.distribute` strategy scope on TensorFlow).
+
+    Shapes: any input; output the same shape.
+
+    Example:
+    >>> bn = batch_normalization(name="batch_norm")
+    >>> y = bn(keras.random.normal((2, 5, 5, 8)), training=True)
+    """
+    return keras.layers.BatchNormalization(
+        axis=axis,
+        momentum=0.99,
+        epsilon=1e-3,
+        gamma_initializer=gamma_initializer,
+        synchronized=backend_seam.synchronized_batch_norm(),
+        dtype=dtype,
+        name=name,
+    )
 
 
 @keras.saving.register_keras_serializable(package="keras_maxdeeplab")
@@ -16,7 +50,8 @@ class MultiAxisBatchNormalization(keras.layers.Layer):
 
     Statistics are reduced over every axis *not* listed in `axis`; the
     parameters have the input's rank with size 1 on the reduced axes.
-    Momentum 0.99 and epsilon 1e-3 as in deeplab2.
+    Momentum 0.99 and epsilon 1e-3 as in deeplab2. In training on several
+    replicas the statistics are the global batch's, as `batch_normalization`.
 
     Args:
         axis: list of int, the axes that keep their own parameters.
@@ -37,6 +72,8 @@ class MultiAxisBatchNormalization(keras.layers.Layer):
         self.momentum = float(momentum)
         self.epsilon = float(epsilon)
         self.gamma_initializer = keras.initializers.get(gamma_initializer)
+        # A property of where the layer runs, not of the architecture: not in the config.
+        self.synchronized = backend_seam.synchronized_batch_norm()
 
     def build(self, input_shape):
         rank = len(input_shape)
@@ -61,7 +98,9 @@ class MultiAxisBatchNormalization(keras.layers.Layer):
         # Statistics in float32 even under mixed precision, as keras' own BN.
         x = ops.cast(inputs, "float32")
         if training:
-            mean, variance = ops.moments(x, axes=self._reduction_axes, keepdims=True)
+            mean, variance = ops.moments(
+                x, axes=self._reduction_axes, keepdims=True, synchronized=self.synchronized
+            )
             for moving, batch in ((self.moving_mean, mean), (self.moving_variance, variance)):
                 moving.assign(
                     ops.cast(moving, "float32") * self.momentum + batch * (1.0 - self.momentum)

@@ -7,17 +7,11 @@ attribute names deeplab2 checkpoints are keyed by, so weights map one to one.
 import keras
 from keras import ops
 
+from keras_maxdeeplab.layers.batch_norm import batch_normalization
+
 
 def _batch_norm(dtype, gamma_initializer="ones"):
-    # deeplab2: momentum 0.99, epsilon 1e-3 (keras' defaults, spelt out).
-    return keras.layers.BatchNormalization(
-        axis=-1,
-        momentum=0.99,
-        epsilon=1e-3,
-        gamma_initializer=gamma_initializer,
-        dtype=dtype,
-        name="batch_norm",
-    )
+    return batch_normalization(gamma_initializer=gamma_initializer, dtype=dtype, name="batch_norm")
 
 
 # Activations deeplab2's MaX-DeepLab (ReLU) and kMaX-DeepLab (GeLU) use.

@@ -7,6 +7,7 @@ import keras
 from keras import ops
 
 from keras_maxdeeplab.layers.batch_norm import MultiAxisBatchNormalization
+from keras_maxdeeplab.layers.batch_norm import batch_normalization
 from keras_maxdeeplab.layers.convolutions import Conv1D
 from keras_maxdeeplab.layers.convolutions import activate
 from keras_maxdeeplab.layers.convolutions import check_activation
@@ -78,12 +79,8 @@ class AttentionOperation(keras.layers.Layer):
     def build(self, input_shapes):
         query_shape, _, value_shape = input_shapes
         heads = query_shape[1]
-        self.batch_norm_similarity = keras.layers.BatchNormalization(
-            axis=1,
-            momentum=0.99,
-            epsilon=1e-3,
-            dtype=self.dtype_policy,
-            name="batch_norm_similarity",
+        self.batch_norm_similarity = batch_normalization(
+            axis=1, dtype=self.dtype_policy, name="batch_norm_similarity"
         )
         self.batch_norm_similarity.build((None, heads, None, None))
         self.batch_norm_retrieved_value = MultiAxisBatchNormalization(
@@ -95,7 +92,9 @@ class AttentionOperation(keras.layers.Layer):
         query, key, value = inputs
         similarity = ops.einsum("bhld,bhmd->bhlm", query, key)
         similarity = self.batch_norm_similarity(similarity, training=training)
-        weights = ops.softmax(similarity, axis=-1)
+        # Softmax in float32 under mixed precision, as in the axial attention.
+        weights = ops.softmax(ops.cast(similarity, "float32"), axis=-1)
+        weights = ops.cast(weights, self.compute_dtype)
         retrieved = ops.einsum("bhlm,bmhd->bhld", weights, value)
         retrieved = activate(
             self.batch_norm_retrieved_value(retrieved, training=training), self.activation

@@ -7,6 +7,7 @@ import math
 import keras
 from keras import ops
 
+from keras_maxdeeplab.layers.batch_norm import batch_normalization
 from keras_maxdeeplab.layers.convolutions import Conv1D
 from keras_maxdeeplab.layers.convolutions import Conv2DSame
 from keras_maxdeeplab.layers.convolutions import SeparableConv2DSame
@@ -393,10 +394,7 @@ class MaskLogits(keras.layers.Layer):
     """
 
     def build(self, features_shape, kernels_shape):
-        self.batch_norm = keras.layers.BatchNormalization(
-            axis=-1,
-            momentum=0.99,
-            epsilon=1e-3,
+        self.batch_norm = batch_normalization(
             gamma_initializer=keras.initializers.Constant(0.1),
             dtype=self.dtype_policy,
             name="batch_norm",
@@ -461,12 +459,8 @@ class MaskPredictor(keras.layers.Layer):
             dtype=self.dtype_policy,
             name="pixel_space_head",
         )
-        self.pixel_space_feature_batch_norm = keras.layers.BatchNormalization(
-            axis=-1,
-            momentum=0.99,
-            epsilon=1e-3,
-            dtype=self.dtype_policy,
-            name="pixel_space_feature_batch_norm",
+        self.pixel_space_feature_batch_norm = batch_normalization(
+            dtype=self.dtype_policy, name="pixel_space_feature_batch_norm"
         )
         self.transformer_mask_head = Conv1D(
             pixel_space_output_channels, dtype=self.dtype_policy, name="transformer_mask_head"

@@ -3,6 +3,7 @@
 import keras
 from keras import ops
 
+from keras_maxdeeplab.layers.batch_norm import batch_normalization
 from keras_maxdeeplab.layers.convolutions import Conv1D
 from keras_maxdeeplab.layers.convolutions import activate
 from keras_maxdeeplab.layers.drop_path import DropPath
@@ -113,12 +114,8 @@ class KMeansTransformerBlock(keras.layers.Layer):
             dtype=dtype,
             name="auxiliary_clustering_predictor",
         )
-        self.kmeans_memory_batch_norm_retrieved_value = keras.layers.BatchNormalization(
-            axis=-1,
-            momentum=0.99,
-            epsilon=1e-3,
-            dtype=dtype,
-            name="kmeans_memory_batch_norm_retrieved_value",
+        self.kmeans_memory_batch_norm_retrieved_value = batch_normalization(
+            dtype=dtype, name="kmeans_memory_batch_norm_retrieved_value"
         )
         self.memory_attention_drop_path = DropPath(
             drop_path_keep_prob, dtype=dtype, name="memory_attention_drop_path"

@@ -45,7 +45,9 @@ def hungarian_matching(costs, jit_compile=False):
     >>> permutation = hungarian_matching(cost)  # cost: [2, 181, 181]
     """
     if backend_seam.host_calls_supported(jit_compile):
-        return backend_seam.host_call(_scipy_permutations, [costs], costs.shape, "float32")
+        return backend_seam.host_call(
+            _scipy_permutations, [costs], costs.shape, "float32", per_sample=True
+        )
     return hungarian_matching_ops(costs)
 
 

@@ -49,7 +49,7 @@ def test_evaluation_targets_equal_deeplab2():
     for key in ("semantic_gt", "thing_id_mask_gt", "thing_id_class_gt", "semantic_loss_weight"):
         np.testing.assert_array_equal(y_true[key], reference[f"gt/{key}"], err_msg=key)
     # deeplab2's COCO records make crowd void; we keep it as class * 256 + 0.
-    crowd = y_true["is_crowd_gt"]
+    crowd = y_true["is_crowd_gt"].astype(bool)
     assert crowd.sum() == 346 and not reference["gt/is_crowd_gt"].any()
     np.testing.assert_array_equal(
         y_true["panoptic_gt"][~crowd], reference["gt/panoptic_gt"][~crowd]
@@ -83,7 +83,7 @@ def test_round_trip_reproduces_ground_truth(reader):
             matched.add(new["id"])
         assert matched == set(by_id)
         # Crowd is void for the loss: no thing id and no semantic class.
-        crowd = targets["is_crowd_gt"]
+        crowd = targets["is_crowd_gt"].astype(bool)
         assert (targets["semantic_gt"][crowd] == 0).all()
         assert (targets["thing_id_mask_gt"][crowd] == -1).all()
 

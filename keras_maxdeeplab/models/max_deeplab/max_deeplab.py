@@ -9,6 +9,7 @@ from keras_maxdeeplab.coco.categories import COCO_PANOPTIC_CATEGORIES
 from keras_maxdeeplab.coco.categories import check_categories
 from keras_maxdeeplab.coco.categories import thing_class_ids
 from keras_maxdeeplab.evaluation.metric import PanopticQuality
+from keras_maxdeeplab.layers.batch_norm import batch_normalization
 from keras_maxdeeplab.layers.convolutions import Conv1D
 from keras_maxdeeplab.layers.heads import L2Normalize
 from keras_maxdeeplab.layers.heads import MaskLogits
@@ -145,8 +146,8 @@ class MaXDeepLab(ImageSegmenter):
             dtype=dtype,
             name="pixel_space_head",
         )
-        self.pixel_space_feature_batch_norm = keras.layers.BatchNormalization(
-            axis=-1, momentum=0.99, epsilon=1e-3, dtype=dtype, name="pixel_space_feature_batch_norm"
+        self.pixel_space_feature_batch_norm = batch_normalization(
+            dtype=dtype, name="pixel_space_feature_batch_norm"
         )
         self.l2_normalize = L2Normalize(dtype=dtype, name="pixel_space_normalize")
         self.transformer_mask_head = Conv1D(
@@ -499,7 +500,16 @@ class MaXDeepLab(ImageSegmenter):
         )
 
     def compute_loss(self, x=None, y=None, y_pred=None, sample_weight=None, training=True):
-        """Mean over the batch of every MaX-DeepLab term (NaN -> 0, as deeplab2), summed."""
+        """Mean over the batch of every MaX-DeepLab term (NaN -> 0), summed, and
+        divided by the replica count, as deeplab2's trainer.
+
+        On TensorFlow under `tf.distribute` each replica computes this on its
+        share of the global batch and the gradients are summed, so the
+        division makes them the global batch mean's; Keras multiplies the
+        reported loss back. The per-term metrics get the undivided means.
+        On JAX the step is one program over the global batch (count 1).
+        The loss is float32 under mixed precision.
+        """
         if getattr(self, "max_deeplab_loss", None) is None:
             return super().compute_loss(x, y, y_pred, sample_weight, training)
         terms = self.max_deeplab_loss.compute_terms(y, y_pred)
@@ -511,7 +521,8 @@ class MaXDeepLab(ImageSegmenter):
             value = keras.ops.where(keras.ops.isnan(value), 0.0, value)
             tracker.update_state(value)
             total = total + value
-        return total
+        replicas = backend_seam.replicas_in_sync()
+        return total / replicas if replicas > 1 else total
 
     def compute_metrics(self, x, y, y_pred, sample_weight=None):
         for metric in getattr(self, "panoptic_quality_metrics", []):
