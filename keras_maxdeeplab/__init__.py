@@ -11,6 +11,11 @@ if os.environ.get("KERAS_BACKEND", "jax") not in ("jax", "tensorflow", "torch", 
 
 from keras_maxdeeplab import evaluation, hub, layers, losses, postprocessing
 from keras_maxdeeplab.backend_seam import data_parallel
+from keras_maxdeeplab.models.kmax_deeplab.kmax_builder import build_kmax_model
+from keras_maxdeeplab.models.kmax_deeplab.kmax_configs import KMAX_DEEPLAB_CONFIGS
+from keras_maxdeeplab.models.kmax_deeplab.kmax_configs import KMAX_DEEPLAB_HEAD_CONFIGS
+from keras_maxdeeplab.models.kmax_deeplab.kmax_deeplab import KMaXDeepLab
+from keras_maxdeeplab.models.kmax_deeplab.kmax_deeplab_backbone import KMaXDeepLabBackbone
 from keras_maxdeeplab.models.max_deeplab.max_deeplab import MaXDeepLab
 from keras_maxdeeplab.models.max_deeplab.max_deeplab_backbone import MaXDeepLabBackbone
 from keras_maxdeeplab.models.max_deeplab.max_deeplab_builder import build_backbone

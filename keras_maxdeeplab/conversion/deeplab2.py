@@ -1,4 +1,4 @@
-"""Converts deeplab2 MaX-DeepLab TensorFlow checkpoints into our models.
+"""Converts deeplab2 MaX-DeepLab and kMaX-DeepLab TensorFlow checkpoints into our models.
 
 deeplab2 checkpoints are keyed by Python attribute paths (e.g.
 `encoder/_stage4/_block2/_attention/_height_axis/qkv_kernel`). Our layers carry
@@ -64,6 +64,71 @@ def deeplab2_key_to_path(key):
     if root == "encoder" and parts == ["memory_feature"]:
         parts = ["memory_feature", "memory_feature"]
     prefix = _ROOTS[root]
+    return "/".join([prefix] + parts if prefix else parts)
+
+
+# kMaX-DeepLab's checkpoint roots -> our layer paths (the encoder keeps its names).
+_KMAX_ROOTS = {
+    "encoder": "",
+    "pixel_decoder": "pixel_decoder",
+    "transformer_decoder": "",
+    "semantic_decoder": "semantic_decoder",
+    "semantic_head_without_last_layer": "semantic_head/conv_block",
+    "semantic_last_layer": "semantic_head/final_conv",
+    "pixel_space_head": "predictor/pixel_space_head",
+    "transformer_mask_head": "predictor/transformer_mask_head",
+    "transformer_class_head": "predictor/transformer_class_head",
+    "pixel_space_feature_batch_norm": "predictor/pixel_space_feature_batch_norm",
+    "pixel_space_mask_batch_norm": "predictor/pixel_space_mask_logits/batch_norm",
+}
+# deeplab2 keeps the pixel decoder's and transformer decoder's parts in Python
+# lists (numeric path components); our layers are named per index.
+_KMAX_LISTS = {
+    "backbone_norms": "backbone_norm{}",
+    "stages": "stage{}",
+    "skip_connections": "skip_connection{}",
+}
+
+
+def kmax_key_to_path(key, block_names):
+    """Maps a deeplab2 kMaX-DeepLab checkpoint key to our Keras variable path.
+
+    Args:
+        key: a checkpoint key.
+        block_names: our k-means block layer names in deeplab2's
+            `_kmax_decoder` list order.
+
+    Returns None for a key under a root kMaX-DeepLab does not have.
+
+    Example:
+    >>> kmax_key_to_path(
+    ...     "transformer_decoder/_kmax_decoder/3/_block1_transformer/_pixel_v_conv_bn/_conv/kernel",
+    ...     names)
+    'kmax_transformer_decoder_os16_1/pixel_v_conv_bn/conv/kernel'
+    """
+    if key.endswith(_SUFFIX):
+        key = key[: -len(_SUFFIX)]
+    root, _, rest = key.partition("/")
+    if root not in _KMAX_ROOTS:
+        return None
+    parts = [part[1:] if part.startswith("_") else part for part in rest.split("/")]
+    parts[-1] = _LEAVES.get(parts[-1], parts[-1])
+    if root == "pixel_decoder" and parts[0] in _KMAX_LISTS:
+        parts = [_KMAX_LISTS[parts[0]].format(parts[1])] + parts[2:]
+    if root == "transformer_decoder":
+        if parts == ["cluster_centers"]:
+            parts = ["cluster_centers", "memory_feature"]
+        elif parts[0] == "kmax_decoder":
+            index = int(parts[1])
+            if index >= len(block_names) or parts[2] != "block1_transformer":
+                return None
+            parts = [block_names[index]] + parts[3:]
+    # The predictors' scalar mask BN sits in our `MaskLogits` layer.
+    parts = [
+        "pixel_space_mask_logits/batch_norm" if part == "pixel_space_mask_batch_norm" else part
+        for part in parts
+    ]
+    prefix = _KMAX_ROOTS[root]
     return "/".join([prefix] + parts if prefix else parts)
 
 
@@ -144,15 +209,24 @@ def read_checkpoint(path):
     return {key: reader.get_tensor(key) for key in shapes}
 
 
-def match_checkpoint(model, shapes, allow_unused_prefixes=()):
+def match_checkpoint(
+    model,
+    shapes,
+    allow_unused_prefixes=(),
+    key_to_path=deeplab2_key_to_path,
+    model_name="MaX-DeepLab",
+):
     """Pairs checkpoint variables with model variables; raises on any mismatch.
 
     Args:
-        model: a `MaXDeepLab` or `MaXDeepLabBackbone`.
+        model: a `MaXDeepLab` or `MaXDeepLabBackbone` (or a `KMaXDeepLab`
+            with `key_to_path` of `load_kmax_checkpoint`).
         shapes: `{deeplab2 key: shape tuple}`, as `open_checkpoint` returns.
         allow_unused_prefixes: our variable path prefixes that may be absent
             from the checkpoint (e.g. heads when loading a backbone
             checkpoint); they keep their initial values.
+        key_to_path: maps a checkpoint key to our variable path (or None).
+        model_name: the architecture named in the error message.
 
     Returns:
         A list of `(variable, deeplab2 key)` pairs covering every model
@@ -169,7 +243,7 @@ def match_checkpoint(model, shapes, allow_unused_prefixes=()):
         variables[variable.path] = variable
     pairs, unmapped, mismatched, assigned = [], [], [], set()
     for key, shape in shapes.items():
-        path = deeplab2_key_to_path(key)
+        path = key_to_path(key)
         variable = variables.get(path)
         if variable is None:
             unmapped.append(key)
@@ -192,7 +266,7 @@ def match_checkpoint(model, shapes, allow_unused_prefixes=()):
     problems = [problem for problem in problems if problem]
     if problems:
         raise ValueError(
-            "The checkpoint does not match this MaX-DeepLab architecture (is it a MaX-DeepLab "
+            f"The checkpoint does not match this {model_name} architecture (is it a {model_name} "
             "checkpoint of this configuration?). " + "; ".join(problems)
         )
     return pairs
@@ -230,4 +304,25 @@ def load_deeplab2_checkpoint(model, path, allow_unused_prefixes=()):
     """
     reader, shapes = open_checkpoint(path)
     assign_from_checkpoint(reader, match_checkpoint(model, shapes, allow_unused_prefixes))
+    return model
+
+
+def load_kmax_checkpoint(model, path):
+    """Loads a deeplab2 kMaX-DeepLab checkpoint into a `KMaXDeepLab`, all or nothing.
+
+    Strict as `load_deeplab2_checkpoint`: every checkpoint variable must find
+    exactly one weight of the same shape and every weight must be set.
+
+    Example:
+    >>> load_kmax_checkpoint(model, "kmax_meta_r50_os32/ckpt-150000")
+    """
+    names = [block.name for block in model.transformer_blocks]
+    reader, shapes = open_checkpoint(path)
+    pairs = match_checkpoint(
+        model,
+        shapes,
+        key_to_path=lambda key: kmax_key_to_path(key, names),
+        model_name="kMaX-DeepLab",
+    )
+    assign_from_checkpoint(reader, pairs)
     return model

@@ -17,8 +17,11 @@ from keras_maxdeeplab.layers.dual_path_transformer import MemoryFeature
 from keras_maxdeeplab.layers.dual_path_transformer import recording_attention
 from keras_maxdeeplab.layers.heads import ASPP
 from keras_maxdeeplab.layers.heads import MaskLogits
+from keras_maxdeeplab.layers.heads import MaskPredictor
 from keras_maxdeeplab.layers.heads import PredictionHead
 from keras_maxdeeplab.layers.heads import SemanticDecoder
 from keras_maxdeeplab.layers.heads import TransformerClassHead
+from keras_maxdeeplab.layers.kmax_pixel_decoder import KMaXPixelDecoder
+from keras_maxdeeplab.layers.kmeans_cross_attention import KMeansTransformerBlock
 from keras_maxdeeplab.layers.resize import resize_bilinear_align_corners
 from keras_maxdeeplab.layers.resized_fuse import ResizedFuse

@@ -6,10 +6,11 @@ with no final ReLU (numerically a standard post-activation ResNet).
 """
 
 import keras
-from keras import ops
 
 from keras_maxdeeplab.layers.axial_attention import AxialAttention2D
 from keras_maxdeeplab.layers.convolutions import Conv2DSame
+from keras_maxdeeplab.layers.convolutions import activate
+from keras_maxdeeplab.layers.convolutions import check_activation
 from keras_maxdeeplab.layers.drop_path import DropPath
 from keras_maxdeeplab.layers.drop_path import drop_path_keep_prob
 from keras_maxdeeplab.layers.dual_path_transformer import DualPathTransformer
@@ -20,7 +21,8 @@ class InceptionStem(keras.layers.Layer):
     """ResNet-50-beta stem: 3x3/2 + BN + ReLU, 3x3 + BN + ReLU, 3x3 + BN.
 
     Channels `64w, 64w, 128w` for `width_multiplier` w. The output is not
-    activated (endpoint `stage1`).
+    activated (endpoint `stage1`). `activation="gelu"` (exact) replaces the
+    ReLUs (kMaX-DeepLab's Axial-ResNet-50).
 
     Shapes: `[B, H, W, 3] -> [B, (H - 1) / 2 + 1, (W - 1) / 2 + 1, 128w]`.
 
@@ -28,15 +30,21 @@ class InceptionStem(keras.layers.Layer):
     >>> y = InceptionStem()(images)  # [B, 641, 641, 3] -> [B, 321, 321, 128]
     """
 
-    def __init__(self, width_multiplier=1.0, **kwargs):
+    def __init__(self, width_multiplier=1.0, activation="relu", **kwargs):
         super().__init__(**kwargs)
         self.width_multiplier = width_multiplier
+        self.activation = check_activation(activation)
         narrow, wide = int(64 * width_multiplier), int(128 * width_multiplier)
         self.conv1_bn_act = Conv2DSame(
-            narrow, 3, strides=2, activation="relu", dtype=self.dtype_policy, name="conv1_bn_act"
+            narrow,
+            3,
+            strides=2,
+            activation=activation,
+            dtype=self.dtype_policy,
+            name="conv1_bn_act",
         )
         self.conv2_bn_act = Conv2DSame(
-            narrow, 3, activation="relu", dtype=self.dtype_policy, name="conv2_bn_act"
+            narrow, 3, activation=activation, dtype=self.dtype_policy, name="conv2_bn_act"
         )
         self.conv3_bn = Conv2DSame(wide, 3, dtype=self.dtype_policy, name="conv3_bn")
 
@@ -57,7 +65,7 @@ class InceptionStem(keras.layers.Layer):
 
     def get_config(self):
         config = super().get_config()
-        config.update({"width_multiplier": self.width_multiplier})
+        config.update({"width_multiplier": self.width_multiplier, "activation": self.activation})
         return config
 
 
@@ -73,6 +81,7 @@ class AxialBlock(keras.layers.Layer):
 
     The shortcut is `ReLU(x)`, or a 1x1 (strided) conv + BN of it when the
     channel count changes. Output `drop_path(branch) + shortcut`.
+    `activation="gelu"` (exact) replaces every ReLU (kMaX-DeepLab).
 
     Shapes: `[B, H, W, C] -> [B, H / s, W / s, filters[-1]]`.
 
@@ -91,9 +100,11 @@ class AxialBlock(keras.layers.Layer):
         value_expansion=2,
         num_heads=8,
         drop_path_keep_prob=1.0,
+        activation="relu",
         **kwargs,
     ):
         super().__init__(**kwargs)
+        self.activation = check_activation(activation)
         self.filters = list(filters)
         self.strides = strides
         self.atrous_rate = atrous_rate
@@ -107,7 +118,11 @@ class AxialBlock(keras.layers.Layer):
             raise ValueError(f"attention_type must be None or 'axial'; got {attention_type!r}.")
         if len(self.filters) == 3:
             self.conv1_bn_act = Conv2DSame(
-                self.filters[0], 1, activation="relu", dtype=self.dtype_policy, name="conv1_bn_act"
+                self.filters[0],
+                1,
+                activation=activation,
+                dtype=self.dtype_policy,
+                name="conv1_bn_act",
             )
             if attention_type == "axial":
                 self.attention = AxialAttention2D(
@@ -125,7 +140,7 @@ class AxialBlock(keras.layers.Layer):
                     3,
                     strides=strides,
                     atrous_rate=atrous_rate,
-                    activation="relu",
+                    activation=activation,
                     dtype=self.dtype_policy,
                     name="conv2_bn_act",
                 )
@@ -145,7 +160,7 @@ class AxialBlock(keras.layers.Layer):
                 3,
                 strides=strides,
                 atrous_rate=atrous_rate,
-                activation="relu",
+                activation=activation,
                 dtype=self.dtype_policy,
                 name="conv1_bn_act",
             )
@@ -180,7 +195,7 @@ class AxialBlock(keras.layers.Layer):
             self.shortcut.build(input_shape)
 
     def call(self, inputs, training=None):
-        x = ops.relu(inputs)
+        x = activate(inputs, self.activation)
         if self.shortcut is not None:
             shortcut = self.shortcut(x, training=training)
         elif self.strides > 1:
@@ -191,7 +206,7 @@ class AxialBlock(keras.layers.Layer):
         for layer in self._branch_layers():
             branch = layer(branch, training=training)
             if layer is getattr(self, "attention", None):
-                branch = ops.relu(branch)
+                branch = activate(branch, self.activation)
         return self.drop_path(branch, training=training) + shortcut
 
     def compute_output_shape(self, input_shape):
@@ -213,6 +228,7 @@ class AxialBlock(keras.layers.Layer):
                 "value_expansion": self.value_expansion,
                 "num_heads": self.num_heads,
                 "drop_path_keep_prob": self.drop_path_keep_prob,
+                "activation": self.activation,
             }
         )
         return config
@@ -232,8 +248,9 @@ class BlockGroup(keras.layers.Layer):
         num_blocks: int.
         original_resnet_stride: int, 2 for a downsampling stage else 1.
         original_resnet_input_stride: int, the stage's nominal input stride.
-        output_stride: int (16 for MaX-DeepLab).
-        backbone_type: 'resnet_beta' or 'wider_resnet'.
+        output_stride: int (16 for MaX-DeepLab, 32 for kMaX-DeepLab).
+        backbone_type: 'resnet' (kMaX's ResNet-50; blocks as 'resnet_beta'),
+            'resnet_beta' or 'wider_resnet'.
         use_axial_beyond_stride: int.
         use_transformer_beyond_stride: int, 0 for none.
         transformer_expansion: float, DPT filters = int(128 * it).
@@ -241,6 +258,7 @@ class BlockGroup(keras.layers.Layer):
         axial_key_expansion, axial_value_expansion: float.
         dual_path_feed_forward_network_channels: int.
         drop_path_keep_prob, drop_path_beyond_stride, drop_path_schedule.
+        activation: "relu", or "gelu" (exact) in kMaX-DeepLab's blocks.
 
     Call: `group(features)` or `group(features, memory)`; returns the new
     features, or `(features, memory)` when a memory is passed.
@@ -268,9 +286,11 @@ class BlockGroup(keras.layers.Layer):
         drop_path_keep_prob=0.8,
         drop_path_beyond_stride=16,
         drop_path_schedule="linear",
+        activation="relu",
         **kwargs,
     ):
         super().__init__(**kwargs)
+        self.activation = check_activation(activation)
         self.filters = filters
         self.num_blocks = num_blocks
         self.original_resnet_stride = original_resnet_stride
@@ -299,6 +319,7 @@ class BlockGroup(keras.layers.Layer):
                 key_expansion=axial_key_expansion,
                 value_expansion=axial_value_expansion,
                 drop_path_keep_prob=plan["keep_prob"],
+                activation=activation,
                 dtype=self.dtype_policy,
                 name=f"block{index + 1}",
             )
@@ -341,7 +362,7 @@ class BlockGroup(keras.layers.Layer):
             if current_stride >= self.use_axial_beyond_stride > 0:
                 attention_type = "axial"
                 filters = [f * self.attention_bottleneck_expansion, f, f * 4]
-            elif self.backbone_type == "resnet_beta":
+            elif self.backbone_type in ("resnet", "resnet_beta"):
                 filters = [f, f, f * 4]
             elif self.backbone_type == "wider_resnet":
                 if input_stride * stride < 32:
@@ -350,7 +371,7 @@ class BlockGroup(keras.layers.Layer):
                     filters = [f, f * 2, f * 4]
             else:
                 raise ValueError(
-                    f"backbone_type must be 'resnet_beta' or 'wider_resnet'; got "
+                    f"backbone_type must be 'resnet', 'resnet_beta' or 'wider_resnet'; got "
                     f"{self.backbone_type!r}."
                 )
             if index == 0 and stride > 1:
@@ -418,6 +439,7 @@ class BlockGroup(keras.layers.Layer):
                 "drop_path_keep_prob": self.drop_path_keep_prob,
                 "drop_path_beyond_stride": self.drop_path_beyond_stride,
                 "drop_path_schedule": self.drop_path_schedule,
+                "activation": self.activation,
             }
         )
         return config

@@ -9,6 +9,8 @@ from keras import ops
 from keras_maxdeeplab.layers.batch_norm import MultiAxisBatchNormalization
 from keras_maxdeeplab.layers.batch_norm import batch_normalization
 from keras_maxdeeplab.layers.convolutions import Conv1D
+from keras_maxdeeplab.layers.convolutions import activate
+from keras_maxdeeplab.layers.convolutions import check_activation
 from keras_maxdeeplab.layers.drop_path import DropPath
 
 
@@ -57,8 +59,9 @@ class MemoryFeature(keras.layers.Layer):
 class AttentionOperation(keras.layers.Layer):
     """Multi-head attention with BN on logits and on retrieved values, then ReLU.
 
-    `softmax(BN_head(q.k)) . v`, batch-normalised per (head, channel), ReLU,
-    heads concatenated head-major. No 1/sqrt(d) scaling.
+    `softmax(BN_head(q.k)) . v`, batch-normalised per (head, channel), ReLU
+    (or exact GeLU with `activation="gelu"`, as kMaX-DeepLab), heads
+    concatenated head-major. No 1/sqrt(d) scaling.
 
     Shapes: query `[B, h, L, d]`, key `[B, h, M, d]`, value `[B, M, h, dv]`
     -> `[B, L, h * dv]`; with `return_attention_scores=True`, also the
@@ -68,6 +71,10 @@ class AttentionOperation(keras.layers.Layer):
     >>> y = AttentionOperation()((q, k, v))
     >>> y, weights = AttentionOperation()((q, k, v), return_attention_scores=True)
     """
+
+    def __init__(self, activation="relu", **kwargs):
+        super().__init__(**kwargs)
+        self.activation = check_activation(activation)
 
     def build(self, input_shapes):
         query_shape, _, value_shape = input_shapes
@@ -89,13 +96,20 @@ class AttentionOperation(keras.layers.Layer):
         weights = ops.softmax(ops.cast(similarity, "float32"), axis=-1)
         weights = ops.cast(weights, self.compute_dtype)
         retrieved = ops.einsum("bhlm,bmhd->bhld", weights, value)
-        retrieved = ops.relu(self.batch_norm_retrieved_value(retrieved, training=training))
+        retrieved = activate(
+            self.batch_norm_retrieved_value(retrieved, training=training), self.activation
+        )
         retrieved = ops.transpose(retrieved, (0, 2, 1, 3))
         shape = ops.shape(retrieved)
         retrieved = ops.reshape(retrieved, (shape[0], shape[1], shape[2] * shape[3]))
         if return_attention_scores:
             return retrieved, weights
         return retrieved
+
+    def get_config(self):
+        config = super().get_config()
+        config.update({"activation": self.activation})
+        return config
 
 
 # The list that `DualPathTransformer` calls append their attention weights to,

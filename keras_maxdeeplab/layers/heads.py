@@ -11,6 +11,7 @@ from keras_maxdeeplab.layers.batch_norm import batch_normalization
 from keras_maxdeeplab.layers.convolutions import Conv1D
 from keras_maxdeeplab.layers.convolutions import Conv2DSame
 from keras_maxdeeplab.layers.convolutions import SeparableConv2DSame
+from keras_maxdeeplab.layers.convolutions import check_activation
 from keras_maxdeeplab.layers.resize import resize_bilinear_align_corners
 
 
@@ -24,12 +25,17 @@ class SeparableConvBlock(keras.layers.Layer):
     >>> y = SeparableConvBlock(256)(x)
     """
 
-    def __init__(self, filters, kernel_size=5, **kwargs):
+    def __init__(self, filters, kernel_size=5, activation="relu", **kwargs):
         super().__init__(**kwargs)
         self.filters = filters
         self.kernel_size = kernel_size
+        self.activation = check_activation(activation)
         self.conv1_bn_act = SeparableConv2DSame(
-            filters, kernel_size, dtype=self.dtype_policy, name="conv1_bn_act"
+            filters,
+            kernel_size,
+            activation=activation,
+            dtype=self.dtype_policy,
+            name="conv1_bn_act",
         )
 
     def build(self, input_shape):
@@ -43,7 +49,13 @@ class SeparableConvBlock(keras.layers.Layer):
 
     def get_config(self):
         config = super().get_config()
-        config.update({"filters": self.filters, "kernel_size": self.kernel_size})
+        config.update(
+            {
+                "filters": self.filters,
+                "kernel_size": self.kernel_size,
+                "activation": self.activation,
+            }
+        )
         return config
 
 
@@ -53,6 +65,7 @@ class PredictionHead(keras.layers.Layer):
 
     deeplab2's `PanopticDeepLabSingleHead`, used for the pixel-space
     embedding (128 outputs) and the auxiliary semantic logits (C + 1 outputs).
+    `activation`: "relu" (MaX-DeepLab) or "gelu" (exact; kMaX-DeepLab).
 
     Shapes: `[B, H, W, C] -> [B, H, W, output_channels]`.
 
@@ -60,12 +73,13 @@ class PredictionHead(keras.layers.Layer):
     >>> logits = PredictionHead(256, 134, dtype=self.dtype_policy, name="semantic_head")(features)
     """
 
-    def __init__(self, head_channels, output_channels, **kwargs):
+    def __init__(self, head_channels, output_channels, activation="relu", **kwargs):
         super().__init__(**kwargs)
         self.head_channels = head_channels
         self.output_channels = output_channels
+        self.activation = check_activation(activation)
         self.conv_block = SeparableConvBlock(
-            head_channels, dtype=self.dtype_policy, name="conv_block"
+            head_channels, activation=activation, dtype=self.dtype_policy, name="conv_block"
         )
         self.final_conv = keras.layers.Conv2D(
             output_channels,
@@ -88,7 +102,11 @@ class PredictionHead(keras.layers.Layer):
     def get_config(self):
         config = super().get_config()
         config.update(
-            {"head_channels": self.head_channels, "output_channels": self.output_channels}
+            {
+                "head_channels": self.head_channels,
+                "output_channels": self.output_channels,
+                "activation": self.activation,
+            }
         )
         return config
 
@@ -97,16 +115,17 @@ class PredictionHead(keras.layers.Layer):
 class _ASPPConv(keras.layers.Layer):
     """An ASPP branch holding one `conv_bn_act` (deeplab2's naming level)."""
 
-    def __init__(self, filters, kernel_size, atrous_rate=1, **kwargs):
+    def __init__(self, filters, kernel_size, atrous_rate=1, activation="relu", **kwargs):
         super().__init__(**kwargs)
         self.filters = filters
         self.kernel_size = kernel_size
         self.atrous_rate = atrous_rate
+        self.activation = check_activation(activation)
         self.conv_bn_act = Conv2DSame(
             filters,
             kernel_size,
             atrous_rate=atrous_rate,
-            activation="relu",
+            activation=activation,
             dtype=self.dtype_policy,
             name="conv_bn_act",
         )
@@ -124,6 +143,7 @@ class _ASPPConv(keras.layers.Layer):
                 "filters": self.filters,
                 "kernel_size": self.kernel_size,
                 "atrous_rate": self.atrous_rate,
+                "activation": self.activation,
             }
         )
         return config
@@ -137,6 +157,7 @@ class ASPP(keras.layers.Layer):
     pools with the train-crop size, which is the model's input size here),
     projects with 1x1 + BN + ReLU and broadcasts back. The five branches are
     concatenated, projected to `filters` (1x1 + BN + ReLU), with dropout 0.1.
+    `activation="gelu"` (exact) replaces every ReLU (kMaX-DeepLab).
 
     Shapes: `[B, h, w, C] -> [B, h, w, filters]`.
 
@@ -144,22 +165,32 @@ class ASPP(keras.layers.Layer):
     >>> y = ASPP(256, (6, 12, 18))(res5)
     """
 
-    def __init__(self, filters, atrous_rates=(6, 12, 18), **kwargs):
+    def __init__(self, filters, atrous_rates=(6, 12, 18), activation="relu", **kwargs):
         super().__init__(**kwargs)
         if len(atrous_rates) != 3:
             raise ValueError(f"ASPP needs exactly 3 atrous rates; got {atrous_rates}.")
         self.filters = filters
         self.atrous_rates = tuple(atrous_rates)
+        self.activation = check_activation(activation)
         self.conv_bn_act = Conv2DSame(
-            filters, 1, activation="relu", dtype=self.dtype_policy, name="conv_bn_act"
+            filters, 1, activation=activation, dtype=self.dtype_policy, name="conv_bn_act"
         )
         self.aspp_convs = [
-            _ASPPConv(filters, 3, rate, dtype=self.dtype_policy, name=f"aspp_conv{i + 1}")
+            _ASPPConv(
+                filters,
+                3,
+                rate,
+                activation=activation,
+                dtype=self.dtype_policy,
+                name=f"aspp_conv{i + 1}",
+            )
             for i, rate in enumerate(atrous_rates)
         ]
-        self.aspp_pool = _ASPPConv(filters, 1, dtype=self.dtype_policy, name="aspp_pool")
+        self.aspp_pool = _ASPPConv(
+            filters, 1, activation=activation, dtype=self.dtype_policy, name="aspp_pool"
+        )
         self.proj_conv_bn_act = Conv2DSame(
-            filters, 1, activation="relu", dtype=self.dtype_policy, name="proj_conv_bn_act"
+            filters, 1, activation=activation, dtype=self.dtype_policy, name="proj_conv_bn_act"
         )
         self.proj_drop = keras.layers.Dropout(0.1, dtype=self.dtype_policy, name="proj_drop")
 
@@ -184,7 +215,13 @@ class ASPP(keras.layers.Layer):
 
     def get_config(self):
         config = super().get_config()
-        config.update({"filters": self.filters, "atrous_rates": self.atrous_rates})
+        config.update(
+            {
+                "filters": self.filters,
+                "atrous_rates": self.atrous_rates,
+                "activation": self.activation,
+            }
+        )
         return config
 
 
@@ -201,6 +238,7 @@ class SemanticDecoder(keras.layers.Layer):
         decoder_channels: int.
         low_level_channels: list of int, projections of `res3` then `res2`.
         atrous_rates: 3 ints.
+        activation: "relu" (MaX-DeepLab) or "gelu" (exact; kMaX-DeepLab).
 
     Shapes: `[feature_semantic [B,h,w,C], res3 [B,2h-1,..], res2 [B,4h-3,..]]
     -> [B, 4h-3, 4w-3, decoder_channels]`.
@@ -215,6 +253,7 @@ class SemanticDecoder(keras.layers.Layer):
         decoder_channels,
         low_level_channels,
         atrous_rates=(6, 12, 18),
+        activation="relu",
         **kwargs,
     ):
         super().__init__(**kwargs)
@@ -222,16 +261,22 @@ class SemanticDecoder(keras.layers.Layer):
         self.decoder_channels = decoder_channels
         self.low_level_channels = tuple(low_level_channels)
         self.atrous_rates = tuple(atrous_rates)
-        self.aspp = ASPP(aspp_channels, atrous_rates, dtype=self.dtype_policy, name="aspp")
+        self.activation = check_activation(activation)
+        self.aspp = ASPP(
+            aspp_channels, atrous_rates, activation, dtype=self.dtype_policy, name="aspp"
+        )
         self.low_level_convs = [
             Conv2DSame(
-                c, 1, activation="relu", dtype=self.dtype_policy, name=f"low_level_conv{i + 1}"
+                c, 1, activation=activation, dtype=self.dtype_policy, name=f"low_level_conv{i + 1}"
             )
             for i, c in enumerate(self.low_level_channels)
         ]
         self.fusion_convs = [
             SeparableConvBlock(
-                decoder_channels, dtype=self.dtype_policy, name=f"fusion_conv{i + 1}"
+                decoder_channels,
+                activation=activation,
+                dtype=self.dtype_policy,
+                name=f"fusion_conv{i + 1}",
             )
             for i in range(len(self.low_level_channels))
         ]
@@ -272,6 +317,7 @@ class SemanticDecoder(keras.layers.Layer):
                 "decoder_channels": self.decoder_channels,
                 "low_level_channels": self.low_level_channels,
                 "atrous_rates": self.atrous_rates,
+                "activation": self.activation,
             }
         )
         return config
@@ -362,3 +408,107 @@ class MaskLogits(keras.layers.Layer):
 
     def compute_output_shape(self, features_shape, kernels_shape):
         return (*features_shape[:3], kernels_shape[1])
+
+
+@keras.saving.register_keras_serializable(package="keras_maxdeeplab")
+class MaskPredictor(keras.layers.Layer):
+    """MaX-DeepLab's mask predictor without the semantic branch.
+
+    deeplab2's `MaXDeepLab` head with `use_auxiliary_semantic_head=False`, as
+    kMaX-DeepLab uses it for its final prediction and for the auxiliary
+    prediction inside every k-means block:
+    * pixel-space head (`PredictionHead`) -> BN -> L2 normalisation:
+      `pixel_space_normalized_feature`;
+    * class head (Conv1D with bias + void prior) on the class feature;
+    * mask head (Conv1D + BN) on the mask feature, then mask logits
+      (embedding . mask kernel + scalar BN).
+
+    Args:
+        pixel_space_head_channels: int.
+        pixel_space_output_channels: int, D (the embedding width).
+        num_classes: int, class-head channels (the last is "no object").
+        activation: "relu" or "gelu" (exact) in the pixel-space head.
+
+    Shapes: `(pixel_features [B, H, W, C], class_features [B, N, Cc],
+    mask_features [B, N, Cm])` -> dict of `pixel_space_normalized_feature`
+    `[B, H, W, D]`, `transformer_class_logits` `[B, N, num_classes]`,
+    `pixel_space_mask_logits` `[B, H, W, N]`.
+
+    Example:
+    >>> predictor = MaskPredictor(256, 128, 134, activation="gelu")
+    >>> outputs = predictor(pixels, centers, centers)
+    """
+
+    def __init__(
+        self,
+        pixel_space_head_channels,
+        pixel_space_output_channels,
+        num_classes,
+        activation="relu",
+        **kwargs,
+    ):
+        super().__init__(**kwargs)
+        self.pixel_space_head_channels = pixel_space_head_channels
+        self.pixel_space_output_channels = pixel_space_output_channels
+        self.num_classes = num_classes
+        self.activation = check_activation(activation)
+        self.pixel_space_head = PredictionHead(
+            pixel_space_head_channels,
+            pixel_space_output_channels,
+            activation=activation,
+            dtype=self.dtype_policy,
+            name="pixel_space_head",
+        )
+        self.pixel_space_feature_batch_norm = batch_normalization(
+            dtype=self.dtype_policy, name="pixel_space_feature_batch_norm"
+        )
+        self.transformer_mask_head = Conv1D(
+            pixel_space_output_channels, dtype=self.dtype_policy, name="transformer_mask_head"
+        )
+        self.transformer_class_head = TransformerClassHead(
+            num_classes, dtype=self.dtype_policy, name="transformer_class_head"
+        )
+        self.pixel_space_mask_logits = MaskLogits(
+            dtype=self.dtype_policy, name="pixel_space_mask_logits"
+        )
+
+    def build(self, pixel_features_shape, class_features_shape, mask_features_shape):
+        self.pixel_space_head.build(pixel_features_shape)
+        feature_shape = self.pixel_space_head.compute_output_shape(pixel_features_shape)
+        self.pixel_space_feature_batch_norm.build(feature_shape)
+        self.transformer_class_head.build(class_features_shape)
+        self.transformer_mask_head.build(mask_features_shape)
+        kernel_shape = self.transformer_mask_head.compute_output_shape(mask_features_shape)
+        self.pixel_space_mask_logits.build(feature_shape, kernel_shape)
+
+    def call(self, pixel_features, class_features, mask_features, training=None):
+        feature = self.pixel_space_head(pixel_features, training=training)
+        feature = l2_normalize(self.pixel_space_feature_batch_norm(feature, training=training))
+        kernel = self.transformer_mask_head(mask_features, training=training)
+        return {
+            "pixel_space_normalized_feature": feature,
+            "transformer_class_logits": self.transformer_class_head(class_features),
+            "pixel_space_mask_logits": self.pixel_space_mask_logits(
+                feature, kernel, training=training
+            ),
+        }
+
+    def compute_output_shape(self, pixel_features_shape, class_features_shape, mask_features_shape):
+        spatial = tuple(pixel_features_shape[:3])
+        return {
+            "pixel_space_normalized_feature": (*spatial, self.pixel_space_output_channels),
+            "transformer_class_logits": (*class_features_shape[:2], self.num_classes),
+            "pixel_space_mask_logits": (*spatial, mask_features_shape[1]),
+        }
+
+    def get_config(self):
+        config = super().get_config()
+        config.update(
+            {
+                "pixel_space_head_channels": self.pixel_space_head_channels,
+                "pixel_space_output_channels": self.pixel_space_output_channels,
+                "num_classes": self.num_classes,
+                "activation": self.activation,
+            }
+        )
+        return config

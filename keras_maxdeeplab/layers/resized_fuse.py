@@ -1,9 +1,10 @@
 """deeplab2's `ResizedFuse`: bring several features to one size and sum them."""
 
 import keras
-from keras import ops
 
 from keras_maxdeeplab.layers.convolutions import Conv2DSame
+from keras_maxdeeplab.layers.convolutions import activate
+from keras_maxdeeplab.layers.convolutions import check_activation
 from keras_maxdeeplab.layers.resize import resize_bilinear_align_corners
 
 
@@ -17,14 +18,17 @@ class ResizedFuse(keras.layers.Layer):
       conv + BN (`strided_conv_bn{k}`);
     * otherwise: ReLU, 1x1 conv + BN (`resized_conv_bn{k}`), then resize.
 
+    `activation="gelu"` (exact) replaces the ReLU (kMaX-DeepLab's pixel decoder).
+
     Shapes: list of `[B, h_k, w_k, c_k]` -> `[B, height, width, channels]`.
 
     Example:
     >>> y = ResizedFuse(81, 81, 512)([stage5_out, stage3])
     """
 
-    def __init__(self, height, width, channels, **kwargs):
+    def __init__(self, height, width, channels, activation="relu", **kwargs):
         super().__init__(**kwargs)
+        self.activation = check_activation(activation)
         self.height = height
         self.width = width
         self.channels = channels
@@ -65,9 +69,9 @@ class ResizedFuse(keras.layers.Layer):
             if kind == "identity":
                 outputs.append(resize_bilinear_align_corners(feature, size))
             elif kind == "strided":
-                outputs.append(conv(ops.relu(feature), training=training))
+                outputs.append(conv(activate(feature, self.activation), training=training))
             else:
-                x = conv(ops.relu(feature), training=training)
+                x = conv(activate(feature, self.activation), training=training)
                 outputs.append(resize_bilinear_align_corners(x, size))
         total = outputs[0]
         for x in outputs[1:]:
@@ -79,5 +83,12 @@ class ResizedFuse(keras.layers.Layer):
 
     def get_config(self):
         config = super().get_config()
-        config.update({"height": self.height, "width": self.width, "channels": self.channels})
+        config.update(
+            {
+                "height": self.height,
+                "width": self.width,
+                "channels": self.channels,
+                "activation": self.activation,
+            }
+        )
         return config

@@ -262,11 +262,32 @@ class MaXDeepLabLoss(keras.losses.Loss):
         num_slots = mask_logits.shape[-1]
         mask_logits = ops.reshape(mask_logits, (batch, pixels, num_slots))
         class_logits = ops.cast(y_pred["transformer_class_logits"], "float32")
-        num_masks = t["mask_one_hot"].shape[-1]
-        full = max(num_masks, num_slots)
 
         terms = {"instance_discrimination_loss": self._instance_discrimination(feature, t)}
+        matching = self.match(mask_logits, class_logits, t, permutation)
+        terms.update(self.matched_terms(mask_logits, class_logits, t, matching))
 
+        if "semantic_logits" in y_pred and self.semantic_loss_weight:
+            terms["semantic_loss"] = self._semantic(
+                ops.cast(y_pred["semantic_logits"], "float32"), y_true
+            )
+        total = 0.0
+        for value in terms.values():
+            total = total + value
+        terms["total_loss"] = total
+        return terms
+
+    def match(self, mask_logits, class_logits, t, permutation=None):
+        """The Hungarian matching of `[B, P, N]` mask logits and `[B, N, K]` class
+        logits to the targets `t`, and every loss weight that depends on it.
+
+        Returns a dict: `permutation` `[B, F, F]`, the padded targets and the
+        (gradient-free) weights of the dice, mask-ID and class terms, which
+        `matched_terms` applies to these or to other (auxiliary) logits.
+        """
+        num_slots = mask_logits.shape[-1]
+        num_masks = t["mask_one_hot"].shape[-1]
+        full = max(num_masks, num_slots)
         mask_probs = ops.softmax(mask_logits, axis=-1)
         costs, dice, class_similarity = self.matching_costs(mask_probs, class_logits, t)
         if permutation is None:
@@ -282,32 +303,10 @@ class MaXDeepLabLoss(keras.losses.Loss):
         matched_class_prob = ops.stop_gradient(ops.max(class_similarity * matched, axis=-1))
         matched_slot = ops.argmax(permutation[:, :num_masks, :num_slots], axis=-1)  # [B, R]
 
-        # Column j of the permuted logits holds the slot matched to mask j.
-        full_logits = ops.pad(
-            mask_logits,
-            [[0, 0], [0, 0], [0, full - num_slots]],
-            constant_values=_SOFTMAX_MASKING_CONSTANT,
-        )
-        permuted_logits = ops.einsum("bpi,bji->bpj", full_logits, permutation)
         full_one_hot = ops.pad(t["mask_one_hot"], [[0, 0], [0, 0], [0, full - num_masks]])
         dice_weight = ops.pad(t["mask_non_void"], [[0, 0], [0, full - num_masks]])
         dice_weight = dice_weight * ops.maximum(
             ops.pad(matched_class_prob, [[0, 0], [0, full - num_masks]]), 1e-5
-        )
-
-        # PQ-style mask term: dice over pixels that belong to some mask (+1 smoothing).
-        probs = ops.softmax(permuted_logits, axis=-1)
-        probs = probs * ops.sum(full_one_hot, axis=-1, keepdims=True)
-        intersection = 2.0 * ops.sum(probs * full_one_hot, axis=1) + 1.0
-        denominator = ops.sum(probs, axis=1) + ops.sum(full_one_hot, axis=1) + 1.0
-        dice_loss = 1.0 - intersection / denominator
-        terms["pq_style_loss_mask_dice_term"] = ops.sum(dice_loss * dice_weight, axis=-1) * (
-            self.pq_style_loss_weight * self.focal_loss_alpha / num_slots
-        )
-
-        mask_id_loss = _soft_cross_entropy(full_one_hot, permuted_logits) * t["non_void"]
-        terms["mask_id_cross_entropy_loss"] = (
-            _mean_of_non_zero(mask_id_loss) * self.mask_id_cross_entropy_loss_weight
         )
 
         # PQ-style class term. deeplab2 scatter-adds every mask's class onto its
@@ -320,27 +319,58 @@ class MaXDeepLabLoss(keras.losses.Loss):
         void_ratio = ops.stop_gradient(
             ops.einsum("bp,bpj->bj", void, mask_probs) / (ops.sum(mask_probs, axis=1) + 1e-5)
         )
-        weight = positive * ops.maximum(matched_dice, 1e-5) + negative * ops.maximum(
+        class_weight = positive * ops.maximum(matched_dice, 1e-5) + negative * ops.maximum(
             void_ratio, 1e-5
         )
-        target = ops.concatenate([slot_class, negative[:, :, None]], axis=-1)
+        class_target = ops.concatenate([slot_class, negative[:, :, None]], axis=-1)
+        return {
+            "permutation": permutation,
+            "full_one_hot": full_one_hot,
+            "dice_weight": dice_weight,
+            "class_weight": class_weight,
+            "class_target": class_target,
+        }
+
+    def matched_terms(self, mask_logits, class_logits, t, matching):
+        """The PQ-style dice and class terms and the mask-ID cross-entropy of
+        `[B, P, N]` mask logits and `[B, N, K]` class logits under `matching`
+        (`match`'s result, possibly of another output's logits)."""
+        num_slots = mask_logits.shape[-1]
+        permutation, full_one_hot = matching["permutation"], matching["full_one_hot"]
+        full = permutation.shape[-1]
+        terms = {}
+        # Column j of the permuted logits holds the slot matched to mask j.
+        full_logits = ops.pad(
+            mask_logits,
+            [[0, 0], [0, 0], [0, full - num_slots]],
+            constant_values=_SOFTMAX_MASKING_CONSTANT,
+        )
+        permuted_logits = ops.einsum("bpi,bji->bpj", full_logits, permutation)
+
+        # PQ-style mask term: dice over pixels that belong to some mask (+1 smoothing).
+        probs = ops.softmax(permuted_logits, axis=-1)
+        probs = probs * ops.sum(full_one_hot, axis=-1, keepdims=True)
+        intersection = 2.0 * ops.sum(probs * full_one_hot, axis=1) + 1.0
+        denominator = ops.sum(probs, axis=1) + ops.sum(full_one_hot, axis=1) + 1.0
+        dice_loss = 1.0 - intersection / denominator
+        terms["pq_style_loss_mask_dice_term"] = ops.sum(
+            dice_loss * matching["dice_weight"], axis=-1
+        ) * (self.pq_style_loss_weight * self.focal_loss_alpha / num_slots)
+
+        mask_id_loss = _soft_cross_entropy(full_one_hot, permuted_logits) * t["non_void"]
+        terms["mask_id_cross_entropy_loss"] = (
+            _mean_of_non_zero(mask_id_loss) * self.mask_id_cross_entropy_loss_weight
+        )
+
+        target = matching["class_target"]
         alpha = (
             self.focal_loss_alpha * (1.0 - target[..., -1])
             + (1.0 - self.focal_loss_alpha) * target[..., -1]
         )
-        class_loss = alpha * _soft_cross_entropy(target, class_logits) * weight
+        class_loss = alpha * _soft_cross_entropy(target, class_logits) * matching["class_weight"]
         terms["pq_style_loss_class_term"] = (
             _mean_of_non_zero(class_loss) * self.pq_style_loss_weight
         )
-
-        if "semantic_logits" in y_pred and self.semantic_loss_weight:
-            terms["semantic_loss"] = self._semantic(
-                ops.cast(y_pred["semantic_logits"], "float32"), y_true
-            )
-        total = 0.0
-        for value in terms.values():
-            total = total + value
-        terms["total_loss"] = total
         return terms
 
     def call(self, y_true, y_pred):

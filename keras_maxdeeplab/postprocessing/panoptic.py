@@ -107,7 +107,7 @@ def postprocess_panoptic(
     """
     mask_logits = ops.cast(ops.convert_to_tensor(pixel_space_mask_logits), "float32")
     class_logits = ops.cast(ops.convert_to_tensor(transformer_class_logits), "float32")
-    num_slots, num_channels = class_logits.shape[1], class_logits.shape[2]
+    num_channels = class_logits.shape[2]
     class_ids = thing_stuff_class_ids(num_channels, thing_class_ids, void_label)
     num_things = len(tuple(thing_class_ids))
     class_ids = ops.convert_to_tensor(class_ids, dtype="int32")
@@ -132,7 +132,213 @@ def postprocess_panoptic(
     def per_pixel(values):  # [B, N] slot values -> [B, H, W] at each pixel's slot.
         return _gather(values, mask_id)
 
-    pixel_class = per_pixel(class_pred)
+    panoptic = _filtered_panoptic(
+        mask_id,
+        confident,
+        class_pred,
+        class_ids,
+        num_things,
+        num_channels - 1,
+        void_label,
+        label_divisor,
+        thing_area_limit,
+        stuff_area_limit,
+    )
+
+    # The "semantic" pass of deeplab2: every threshold 0, so every slot counts.
+    all_slots_id = _argmax(logits, top_logit)
+    semantic_pred = _lookup(class_ids, _gather(class_pred, all_slots_id))
+    return {
+        "panoptic_pred": panoptic,
+        "semantic_pred": ops.cast(semantic_pred, "int32"),
+        "instance_pred": ops.where(any_detected, mask_id + 1, 1),
+        "instance_scores": ops.where(any_detected, pixel_confidence, 0.0),
+        "semantic_scores": ops.where(any_detected, per_pixel(class_confidence), 0.0),
+    }
+
+
+def _stable_descending_order(scores):
+    """`[B, N, N]` one-hot matrices `P[b, s, r] = 1` iff slot s has rank r when
+    sorting `scores` `[B, N]` descending, ties in slot order (`tf.argsort(...,
+    'DESCENDING', stable=True)`), without a backend's sort."""
+    size = scores.shape[-1]
+    higher = ops.cast(scores[:, None, :] > scores[:, :, None], "int32")
+    earlier = ops.arange(size)[None, :] < ops.arange(size)[:, None]  # [s, t]: t < s
+    tied = ops.logical_and(scores[:, None, :] == scores[:, :, None], earlier[None])
+    rank = ops.sum(higher + ops.cast(tied, "int32"), axis=-1)  # [B, N]
+    return ops.one_hot(rank, size, dtype="float32")
+
+
+def postprocess_panoptic_maskwise(
+    pixel_space_mask_logits,
+    transformer_class_logits,
+    image_size,
+    pixel_confidence_threshold,
+    transformer_class_confidence_threshold_thing,
+    transformer_class_confidence_threshold_stuff,
+    overlapping_threshold,
+    thing_area_limit,
+    stuff_area_limit,
+    reorder_class_weight=1.0,
+    reorder_mask_weight=1.0,
+    thing_class_ids=COCO_THING_CLASS_IDS,
+    void_label=0,
+    label_divisor=LABEL_DIVISOR,
+):
+    """deeplab2's 'maskwise' panoptic post-processing (kMaX-DeepLab), exactly.
+
+    1. Per slot: class probabilities (softmax, "no object" dropped), `pred` =
+       argmax, `conf` = max; mask score = mean probability (softmax over
+       slots of the raw, stride-4 logits) over the pixels where it exceeds
+       `pixel_confidence_threshold` (0 if none).
+    2. Slots sorted by `conf ** reorder_class_weight * score **
+       reorder_mask_weight`, descending, ties in slot order.
+    3. Mask logits upsampled (bilinear, aligned corners) to `image_size`;
+       binary mask = probability `> pixel_confidence_threshold`.
+    4. In that order, a mask is pasted on the pixels not yet taken if its
+       `conf` reaches the thing or stuff threshold (by `pred`) and it keeps
+       more than `overlapping_threshold` of its pixels; they get id
+       rank + 1 (rank among all slots).
+    5. Area filters and panoptic ids as `postprocess_panoptic` (thing
+       instance = rank + 1). Nothing above either class threshold: all void.
+
+    Args:
+        pixel_space_mask_logits: `[B, h, w, N]`.
+        transformer_class_logits: `[B, N, K]` (last channel "no object").
+        image_size: `(H, W)` to upsample to (the model's input size).
+        The thresholds and weights: deeplab2's `maskwise_postprocessing`
+        options (kMaX COCO: pixel 0.4, thing 0.7, stuff 0.5, overlap 0.8,
+        area limits 400 / 6400 at 1281).
+
+    Returns:
+        dict of `[B, H, W]` maps: `panoptic_pred`, `semantic_pred` (from a
+        pixelwise pass with every threshold 0), `instance_pred` (rank + 1
+        of the pasted mask, 1 where none), `instance_scores` (max mask
+        probability over all slots), `semantic_scores` (`conf` of the pasted
+        mask, 0 elsewhere).
+
+    Example:
+    >>> out = model.predict(images)
+    >>> maps = postprocess_panoptic_maskwise(out["pixel_space_mask_logits"],
+    ...     out["transformer_class_logits"], (1281, 1281), 0.4, 0.7, 0.5, 0.8, 400, 6400)
+    """
+    mask_logits = ops.cast(ops.convert_to_tensor(pixel_space_mask_logits), "float32")
+    class_logits = ops.cast(ops.convert_to_tensor(transformer_class_logits), "float32")
+    num_slots, num_channels = class_logits.shape[1], class_logits.shape[2]
+    class_ids = thing_stuff_class_ids(num_channels, thing_class_ids, void_label)
+    num_things = len(tuple(thing_class_ids))
+    class_ids = ops.convert_to_tensor(class_ids, dtype="int32")
+
+    probs = ops.softmax(class_logits, axis=-1)[..., :-1]
+    class_confidence = ops.max(probs, axis=-1)  # [B, N]
+    class_pred = _argmax(probs, class_confidence)  # [B, N]
+    any_detected = ops.any(
+        ops.logical_or(
+            class_confidence >= transformer_class_confidence_threshold_thing,
+            class_confidence >= transformer_class_confidence_threshold_stuff,
+        ),
+        axis=-1,
+    )[:, None, None]
+
+    # Mask scores at the logits' resolution.
+    low_probs = ops.softmax(mask_logits, axis=-1)
+    low_detected = ops.cast(low_probs > pixel_confidence_threshold, "float32")
+    detected_count = ops.sum(low_detected, axis=(1, 2))
+    mask_score = ops.sum(low_probs * low_detected, axis=(1, 2))
+    mask_score = ops.where(detected_count > 0, mask_score / ops.maximum(detected_count, 1.0), 0.0)
+    reorder_score = (class_confidence**reorder_class_weight) * (mask_score**reorder_mask_weight)
+    order = _stable_descending_order(reorder_score)  # [B, slot, rank]
+
+    def by_rank(values):  # [B, N] slot values -> [B, N] in sorted order (exact).
+        return ops.einsum("bs,bsr->br", ops.cast(values, "float32"), order)
+
+    sorted_confidence = by_rank(class_confidence)
+    sorted_pred = ops.cast(by_rank(class_pred), "int32")
+    threshold = ops.where(
+        sorted_pred < num_things,
+        transformer_class_confidence_threshold_thing,
+        transformer_class_confidence_threshold_stuff,
+    )
+    sorted_confident = sorted_confidence >= threshold
+
+    probs_full = ops.softmax(resize_bilinear_align_corners(mask_logits, image_size), axis=-1)
+    instance_scores = ops.max(probs_full, axis=-1)
+    binary = ops.cast(probs_full > pixel_confidence_threshold, "float32")
+    binary = ops.einsum("bhws,bsr->bhwr", binary, order)  # exact 0/1 in rank order
+
+    # Pasting is sequential: each mask sees the pixels its predecessors took.
+    canvas = ops.zeros_like(instance_scores)  # rank + 1 of the pasted mask, 0 = free
+    semantic_scores = ops.zeros_like(instance_scores)
+    for rank in range(num_slots):
+        mask = binary[..., rank]
+        new = mask * ops.cast(canvas == 0, "float32")
+        keep = ops.logical_and(
+            ops.sum(new, axis=(1, 2)) > ops.sum(mask, axis=(1, 2)) * overlapping_threshold,
+            sorted_confident[:, rank],
+        )
+        new = new * ops.cast(keep, "float32")[:, None, None]
+        canvas = canvas + new * float(rank + 1)
+        confidence = sorted_confidence[:, rank, None, None]
+        semantic_scores = (1.0 - new) * semantic_scores + new * confidence
+
+    confident = ops.logical_and(canvas > 0, any_detected)
+    mask_id = ops.cast(ops.maximum(canvas - 1.0, 0.0), "int32")
+    panoptic = _filtered_panoptic(
+        mask_id,
+        confident,
+        sorted_pred,
+        class_ids,
+        num_things,
+        num_channels - 1,
+        void_label,
+        label_divisor,
+        thing_area_limit,
+        stuff_area_limit,
+    )
+    semantic_pred = postprocess_panoptic(
+        mask_logits,
+        class_logits,
+        image_size,
+        thing_class_ids,
+        void_label,
+        label_divisor,
+        transformer_class_confidence_threshold=0.0,
+        pixel_confidence_threshold=0.0,
+        thing_area_limit=0,
+        stuff_area_limit=0,
+    )["semantic_pred"]
+    return {
+        "panoptic_pred": panoptic,
+        "semantic_pred": semantic_pred,
+        "instance_pred": ops.where(any_detected, mask_id + 1, 1),
+        "instance_scores": ops.where(any_detected, instance_scores, 0.0),
+        "semantic_scores": ops.where(any_detected, semantic_scores, 0.0),
+    }
+
+
+def _filtered_panoptic(
+    mask_id,
+    confident,
+    class_pred,
+    class_ids,
+    num_things,
+    num_classes,
+    void_label,
+    label_divisor,
+    thing_area_limit,
+    stuff_area_limit,
+):
+    """deeplab2's merge of mask ids and classes into a panoptic map.
+
+    `mask_id` `[B, H, W]` indexes the `[B, M]` per-mask `class_pred`
+    (contiguous classes, things first); `confident` marks the assigned
+    pixels. Thing segments (one per mask id) below `thing_area_limit` pixels
+    and stuff segments (merged per class) below `stuff_area_limit` become
+    void; `panoptic = semantic * label_divisor + instance`, instance = mask
+    id + 1 for things, 0 for stuff.
+    """
+    num_slots = class_pred.shape[1]
+    pixel_class = _gather(class_pred, mask_id)
     is_thing = pixel_class < num_things
     thing_mask = ops.logical_and(is_thing, confident)
     stuff_mask = ops.logical_and(ops.logical_not(is_thing), confident)
@@ -144,24 +350,14 @@ def postprocess_panoptic(
     # TensorFlow Lite's converter mis-shapes these einsums' batched matmuls.
     thing_slot_area = ops.sum(slot_one_hot * ops.cast(thing_mask, "float32")[..., None], (1, 2))
     stuff_slot_area = ops.sum(slot_one_hot * ops.cast(stuff_mask, "float32")[..., None], (1, 2))
-    class_one_hot = ops.one_hot(class_pred, num_channels - 1, dtype="float32")  # [B, N, K-1]
+    class_one_hot = ops.one_hot(class_pred, num_classes, dtype="float32")  # [B, N, K-1]
     stuff_class_area = ops.sum(stuff_slot_area[..., None] * class_one_hot, axis=1)
     stuff_area = _gather(stuff_class_area, pixel_class)
-    thing_keep = ops.logical_and(thing_mask, per_pixel(thing_slot_area) > thing_area_limit - 0.5)
+    thing_area = _gather(thing_slot_area, mask_id)
+    thing_keep = ops.logical_and(thing_mask, thing_area > thing_area_limit - 0.5)
     stuff_keep = ops.logical_and(stuff_mask, stuff_area > stuff_area_limit - 0.5)
 
     kept = ops.logical_or(thing_keep, stuff_keep)
     semantic_kept = ops.where(kept, semantic, void_label)
     instance = ops.where(thing_keep, mask_id + 1, 0)
-    panoptic = semantic_kept * label_divisor + instance
-
-    # The "semantic" pass of deeplab2: every threshold 0, so every slot counts.
-    all_slots_id = _argmax(logits, top_logit)
-    semantic_pred = _lookup(class_ids, _gather(class_pred, all_slots_id))
-    return {
-        "panoptic_pred": ops.cast(panoptic, "int32"),
-        "semantic_pred": ops.cast(semantic_pred, "int32"),
-        "instance_pred": ops.where(any_detected, mask_id + 1, 1),
-        "instance_scores": ops.where(any_detected, pixel_confidence, 0.0),
-        "semantic_scores": ops.where(any_detected, per_pixel(class_confidence), 0.0),
-    }
+    return ops.cast(semantic_kept * label_divisor + instance, "int32")

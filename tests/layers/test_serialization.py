@@ -46,6 +46,26 @@ CASES = {
         layers.AttentionOperation(),
         [[_x(2, 2, 3, 4), _x(2, 2, 5, 4), _x(2, 5, 2, 3)]],
     ),
+    "AttentionOperation_gelu": lambda: (
+        layers.AttentionOperation(activation="gelu"),
+        [[_x(2, 2, 3, 4), _x(2, 2, 5, 4), _x(2, 5, 2, 3)]],
+    ),
+    "SemanticDecoder_gelu": lambda: (
+        layers.SemanticDecoder(8, 8, (4, 2), activation="gelu"),
+        [[_x(2, 3, 3, 6), _x(2, 5, 5, 4), _x(2, 9, 9, 3)]],
+    ),
+    "MaskPredictor": lambda: (
+        layers.MaskPredictor(8, 4, 7, activation="gelu"),
+        [_x(2, 5, 5, 6), _x(2, 3, 6), _x(2, 3, 6)],
+    ),
+    "KMaXPixelDecoder": lambda: (
+        layers.KMaXPixelDecoder((8, 8, 2, 1), (1, 1, 1, 1)),
+        [[_x(2, 3, 3, 16), _x(2, 5, 5, 8), _x(2, 9, 9, 4), _x(2, 17, 17, 2)]],
+    ),
+    "KMeansTransformerBlock": lambda: (
+        layers.KMeansTransformerBlock(8, 4, 8, 4, 7),
+        [_x(2, 5, 5, 6), _x(2, 3, 12)],
+    ),
 }
 
 

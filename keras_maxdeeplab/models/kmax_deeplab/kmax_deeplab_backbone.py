@@ -1,0 +1,186 @@
+"""KMaXDeepLabBackbone: kMaX-DeepLab's pixel encoder (ResNet-50) and pixel decoder."""
+
+import keras
+from keras_hub.models import Backbone
+
+from keras_maxdeeplab.layers.blocks import BlockGroup
+from keras_maxdeeplab.layers.blocks import InceptionStem
+from keras_maxdeeplab.layers.convolutions import Conv2DSame
+from keras_maxdeeplab.layers.convolutions import activate
+from keras_maxdeeplab.layers.convolutions import check_activation
+from keras_maxdeeplab.layers.kmax_pixel_decoder import KMaXPixelDecoder
+from keras_maxdeeplab.models.max_deeplab.input_checks import check_images
+from keras_maxdeeplab.models.max_deeplab.max_deeplab_backbone import stage_layout
+
+OUTPUT_STRIDE = 32
+BACKBONE_TYPES = ("resnet", "resnet_beta")
+
+
+def check_kmax_image_shape(image_shape):
+    """Validates `(H, W, 3)` with H, W of the form 32k + 1 (65, 129, ..., 1281)."""
+    image_shape = tuple(image_shape)
+    if len(image_shape) != 3 or image_shape[-1] != 3:
+        raise ValueError(f"image_shape must be (height, width, 3); got {image_shape}.")
+    for size in image_shape[:2]:
+        if size is None or not 33 <= int(size) <= 4097 or (int(size) - 1) % OUTPUT_STRIDE:
+            raise ValueError(
+                "kMaX-DeepLab (output stride 32, align-corners resizing) needs a fixed image "
+                f"size of the form 32k + 1 (65, 129, ..., 1281); got image_shape={image_shape}."
+            )
+    return (int(image_shape[0]), int(image_shape[1]), 3)
+
+
+@keras.saving.register_keras_serializable(package="keras_maxdeeplab")
+class KMaXDeepLabBackbone(Backbone):
+    """The kMaX-DeepLab pixel encoder and pixel decoder (deeplab2
+    `kmax_resnet50` / `kmax_axial_resnet50`).
+
+    Encoder, `backbone_type="resnet"`: deeplab2's ResNet-50 as kMaX builds
+    it: a 7x7 stride-2 `Conv2DSame` + BN stem (no activation, no max-pool),
+    then four stages of bottleneck blocks whose first block strides in its
+    3x3 conv; output stride 32. `backbone_type="resnet_beta"` with
+    `use_axial_beyond_stride=16` and `activation="gelu"`: Axial-ResNet-50
+    (MaX-DeepLab-S's encoder with exact GeLU: Inception stem, axial blocks
+    from stride 16, the stride-32 one striding by subsampling). Decoder:
+    `KMaXPixelDecoder` on the pre-activation encoder endpoints `stage5..stage2`.
+
+    Inputs are images normalised to [-1, 1] (`x / 127.5 - 1`) of a fixed size
+    `32k + 1`.
+
+    Args:
+        image_shape: `(H, W, 3)`, H and W of the form 32k + 1.
+        num_blocks: blocks of stages 2-5 before `backbone_layer_multiplier`.
+        backbone_type: "resnet" or "resnet_beta".
+        stem_width_multiplier, backbone_width_multiplier,
+        backbone_layer_multiplier: deeplab2's shrinking knobs.
+        use_axial_beyond_stride: axial blocks from this stride (0: none).
+        activation: the encoder's "relu" or "gelu" (exact).
+        drop_path_keep_prob: encoder stochastic depth (linear schedule from
+            stride 16; 1.0 for ResNet-50, 0.8 for Axial-ResNet-50).
+        pixel_decoder_dims, pixel_decoder_num_blocks,
+        pixel_decoder_block_types: `KMaXPixelDecoder`'s stages.
+
+    Outputs: a dict of endpoints: `stage1..5` (pre-activation), `res1..5`
+    (activated), `decoder_stage1..3` (strides 32, 16, 8) and `decoder_output`
+    (stride 4), `[B, (H - 1) / s + 1, (W - 1) / s + 1, C]`.
+
+    Example:
+    >>> backbone = KMaXDeepLabBackbone(image_shape=(65, 65, 3),
+    ...     **KMAX_DEEPLAB_CONFIGS["kmax_r50"])
+    >>> backbone(keras.random.uniform((1, 65, 65, 3), -1, 1))["decoder_output"].shape
+    (1, 17, 17, 256)
+    """
+
+    def __init__(
+        self,
+        image_shape,
+        num_blocks,
+        backbone_type,
+        pixel_decoder_dims,
+        pixel_decoder_num_blocks,
+        pixel_decoder_block_types,
+        stem_width_multiplier=1.0,
+        backbone_width_multiplier=1.0,
+        backbone_layer_multiplier=1.0,
+        use_axial_beyond_stride=0,
+        activation="relu",
+        drop_path_keep_prob=1.0,
+        dtype=None,
+        **kwargs,
+    ):
+        image_shape = check_kmax_image_shape(image_shape)
+        check_activation(activation)
+        if backbone_type not in BACKBONE_TYPES:
+            raise ValueError(
+                f"backbone_type must be one of {BACKBONE_TYPES}; got {backbone_type!r}."
+            )
+        if len(num_blocks) != 4:
+            raise ValueError(f"num_blocks needs 4 entries (stages 2-5); got {num_blocks}.")
+        filters, block_counts, strides, total_strides, first_stage = stage_layout(
+            num_blocks,
+            backbone_type,
+            stem_width_multiplier,
+            backbone_width_multiplier,
+            backbone_layer_multiplier,
+        )
+
+        # === Functional model ===
+        images = keras.Input(shape=image_shape, name="images")
+        if backbone_type == "resnet":
+            stem = Conv2DSame(
+                int(round(64 * stem_width_multiplier)), 7, strides=2, dtype=dtype, name="stem"
+            )
+        else:
+            stem = InceptionStem(stem_width_multiplier, activation, dtype=dtype, name="stem")
+        x = stem(images)
+        endpoints = {"stage1": x, "res1": activate(x, activation)}
+        for index in range(first_stage, 5):
+            x = BlockGroup(
+                filters[index],
+                block_counts[index],
+                original_resnet_stride=strides[index],
+                original_resnet_input_stride=total_strides[index],
+                output_stride=OUTPUT_STRIDE,
+                backbone_type=backbone_type,
+                use_axial_beyond_stride=use_axial_beyond_stride,
+                use_transformer_beyond_stride=0,
+                drop_path_keep_prob=drop_path_keep_prob,
+                drop_path_beyond_stride=16,
+                drop_path_schedule="linear",
+                activation=activation,
+                dtype=dtype,
+                name=f"stage{index + 1}",
+            )(x)
+            endpoints[f"stage{index + 1}"] = x
+            endpoints[f"res{index + 1}"] = activate(x, activation)
+        decoded = KMaXPixelDecoder(
+            pixel_decoder_dims,
+            pixel_decoder_num_blocks,
+            pixel_decoder_block_types,
+            dtype=dtype,
+            name="pixel_decoder",
+        )([endpoints[f"stage{k}"] for k in (5, 4, 3, 2)])
+        for key, value in zip(
+            ("decoder_stage1", "decoder_stage2", "decoder_stage3", "decoder_output"), decoded
+        ):
+            endpoints[key] = value
+
+        super().__init__(inputs=images, outputs=endpoints, dtype=dtype, **kwargs)
+
+        # === Config ===
+        self.image_shape = image_shape
+        self.num_blocks = tuple(num_blocks)
+        self.backbone_type = backbone_type
+        self.stem_width_multiplier = stem_width_multiplier
+        self.backbone_width_multiplier = backbone_width_multiplier
+        self.backbone_layer_multiplier = backbone_layer_multiplier
+        self.use_axial_beyond_stride = use_axial_beyond_stride
+        self.activation = activation
+        self.drop_path_keep_prob = drop_path_keep_prob
+        self.pixel_decoder_dims = tuple(pixel_decoder_dims)
+        self.pixel_decoder_num_blocks = tuple(pixel_decoder_num_blocks)
+        self.pixel_decoder_block_types = tuple(pixel_decoder_block_types)
+
+    def __call__(self, inputs, *args, **kwargs):
+        check_images(inputs, self.image_shape)
+        return super().__call__(inputs, *args, **kwargs)
+
+    def get_config(self):
+        config = super().get_config()
+        config.update(
+            {
+                "image_shape": self.image_shape,
+                "num_blocks": self.num_blocks,
+                "backbone_type": self.backbone_type,
+                "stem_width_multiplier": self.stem_width_multiplier,
+                "backbone_width_multiplier": self.backbone_width_multiplier,
+                "backbone_layer_multiplier": self.backbone_layer_multiplier,
+                "use_axial_beyond_stride": self.use_axial_beyond_stride,
+                "activation": self.activation,
+                "drop_path_keep_prob": self.drop_path_keep_prob,
+                "pixel_decoder_dims": self.pixel_decoder_dims,
+                "pixel_decoder_num_blocks": self.pixel_decoder_num_blocks,
+                "pixel_decoder_block_types": self.pixel_decoder_block_types,
+            }
+        )
+        return config
