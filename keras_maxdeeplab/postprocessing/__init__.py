@@ -4,6 +4,7 @@ from keras_maxdeeplab.coco.categories import thing_stuff_class_ids
 from keras_maxdeeplab.coco.panoptic_format import save_coco_panoptic
 from keras_maxdeeplab.coco.panoptic_format import to_coco_panoptic
 from keras_maxdeeplab.postprocessing.panoptic import DEFAULT_POSTPROCESS_OPTIONS
+from keras_maxdeeplab.postprocessing.panoptic import MASKWISE_POSTPROCESS_OPTIONS
 from keras_maxdeeplab.postprocessing.panoptic import postprocess_panoptic
 from keras_maxdeeplab.postprocessing.panoptic import postprocess_panoptic_maskwise
 from keras_maxdeeplab.postprocessing.segments import panoptic_results

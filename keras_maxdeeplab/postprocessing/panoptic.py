@@ -24,6 +24,20 @@ DEFAULT_POSTPROCESS_OPTIONS = {
     "stuff_area_limit": 1600,
 }
 
+# deeplab2's kMaX-DeepLab COCO post-processing (maskwise, at 1281): the
+# defaults of `KMaXDeepLab.postprocess_options`, `postprocess_panoptic_maskwise`'s
+# keyword arguments.
+MASKWISE_POSTPROCESS_OPTIONS = {
+    "pixel_confidence_threshold": 0.4,
+    "transformer_class_confidence_threshold_thing": 0.7,
+    "transformer_class_confidence_threshold_stuff": 0.5,
+    "overlapping_threshold": 0.8,
+    "thing_area_limit": 400,
+    "stuff_area_limit": 6400,
+    "reorder_class_weight": 1.0,
+    "reorder_mask_weight": 1.0,
+}
+
 
 def _lookup(table, index):
     """`table[index]` for a 1-D table: a row lookup in the `[M, 1]` table,

@@ -1,7 +1,6 @@
 """KMaXDeepLab: the panoptic segmentation task (kMaX transformer decoder + heads)."""
 
 import keras
-from keras_hub.models import ImageSegmenter
 
 from keras_maxdeeplab.layers.convolutions import Conv1D
 from keras_maxdeeplab.layers.dual_path_transformer import MemoryFeature
@@ -9,9 +8,17 @@ from keras_maxdeeplab.layers.heads import MaskPredictor
 from keras_maxdeeplab.layers.heads import PredictionHead
 from keras_maxdeeplab.layers.heads import SemanticDecoder
 from keras_maxdeeplab.layers.kmeans_cross_attention import KMeansTransformerBlock
+from keras_maxdeeplab.losses.kmax_deeplab_loss import AUXILIARY_OUTPUTS
+from keras_maxdeeplab.losses.kmax_deeplab_loss import PER_OUTPUT_TERMS
+from keras_maxdeeplab.losses.kmax_deeplab_loss import KMaXDeepLabLoss
 from keras_maxdeeplab.models.kmax_deeplab.kmax_configs import KMAX_DEEPLAB_HEAD_CONFIGS
 from keras_maxdeeplab.models.kmax_deeplab.kmax_deeplab_backbone import KMaXDeepLabBackbone
 from keras_maxdeeplab.models.max_deeplab.input_checks import check_images
+from keras_maxdeeplab.models.max_deeplab.max_deeplab_export import PanopticPostProcessor
+from keras_maxdeeplab.models.panoptic_task import PanopticTask
+from keras_maxdeeplab.models.panoptic_task import check_postprocess_options
+from keras_maxdeeplab.models.panoptic_task import resolve_categories
+from keras_maxdeeplab.postprocessing.panoptic import MASKWISE_POSTPROCESS_OPTIONS
 
 _COCO_HEADS = KMAX_DEEPLAB_HEAD_CONFIGS["kmax_r50"]
 # deeplab2 hard-codes the width of the cluster centers and their projections.
@@ -24,6 +31,21 @@ OUTPUT_KEYS = (
     "pixel_space_mask_logits",
     "transformer_class_logits",
 )
+# What each k-means block's auxiliary predictor gives the trainer loss.
+AUXILIARY_KEYS = (
+    "pixel_space_mask_logits",
+    "pixel_space_normalized_feature",
+    "transformer_class_logits",
+)
+
+
+class _TrainingGraph:
+    """The network with the auxiliary predictions as an extra output (built
+    on first use). A plain object: Keras neither tracks nor saves the model
+    inside (it shares the task's layers)."""
+
+    def __init__(self):
+        self.model = None
 
 
 def transformer_block_names(transformer_num_blocks):
@@ -41,7 +63,7 @@ def transformer_block_names(transformer_num_blocks):
 
 
 @keras.saving.register_keras_serializable(package="keras_maxdeeplab")
-class KMaXDeepLab(ImageSegmenter):
+class KMaXDeepLab(PanopticTask):
     """kMaX-DeepLab: panoptic segmentation with k-means mask transformers.
 
     Wraps a `KMaXDeepLabBackbone` (pixel encoder + pixel decoder) with
@@ -61,7 +83,15 @@ class KMaXDeepLab(ImageSegmenter):
 
     Args:
         backbone: a `KMaXDeepLabBackbone`.
-        num_classes: int, dataset classes including void (134 for COCO).
+        num_classes: int, dataset classes including void; defaults to
+            `len(categories) + 1` (134 for COCO).
+        categories: the dataset's COCO-style categories (`id`, `name`,
+            `isthing`); default COCO panoptic's 133. Predictions come back in
+            these ids and names; the thing/stuff split drives the loss and
+            post-processing.
+        postprocess_options: overrides (by key) of deeplab2's kMaX maskwise
+            post-processing, `MASKWISE_POSTPROCESS_OPTIONS`, used by
+            `predict_panoptic`.
         num_mask_slots: N, the number of cluster centers.
         transformer_num_blocks: k-means blocks at strides 32, 16, 8.
         transformer_expansion: block filters = `int(128 * it)`.
@@ -80,6 +110,13 @@ class KMaXDeepLab(ImageSegmenter):
     `pixel_space_normalized_feature` `[B, H/4, W/4, D]` and `semantic_logits`
     `[B, H/4, W/4, num_classes]` (H/4 meaning (H - 1) / 4 + 1).
     `intermediate_outputs` gives every block's centers and auxiliary outputs.
+    Called with `training=True` (as `fit` does) the dict also holds
+    `auxiliary_outputs`, the blocks' predictions for the trainer loss
+    (`outputs_with_auxiliary`).
+
+    Training: `compile()` (deeplab2's kMaX loss and learning-rate recipe),
+    then `fit` on `(images, y_true)` as `MaXDeepLab`. Inference:
+    `predict_panoptic(images)`.
 
     Example:
     >>> backbone = KMaXDeepLabBackbone(image_shape=(65, 65, 3),
@@ -94,7 +131,9 @@ class KMaXDeepLab(ImageSegmenter):
     def __init__(
         self,
         backbone,
-        num_classes=134,
+        num_classes=None,
+        categories=None,
+        postprocess_options=None,
         num_mask_slots=_COCO_HEADS["num_mask_slots"],
         transformer_num_blocks=_COCO_HEADS["transformer_num_blocks"],
         transformer_expansion=_COCO_HEADS["transformer_expansion"],
@@ -111,6 +150,10 @@ class KMaXDeepLab(ImageSegmenter):
         preprocessor=None,
         **kwargs,
     ):
+        categories, num_classes = resolve_categories(
+            categories, num_classes, "KMaXDeepLab categories"
+        )
+        check_postprocess_options(postprocess_options, MASKWISE_POSTPROCESS_OPTIONS)
         if len(transformer_num_blocks) != len(DECODER_STRIDES):
             raise ValueError(
                 f"transformer_num_blocks needs 3 entries (strides 32, 16, 8); got "
@@ -214,6 +257,8 @@ class KMaXDeepLab(ImageSegmenter):
         self.backbone = backbone
         self.preprocessor = preprocessor
         self.num_classes = num_classes
+        self.categories = categories
+        self.postprocess_options = {**MASKWISE_POSTPROCESS_OPTIONS, **(postprocess_options or {})}
         self.num_mask_slots = num_mask_slots
         self.transformer_num_blocks = tuple(transformer_num_blocks)
         self.transformer_expansion = transformer_expansion
@@ -231,6 +276,113 @@ class KMaXDeepLab(ImageSegmenter):
     def __call__(self, inputs, *args, **kwargs):
         check_images(inputs, self.backbone.image_shape)
         return super().__call__(inputs, *args, **kwargs)
+
+    default_postprocess_options = MASKWISE_POSTPROCESS_OPTIONS
+
+    def call(self, inputs, training=None, mask=None, **kwargs):
+        # deeplab2 makes the auxiliary predictions a training output only.
+        if training:
+            return self.outputs_with_auxiliary(inputs, training=True)
+        return super().call(inputs, training=training, mask=mask, **kwargs)
+
+    def outputs_with_auxiliary(self, images, training=False):
+        """The output dict plus `auxiliary_outputs`: per k-means block, in call
+        order, its auxiliary prediction (`pixel_space_mask_logits`
+        `[B, h, w, N]` and `pixel_space_normalized_feature` `[B, h, w, D]` at
+        the block's stride, `transformer_class_logits` `[B, N, num_classes]`).
+        `KMaXDeepLabLoss` resizes them to stride 4 (aligned corners), as
+        deeplab2's `_prepare_auxiliary_results`.
+
+        Example:
+        >>> outputs = model.outputs_with_auxiliary(images)
+        >>> len(outputs["auxiliary_outputs"])  # 6
+        """
+        holder = getattr(self, "_training_graph", None)
+        if holder is None:
+            holder = self._training_graph = _TrainingGraph()
+        if holder.model is None:
+            outputs = {
+                key[len("output/") :]: value
+                for key, value in self._intermediates.items()
+                if key.startswith("output/")
+            }
+            outputs[AUXILIARY_OUTPUTS] = [
+                {key: self._intermediates[f"{prefix}/aux/{key}"] for key in AUXILIARY_KEYS}
+                for prefix in (
+                    f"transformer_decoder/{name}"
+                    for name in transformer_block_names(self.transformer_num_blocks)
+                )
+            ]
+            holder.model = keras.Model(self.input, outputs)
+        return holder.model(images, training=training)
+
+    def compile(
+        self,
+        optimizer="auto",
+        loss="auto",
+        metrics=None,
+        learning_rate=5e-4,
+        training_steps=150_000,
+        warmup_steps=5000,
+        backbone_learning_rate_multiplier=0.1,
+        instance_discrimination_sample_k=4096,
+        **kwargs,
+    ):
+        """Configures training with deeplab2's kMaX-DeepLab COCO recipe by default.
+
+        As `MaXDeepLab.compile` (Adam, `learning_rate` with linear warm-up and
+        polynomial decay, `backbone_learning_rate_multiplier` on the pixel
+        encoder), with kMaX's schedule (5e-4, 150k steps, 5k warm-up; deeplab2
+        uses AdamW with weight decay 0.05 there, this Adam has none) and
+        `loss="auto"`: a `KMaXDeepLabLoss` for this model's classes (semantic
+        1.0, PQ-style 3.0, mask-id 0.3, instance discrimination 1.0, with
+        `instance_discrimination_sample_k` pixels drawn per prediction, at
+        most the stride-4 pixel count) over the final and the 6 auxiliary
+        predictions; every term is reported as a metric. `evaluate` runs
+        deeplab2's evaluator loss: the final prediction only.
+
+        Example:
+        >>> model.compile(training_steps=20_000, instance_discrimination_sample_k=64)
+        >>> model.fit(dataset)  # (images, y_true dict) batches
+        """
+        if loss == "auto":
+            height, width = self._intermediates["output/pixel_space_mask_logits"].shape[1:3]
+            if not 0 < instance_discrimination_sample_k <= height * width:
+                raise ValueError(
+                    f"instance_discrimination_sample_k={instance_discrimination_sample_k} must "
+                    f"be in 1..{height * width}, the stride-4 pixel count at this input size."
+                )
+            loss = KMaXDeepLabLoss(
+                instance_discrimination_sample_k=instance_discrimination_sample_k,
+                num_classes=self.num_classes,
+                thing_class_ids=self.thing_class_ids,
+            )
+        super().compile(
+            optimizer,
+            loss,
+            metrics,
+            learning_rate,
+            training_steps,
+            warmup_steps,
+            backbone_learning_rate_multiplier,
+            **kwargs,
+        )
+
+    def _loss_term_names(self, loss):
+        terms = list(PER_OUTPUT_TERMS) + ["semantic_loss"]
+        for index in range(sum(self.transformer_num_blocks)):
+            terms += [f"aux_{index}{term}" for term in PER_OUTPUT_TERMS]
+        return terms
+
+    def _pretrained_variables(self):
+        # deeplab2 scales the pixel encoder's rate, not the pixel decoder's.
+        weights = self.backbone.trainable_weights
+        return [v for v in weights if not v.path.startswith("pixel_decoder/")]
+
+    def _post_processor(self, image_size, options):
+        return PanopticPostProcessor(
+            image_size, self.thing_class_ids, postprocess_options=options, method="maskwise"
+        )
 
     def intermediate_outputs(self, images, training=False):
         """Every intermediate result, keyed as deeplab2's reference arrays.
@@ -257,6 +409,8 @@ class KMaXDeepLab(ImageSegmenter):
         config.update(
             {
                 "num_classes": self.num_classes,
+                "categories": self.categories,
+                "postprocess_options": self.postprocess_options,
                 "num_mask_slots": self.num_mask_slots,
                 "transformer_num_blocks": self.transformer_num_blocks,
                 "transformer_expansion": self.transformer_expansion,

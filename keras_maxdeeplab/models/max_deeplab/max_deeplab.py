@@ -1,13 +1,9 @@
 """MaXDeepLab: the panoptic segmentation task (backbone + MaX-DeepLab heads)."""
 
 import keras
-from keras_hub.models import ImageSegmenter
 from keras_hub.src.utils.python_utils import classproperty
 
-from keras_maxdeeplab import backend_seam
-from keras_maxdeeplab.coco.categories import COCO_PANOPTIC_CATEGORIES
 from keras_maxdeeplab.coco.categories import check_categories
-from keras_maxdeeplab.coco.categories import thing_class_ids
 from keras_maxdeeplab.evaluation.metric import PanopticQuality
 from keras_maxdeeplab.layers.batch_norm import batch_normalization
 from keras_maxdeeplab.layers.convolutions import Conv1D
@@ -20,7 +16,6 @@ from keras_maxdeeplab.losses.max_deeplab_loss import TERMS
 from keras_maxdeeplab.losses.max_deeplab_loss import MaXDeepLabLoss
 from keras_maxdeeplab.models.max_deeplab.input_checks import check_architecture
 from keras_maxdeeplab.models.max_deeplab.input_checks import check_images
-from keras_maxdeeplab.models.max_deeplab.input_checks import check_raw_images
 from keras_maxdeeplab.models.max_deeplab.max_deeplab_backbone import MaXDeepLabBackbone
 from keras_maxdeeplab.models.max_deeplab.max_deeplab_export import PanopticPostProcessor
 from keras_maxdeeplab.models.max_deeplab.max_deeplab_export import export_panoptic
@@ -30,27 +25,18 @@ from keras_maxdeeplab.models.max_deeplab.max_deeplab_image_converter import (
 )
 from keras_maxdeeplab.models.max_deeplab.max_deeplab_preprocessor import MaXDeepLabPreprocessor
 from keras_maxdeeplab.models.max_deeplab.max_deeplab_presets import listed_presets
-from keras_maxdeeplab.optimizers import MaXDeepLabAdam
-from keras_maxdeeplab.optimizers import WarmUpPolynomialDecay
+from keras_maxdeeplab.models.panoptic_task import PanopticTask
+from keras_maxdeeplab.models.panoptic_task import check_postprocess_options
+from keras_maxdeeplab.models.panoptic_task import resolve_categories
 from keras_maxdeeplab.optimizers import is_pretrained_backbone_variable
 from keras_maxdeeplab.postprocessing.panoptic import DEFAULT_POSTPROCESS_OPTIONS
-from keras_maxdeeplab.postprocessing.segments import panoptic_results
-
-class _PanopticPipelines:
-    """`predict_panoptic`'s compiled pipelines, by post-processing options. A
-    plain object: Keras neither tracks nor saves the models inside (they share
-    the task's weights)."""
-
-    def __init__(self):
-        self.by_options = {}
-
 
 # deeplab2's COCO heads: the defaults of the head arguments.
 _COCO_HEADS = MAX_DEEPLAB_HEAD_CONFIGS["max_deeplab_s"]
 
 
 @keras.saving.register_keras_serializable(package="keras_maxdeeplab")
-class MaXDeepLab(ImageSegmenter):
+class MaXDeepLab(PanopticTask):
     """MaX-DeepLab: end-to-end panoptic segmentation with mask transformers.
 
     Wraps a `MaXDeepLabBackbone` with deeplab2's MaX-DeepLab heads:
@@ -123,16 +109,9 @@ class MaXDeepLab(ImageSegmenter):
         preprocessor=None,
         **kwargs,
     ):
-        categories = check_categories(
-            COCO_PANOPTIC_CATEGORIES if categories is None else categories, "MaXDeepLab categories"
+        categories, num_classes = resolve_categories(
+            categories, num_classes, "MaXDeepLab categories"
         )
-        if num_classes is None:
-            num_classes = len(categories) + 1
-        if num_classes != len(categories) + 1:
-            raise ValueError(
-                f"num_classes={num_classes} does not match {len(categories)} categories + void; "
-                "pass the dataset's `categories` (num_classes then follows from them)."
-            )
         check_architecture(
             pixel_space_head_channels=pixel_space_head_channels,
             pixel_space_output_channels=pixel_space_output_channels,
@@ -142,12 +121,7 @@ class MaXDeepLab(ImageSegmenter):
             low_level_channels=tuple(low_level_channels),
             atrous_rates=tuple(atrous_rates),
         )
-        unknown = sorted(set(postprocess_options or {}) - set(DEFAULT_POSTPROCESS_OPTIONS))
-        if unknown:
-            raise ValueError(
-                f"Unknown postprocess_options {unknown}; expected keys among "
-                f"{sorted(DEFAULT_POSTPROCESS_OPTIONS)}."
-            )
+        check_postprocess_options(postprocess_options, DEFAULT_POSTPROCESS_OPTIONS)
         dtype = backbone.dtype_policy
         # === Layers ===
         self.pixel_space_head = PredictionHead(
@@ -324,66 +298,20 @@ class MaXDeepLab(ImageSegmenter):
                 weight.assign(source[weight.path])
         return model
 
-    def compile(
-        self,
-        optimizer="auto",
-        loss="auto",
-        metrics=None,
-        learning_rate=1e-3,
-        training_steps=100_000,
-        warmup_steps=5000,
-        backbone_learning_rate_multiplier=0.1,
-        **kwargs,
-    ):
-        """Configures training with deeplab2's MaX-DeepLab recipe by default.
+    default_postprocess_options = DEFAULT_POSTPROCESS_OPTIONS
 
-        `optimizer="auto"`: Adam (no weight decay), `learning_rate` with
-        `warmup_steps` of linear warm-up then polynomial decay (power 0.9) to 0
-        at `training_steps`, and `backbone_learning_rate_multiplier` on the
-        ImageNet-pretrained backbone variables. `metrics` may include
-        `keras_maxdeeplab.evaluation.PanopticQuality` (targets then need
-        `panoptic_gt`). `loss="auto"`: a
-        `MaXDeepLabLoss` for this model's classes (weights 3.0 / 0.3 / 1.0 /
-        1.0); each term is reported as a metric. keras-hub's semantic
-        cross-entropy default does not apply to MaX-DeepLab's outputs.
+    def _default_loss(self):
+        # deeplab2's MaX-DeepLab weights 3.0 / 0.3 / 1.0 / 1.0.
+        return MaXDeepLabLoss(num_classes=self.num_classes, thing_class_ids=self.thing_class_ids)
 
-        Example:
-        >>> model.compile(learning_rate=1e-3, training_steps=20_000)
-        >>> model.fit(dataset)  # (images, y_true dict) batches
-        """
-        jit_compile = kwargs.get("jit_compile", "auto")
-        if optimizer == "auto":
-            schedule = WarmUpPolynomialDecay(learning_rate, training_steps, warmup_steps)
-            optimizer = MaXDeepLabAdam(schedule, backbone_learning_rate_multiplier)
-            optimizer.set_multiplied_variables(
-                [v for v in self.backbone.trainable_weights if is_pretrained_backbone_variable(v)]
-            )
-        if loss == "auto":
-            loss = MaXDeepLabLoss(
-                num_classes=self.num_classes, thing_class_ids=self.thing_class_ids
-            )
-        self.max_deeplab_loss = loss
-        self.loss_term_trackers = {}
-        if loss is not None:
-            self.loss_term_trackers = {term: keras.metrics.Mean(name=term) for term in TERMS}
-        # Panoptic-quality metrics read the whole target and output dicts, so
-        # they are updated here rather than by Keras' per-output metric logic.
-        metrics = list(metrics or [])
-        self.panoptic_quality_metrics = [m for m in metrics if isinstance(m, PanopticQuality)]
-        metrics = [m for m in metrics if not isinstance(m, PanopticQuality)] or None
-        if self.panoptic_quality_metrics:
-            backend_seam.check_host_calls_compile(jit_compile, "PanopticQuality")
-        keras.Model.compile(self, optimizer=optimizer, loss=None, metrics=metrics, **kwargs)
-        if loss is not None:
-            # Under TensorFlow's XLA the loss must avoid the host call to scipy's matcher.
-            loss.jit_compile = backend_seam.host_call_jit_compile(
-                loss.jit_compile, self.jit_compile, jit_compile
-            )
+    def _loss_term_names(self, loss):
+        return TERMS
 
-    @property
-    def thing_class_ids(self):
-        """Contiguous class ids of the thing categories (COCO: 1..80)."""
-        return thing_class_ids(self.categories)
+    def _pretrained_variables(self):
+        return [v for v in self.backbone.trainable_weights if is_pretrained_backbone_variable(v)]
+
+    def _post_processor(self, image_size, options):
+        return PanopticPostProcessor(image_size, self.thing_class_ids, postprocess_options=options)
 
     def panoptic_quality(self, rules="coco"):
         """A `PanopticQuality` metric for this model's classes and post-processing.
@@ -397,78 +325,6 @@ class MaXDeepLab(ImageSegmenter):
             rules=rules,
             postprocess_options=self.postprocess_options,
         )
-
-    @property
-    def image_converter(self):
-        """The preprocessor's image converter; without a preprocessor, deeplab2's
-        evaluation preprocessing at the backbone's image size."""
-        if self.preprocessor is not None and self.preprocessor.image_converter is not None:
-            return self.preprocessor.image_converter
-        return MaXDeepLabImageConverter(image_size=tuple(self.backbone.image_shape[:2]))
-
-    def predict_panoptic(self, images, batch_size=8, **postprocess_options):
-        """Segments images of any size: preprocessing, model, deeplab2's
-        post-processing, and the maps resized back to each image.
-
-        Args:
-            images: an `[H, W, 3]` image, a list of them (sizes may differ) or
-                a `[B, H, W, 3]` batch; uint8 or float in 0..255. Anything
-                else (16-bit, 0..1 floats, NaN pixels, grayscale, empty or
-                degenerate sizes, a path) is refused with a ValueError saying
-                what to do (`input_checks.check_raw_images`).
-            batch_size: images per forward pass.
-            **postprocess_options: overrides of `self.postprocess_options`.
-
-        Returns:
-            a list with one dict per image: `segmentation` `[H, W]` int32
-            (0 = void, segments 1..K), `segments_info` (`id`, `label_id`,
-            `category_id`, `label`, `isthing`, `score`, `area`,
-            `panoptic_id`) in this model's dataset ids, and deeplab2's raw
-            `panoptic_pred`, `semantic_pred`, `instance_pred` maps.
-
-        Example:
-        >>> result = model.predict_panoptic(image)[0]
-        >>> [(s["label"], s["score"]) for s in result["segments_info"]]
-        """
-        converter = self.image_converter
-        images = check_raw_images(images, converter.image_size)
-        pipeline = self._panoptic_pipeline({**self.postprocess_options, **postprocess_options})
-        results = []
-        for start in range(0, len(images), batch_size):
-            chunk = images[start : start + batch_size]
-            batch = keras.ops.stack([converter(image) for image in chunk])
-            results += panoptic_results(
-                pipeline.predict_on_batch(batch),
-                [keras.ops.shape(image)[:2] for image in chunk],
-                self.categories,
-                converter,
-            )
-        return results
-
-    def _panoptic_pipeline(self, options):
-        """This network and deeplab2's post-processor as one Keras model, whose
-        `predict_on_batch` compiles both into one function (post-processing
-        eagerly after the compiled network took a third of the time at 641
-        on TensorFlow). Built once per post-processing options."""
-        cache = getattr(self, "_panoptic_pipelines", None)
-        if cache is None:
-            cache = self._panoptic_pipelines = _PanopticPipelines()
-        unknown = sorted(set(options) - set(DEFAULT_POSTPROCESS_OPTIONS))
-        if unknown:
-            raise ValueError(
-                f"Unknown postprocess options {unknown}; expected some of "
-                f"{sorted(DEFAULT_POSTPROCESS_OPTIONS)}."
-            )
-        key = (self.thing_class_ids, tuple(sorted(options.items())))
-        if key not in cache.by_options:
-            size = tuple(self.backbone.image_shape[:2])
-            images = keras.Input((*size, 3), name="images")
-            # Inputs already converted: keras-hub's preprocessor is not applied.
-            maps = PanopticPostProcessor(size, self.thing_class_ids, postprocess_options=options)(
-                self(images, training=False)
-            )
-            cache.by_options[key] = keras.Model(images, maps)
-        return cache.by_options[key]
 
     def export(
         self,
@@ -529,60 +385,6 @@ class MaXDeepLab(ImageSegmenter):
             postprocess=postprocess,
             verbose=bool(verbose),
             **postprocess_options,
-        )
-
-    def compute_loss(self, x=None, y=None, y_pred=None, sample_weight=None, training=True):
-        """Mean over the batch of every MaX-DeepLab term (NaN -> 0), summed, and
-        divided by the replica count, as deeplab2's trainer.
-
-        On TensorFlow under `tf.distribute` each replica computes this on its
-        share of the global batch and the gradients are summed, so the
-        division makes them the global batch mean's; Keras multiplies the
-        reported loss back. The per-term metrics get the undivided means.
-        On JAX the step is one program over the global batch (count 1).
-        The loss is float32 under mixed precision.
-        """
-        if getattr(self, "max_deeplab_loss", None) is None:
-            return super().compute_loss(x, y, y_pred, sample_weight, training)
-        terms = self.max_deeplab_loss.compute_terms(y, y_pred)
-        total = 0.0
-        for term, tracker in self.loss_term_trackers.items():
-            if term not in terms:
-                continue
-            value = keras.ops.mean(terms[term])
-            value = keras.ops.where(keras.ops.isnan(value), 0.0, value)
-            tracker.update_state(value)
-            total = total + value
-        replicas = backend_seam.replicas_in_sync()
-        return total / replicas if replicas > 1 else total
-
-    def compute_metrics(self, x, y, y_pred, sample_weight=None):
-        for metric in getattr(self, "panoptic_quality_metrics", []):
-            metric.update_state(y, y_pred)
-        return super().compute_metrics(x, y, y_pred, sample_weight)
-
-    def _prepare_batch(self, x, y, sample_weight):
-        # keras-hub's PipelineModel converts `y` as one tensor; ours is a dict.
-        data = self.preprocess_samples(x, y, sample_weight)
-        return [
-            None if part is None else keras.tree.map_structure(keras.ops.convert_to_tensor, part)
-            for part in keras.utils.unpack_x_y_sample_weight(data)
-        ]
-
-    def train_on_batch(self, x, y=None, sample_weight=None, **kwargs):
-        x, y, sample_weight = self._prepare_batch(x, y, sample_weight)
-        return keras.Model.train_on_batch(self, x, y, sample_weight, **kwargs)
-
-    def test_on_batch(self, x, y=None, sample_weight=None, **kwargs):
-        x, y, sample_weight = self._prepare_batch(x, y, sample_weight)
-        return keras.Model.test_on_batch(self, x, y, sample_weight, **kwargs)
-
-    @property
-    def metrics(self):
-        return (
-            super().metrics
-            + list(getattr(self, "loss_term_trackers", {}).values())
-            + list(getattr(self, "panoptic_quality_metrics", []))
         )
 
     def get_config(self):

@@ -20,6 +20,11 @@ from keras_maxdeeplab.backend_seam import check_export_format
 from keras_maxdeeplab.backend_seam import export_model
 from keras_maxdeeplab.coco.categories import LABEL_DIVISOR
 from keras_maxdeeplab.postprocessing.panoptic import postprocess_panoptic
+from keras_maxdeeplab.postprocessing.panoptic import postprocess_panoptic_maskwise
+
+# The post-processors a `PanopticPostProcessor` runs, by deeplab2's
+# `transformer_post_processing` name (MaX-DeepLab: pixelwise, kMaX: maskwise).
+POST_PROCESSORS = {"pixelwise": postprocess_panoptic, "maskwise": postprocess_panoptic_maskwise}
 
 # Every format of `keras.Model.export`, in its order.
 EXPORT_FORMATS = ("tf_saved_model", "onnx", "openvino", "litert", "torch")
@@ -70,7 +75,10 @@ class PanopticPostProcessor(keras.layers.Layer):
         thing_class_ids: contiguous ids of the thing classes.
         label_divisor: `panoptic = semantic * label_divisor + instance`.
         postprocess_options: thresholds and area limits
-            (`DEFAULT_POSTPROCESS_OPTIONS` keys).
+            (`DEFAULT_POSTPROCESS_OPTIONS` keys; `MASKWISE_POSTPROCESS_OPTIONS`
+            ones for `"maskwise"`).
+        method: `"pixelwise"` (`postprocess_panoptic`, MaX-DeepLab) or
+            `"maskwise"` (`postprocess_panoptic_maskwise`, kMaX-DeepLab).
 
     Inputs: the `MaXDeepLab` output dict (`pixel_space_mask_logits`
     `[B, h, w, N]`, `transformer_class_logits` `[B, N, K]`). Outputs: a dict of
@@ -89,16 +97,23 @@ class PanopticPostProcessor(keras.layers.Layer):
         thing_class_ids,
         label_divisor=LABEL_DIVISOR,
         postprocess_options=None,
+        method="pixelwise",
         **kwargs,
     ):
         super().__init__(**kwargs)
+        if method not in POST_PROCESSORS:
+            raise ValueError(
+                f"Unknown post-processing method {method!r}; expected one of "
+                f"{sorted(POST_PROCESSORS)}."
+            )
+        self.method = method
         self.image_size = tuple(int(s) for s in image_size)
         self.thing_class_ids = tuple(int(i) for i in thing_class_ids)
         self.label_divisor = int(label_divisor)
         self.postprocess_options = dict(postprocess_options or {})
 
     def call(self, outputs):
-        return postprocess_panoptic(
+        return POST_PROCESSORS[self.method](
             outputs["pixel_space_mask_logits"],
             outputs["transformer_class_logits"],
             self.image_size,
@@ -123,6 +138,7 @@ class PanopticPostProcessor(keras.layers.Layer):
                 "thing_class_ids": self.thing_class_ids,
                 "label_divisor": self.label_divisor,
                 "postprocess_options": self.postprocess_options,
+                "method": self.method,
             }
         )
         return config

@@ -1,0 +1,265 @@
+"""Training and inference shared by the mask-transformer tasks (MaX-DeepLab, kMaX-DeepLab).
+
+Both are deeplab2 "MaX-DeepLab family" models: one loss dict of per-sample
+terms, deeplab2's Adam recipe, and a post-processor turning the raw outputs
+into panoptic maps. `PanopticTask` holds what is the same computation; the
+subclasses say which loss, which post-processor and which variables count
+as the ImageNet-pretrained backbone.
+"""
+
+import keras
+from keras_hub.models import ImageSegmenter
+
+from keras_maxdeeplab import backend_seam
+from keras_maxdeeplab.coco.categories import COCO_PANOPTIC_CATEGORIES
+from keras_maxdeeplab.coco.categories import check_categories
+from keras_maxdeeplab.coco.categories import thing_class_ids
+from keras_maxdeeplab.evaluation.metric import PanopticQuality
+from keras_maxdeeplab.models.max_deeplab.input_checks import check_raw_images
+from keras_maxdeeplab.models.max_deeplab.max_deeplab_image_converter import (
+    MaXDeepLabImageConverter,
+)
+from keras_maxdeeplab.optimizers import MaXDeepLabAdam
+from keras_maxdeeplab.optimizers import WarmUpPolynomialDecay
+from keras_maxdeeplab.postprocessing.segments import panoptic_results
+
+
+class _PanopticPipelines:
+    """`predict_panoptic`'s compiled pipelines, by post-processing options. A
+    plain object: Keras neither tracks nor saves the models inside (they share
+    the task's weights)."""
+
+    def __init__(self):
+        self.by_options = {}
+
+
+def check_postprocess_options(options, defaults, message="Unknown postprocess_options"):
+    """Raises a ValueError naming the keys of `options` that `defaults` lacks.
+
+    Example:
+    >>> check_postprocess_options({"area": 1}, DEFAULT_POSTPROCESS_OPTIONS)  # ValueError
+    """
+    unknown = sorted(set(options or {}) - set(defaults))
+    if unknown:
+        raise ValueError(f"{message} {unknown}; expected keys among {sorted(defaults)}.")
+
+
+def resolve_categories(categories, num_classes, source):
+    """`(categories, num_classes)` of a task: COCO panoptic's 133 by default,
+    checked (`check_categories`); `num_classes` follows from them (+ void)
+    and must agree when given.
+
+    Example:
+    >>> categories, num_classes = resolve_categories(None, None, "MaXDeepLab categories")
+    >>> num_classes  # 134
+    """
+    categories = check_categories(
+        COCO_PANOPTIC_CATEGORIES if categories is None else categories, source
+    )
+    if num_classes is None:
+        num_classes = len(categories) + 1
+    if num_classes != len(categories) + 1:
+        raise ValueError(
+            f"num_classes={num_classes} does not match {len(categories)} categories + void; "
+            "pass the dataset's `categories` (num_classes then follows from them)."
+        )
+    return categories, num_classes
+
+
+class PanopticTask(ImageSegmenter):
+    """Base of `MaXDeepLab` and `KMaXDeepLab`: compile / loss / metrics and
+    `predict_panoptic`.
+
+    A subclass sets `default_postprocess_options` (its post-processor's
+    keyword arguments and deeplab2's values) and implements
+    `_default_loss()` (the `compile(loss="auto")` loss, whose
+    `compute_terms(y_true, y_pred)` returns `[B]` terms and `total_loss`),
+    `_loss_term_names(loss)` (the terms reported as metrics),
+    `_pretrained_variables()` (what `backbone_learning_rate_multiplier`
+    scales) and `_post_processor(image_size, options)` (a layer from the
+    output dict to `[B, H, W]` maps: `panoptic_pred`, `semantic_pred`,
+    `instance_pred`, `semantic_scores`, ...). Instances carry `backbone`,
+    `categories` and `postprocess_options`.
+    """
+
+    default_postprocess_options = {}
+
+    def compile(
+        self,
+        optimizer="auto",
+        loss="auto",
+        metrics=None,
+        learning_rate=1e-3,
+        training_steps=100_000,
+        warmup_steps=5000,
+        backbone_learning_rate_multiplier=0.1,
+        **kwargs,
+    ):
+        """Configures training with deeplab2's recipe by default.
+
+        `optimizer="auto"`: Adam (no weight decay), `learning_rate` with
+        `warmup_steps` of linear warm-up then polynomial decay (power 0.9) to 0
+        at `training_steps`, and `backbone_learning_rate_multiplier` on the
+        ImageNet-pretrained backbone variables. `metrics` may include
+        `keras_maxdeeplab.evaluation.PanopticQuality` (targets then need
+        `panoptic_gt`). `loss="auto"`: the model's deeplab2 loss for its
+        classes; each term is reported as a metric. keras-hub's semantic
+        cross-entropy default does not apply to these outputs.
+
+        Example:
+        >>> model.compile(learning_rate=1e-3, training_steps=20_000)
+        >>> model.fit(dataset)  # (images, y_true dict) batches
+        """
+        jit_compile = kwargs.get("jit_compile", "auto")
+        if optimizer == "auto":
+            schedule = WarmUpPolynomialDecay(learning_rate, training_steps, warmup_steps)
+            optimizer = MaXDeepLabAdam(schedule, backbone_learning_rate_multiplier)
+            optimizer.set_multiplied_variables(self._pretrained_variables())
+        if loss == "auto":
+            loss = self._default_loss()
+        # The attribute keeps MaXDeepLab's name: it is the loss of either task.
+        self.max_deeplab_loss = loss
+        self.loss_term_trackers = {}
+        if loss is not None:
+            self.loss_term_trackers = {
+                term: keras.metrics.Mean(name=term) for term in self._loss_term_names(loss)
+            }
+        # Panoptic-quality metrics read the whole target and output dicts, so
+        # they are updated here rather than by Keras' per-output metric logic.
+        metrics = list(metrics or [])
+        self.panoptic_quality_metrics = [m for m in metrics if isinstance(m, PanopticQuality)]
+        metrics = [m for m in metrics if not isinstance(m, PanopticQuality)] or None
+        if self.panoptic_quality_metrics:
+            backend_seam.check_host_calls_compile(jit_compile, "PanopticQuality")
+        keras.Model.compile(self, optimizer=optimizer, loss=None, metrics=metrics, **kwargs)
+        if loss is not None:
+            # Under TensorFlow's XLA the loss must avoid the host call to scipy's matcher.
+            loss.jit_compile = backend_seam.host_call_jit_compile(
+                loss.jit_compile, self.jit_compile, jit_compile
+            )
+
+    @property
+    def thing_class_ids(self):
+        """Contiguous class ids of the thing categories (COCO: 1..80)."""
+        return thing_class_ids(self.categories)
+
+    @property
+    def image_converter(self):
+        """The preprocessor's image converter; without a preprocessor, deeplab2's
+        evaluation preprocessing at the backbone's image size."""
+        if self.preprocessor is not None and self.preprocessor.image_converter is not None:
+            return self.preprocessor.image_converter
+        return MaXDeepLabImageConverter(image_size=tuple(self.backbone.image_shape[:2]))
+
+    def predict_panoptic(self, images, batch_size=8, **postprocess_options):
+        """Segments images of any size: preprocessing, model, deeplab2's
+        post-processing, and the maps resized back to each image.
+
+        Args:
+            images: an `[H, W, 3]` image, a list of them (sizes may differ) or
+                a `[B, H, W, 3]` batch; uint8 or float in 0..255. Anything
+                else (16-bit, 0..1 floats, NaN pixels, grayscale, empty or
+                degenerate sizes, a path) is refused with a ValueError saying
+                what to do (`input_checks.check_raw_images`).
+            batch_size: images per forward pass.
+            **postprocess_options: overrides of `self.postprocess_options`.
+
+        Returns:
+            a list with one dict per image: `segmentation` `[H, W]` int32
+            (0 = void, segments 1..K), `segments_info` (`id`, `label_id`,
+            `category_id`, `label`, `isthing`, `score`, `area`,
+            `panoptic_id`) in this model's dataset ids, and deeplab2's raw
+            `panoptic_pred`, `semantic_pred`, `instance_pred` maps.
+
+        Example:
+        >>> result = model.predict_panoptic(image)[0]
+        >>> [(s["label"], s["score"]) for s in result["segments_info"]]
+        """
+        converter = self.image_converter
+        images = check_raw_images(images, converter.image_size)
+        pipeline = self._panoptic_pipeline({**self.postprocess_options, **postprocess_options})
+        results = []
+        for start in range(0, len(images), batch_size):
+            chunk = images[start : start + batch_size]
+            batch = keras.ops.stack([converter(image) for image in chunk])
+            results += panoptic_results(
+                pipeline.predict_on_batch(batch),
+                [keras.ops.shape(image)[:2] for image in chunk],
+                self.categories,
+                converter,
+            )
+        return results
+
+    def _panoptic_pipeline(self, options):
+        """This network and deeplab2's post-processor as one Keras model, whose
+        `predict_on_batch` compiles both into one function (post-processing
+        eagerly after the compiled network took a third of the time at 641
+        on TensorFlow). Built once per post-processing options."""
+        cache = getattr(self, "_panoptic_pipelines", None)
+        if cache is None:
+            cache = self._panoptic_pipelines = _PanopticPipelines()
+        check_postprocess_options(
+            options, self.default_postprocess_options, "Unknown postprocess options"
+        )
+        key = (self.thing_class_ids, tuple(sorted(options.items())))
+        if key not in cache.by_options:
+            size = tuple(self.backbone.image_shape[:2])
+            images = keras.Input((*size, 3), name="images")
+            # Inputs already converted: keras-hub's preprocessor is not applied.
+            maps = self._post_processor(size, options)(self(images, training=False))
+            cache.by_options[key] = keras.Model(images, maps)
+        return cache.by_options[key]
+
+    def compute_loss(self, x=None, y=None, y_pred=None, sample_weight=None, training=True):
+        """Mean over the batch of every loss term (NaN -> 0), summed, and
+        divided by the replica count, as deeplab2's trainer.
+
+        On TensorFlow under `tf.distribute` each replica computes this on its
+        share of the global batch and the gradients are summed, so the
+        division makes them the global batch mean's; Keras multiplies the
+        reported loss back. The per-term metrics get the undivided means.
+        On JAX the step is one program over the global batch (count 1).
+        The loss is float32 under mixed precision.
+        """
+        if getattr(self, "max_deeplab_loss", None) is None:
+            return super().compute_loss(x, y, y_pred, sample_weight, training)
+        terms = self.max_deeplab_loss.compute_terms(y, y_pred)
+        total = 0.0
+        for term, tracker in self.loss_term_trackers.items():
+            if term not in terms:
+                continue
+            value = keras.ops.mean(terms[term])
+            value = keras.ops.where(keras.ops.isnan(value), 0.0, value)
+            tracker.update_state(value)
+            total = total + value
+        replicas = backend_seam.replicas_in_sync()
+        return total / replicas if replicas > 1 else total
+
+    def compute_metrics(self, x, y, y_pred, sample_weight=None):
+        for metric in getattr(self, "panoptic_quality_metrics", []):
+            metric.update_state(y, y_pred)
+        return super().compute_metrics(x, y, y_pred, sample_weight)
+
+    def _prepare_batch(self, x, y, sample_weight):
+        # keras-hub's PipelineModel converts `y` as one tensor; ours is a dict.
+        data = self.preprocess_samples(x, y, sample_weight)
+        return [
+            None if part is None else keras.tree.map_structure(keras.ops.convert_to_tensor, part)
+            for part in keras.utils.unpack_x_y_sample_weight(data)
+        ]
+
+    def train_on_batch(self, x, y=None, sample_weight=None, **kwargs):
+        x, y, sample_weight = self._prepare_batch(x, y, sample_weight)
+        return keras.Model.train_on_batch(self, x, y, sample_weight, **kwargs)
+
+    def test_on_batch(self, x, y=None, sample_weight=None, **kwargs):
+        x, y, sample_weight = self._prepare_batch(x, y, sample_weight)
+        return keras.Model.test_on_batch(self, x, y, sample_weight, **kwargs)
+
+    @property
+    def metrics(self):
+        return (
+            super().metrics
+            + list(getattr(self, "loss_term_trackers", {}).values())
+            + list(getattr(self, "panoptic_quality_metrics", []))
+        )
