@@ -1,0 +1,111 @@
+"""kMaX-DeepLab's training and inference methods against deeplab2's tiny
+reference (../shared/reference/kmax_deeplab_tiny): the trainer loss through
+`compute_loss` with the model's own auxiliary outputs, and `predict_panoptic`
+giving deeplab2's maskwise maps."""
+
+import functools
+import json
+
+import numpy as np
+import pytest
+
+import keras
+
+from keras_maxdeeplab.conversion.deeplab2 import load_kmax_checkpoint
+from keras_maxdeeplab.models.kmax_deeplab.kmax_builder import build_kmax_model
+from keras_maxdeeplab.postprocessing import MASKWISE_POSTPROCESS_OPTIONS
+from tests.helpers import shared_path
+from tests.helpers import to_numpy
+
+REFERENCE = ("reference", "kmax_deeplab_tiny")
+CROP = 65
+
+
+@pytest.fixture(scope="module")
+def io():
+    return np.load(shared_path(*REFERENCE, "io.npz"))
+
+
+@pytest.fixture(scope="module")
+def model():
+    shared_path(*REFERENCE, "ckpt")
+    model = build_kmax_model("kmax_r50_tiny", CROP)
+    load_kmax_checkpoint(model, shared_path(*REFERENCE, "ckpt"))
+    return model
+
+
+def _y_true(io):
+    gt = f"s{CROP}/gt"
+    return {
+        "semantic_gt": io[f"{gt}/semantic_gt"],
+        "thing_id_mask_gt": io[f"{gt}/thing_id_mask_gt"],
+        "thing_id_class_gt": io[f"{gt}/thing_id_class_gt"].astype("int32"),
+        "semantic_loss_weight": io[f"{gt}/semantic_loss_weight"],
+    }
+
+
+def test_compute_loss_is_deeplab2s_trainer_loss(model, io):
+    """deeplab2's trainer loss on the inference forward (README section 7):
+    the model's 6 auxiliary predictions, deeplab2's matching and Gumbel draws
+    replayed; every term's metric and the summed loss."""
+    prefix = f"s{CROP}/loss_eval_with_aux"
+    images = io[f"s{CROP}/input/image_0_255"] / np.float32(127.5) - np.float32(1)
+    model.compile(instance_discrimination_sample_k=64)
+    loss = model.max_deeplab_loss
+    draws = sorted(k for k in io.files if k.startswith(f"{prefix}/gumbel_sample_indices/"))
+    assert len(draws) == 7
+    # A test hook: deeplab2's assignment and pixel draws instead of our own.
+    loss.compute_terms = functools.partial(
+        type(loss).compute_terms,
+        loss,
+        permutation=io[f"{prefix}/matching/full_permutation"],
+        sample_indices=[io[k] for k in draws],
+    )
+    y_pred = model.outputs_with_auxiliary(images)
+    assert len(y_pred["auxiliary_outputs"]) == 6
+    total = float(keras.ops.convert_to_numpy(model.compute_loss(images, _y_true(io), y_pred)))
+    reference = float(io[f"{prefix}/total_loss"][0])
+    assert total == pytest.approx(reference, rel=2e-4)
+    trackers = model.loss_term_trackers
+    assert len(trackers) == 6 * 4 + 5
+    for term, tracker in trackers.items():
+        expected = float(io[f"{prefix}/{term}"][0])
+        got = float(keras.ops.convert_to_numpy(tracker.result()))
+        assert got == pytest.approx(expected, rel=2e-4, abs=1e-5), term
+
+
+def test_compile_refuses_too_many_sampled_pixels(model):
+    with pytest.raises(ValueError, match="must be in 1..289"):
+        model.compile(instance_discrimination_sample_k=4096)
+
+
+def test_predict_panoptic_gives_deeplab2s_maskwise_maps(model, io):
+    """The decoded uint8 image through the converter, the compiled network and
+    maskwise post-processor: deeplab2's crop-65 maps (tuned thresholds),
+    restored to the image's size."""
+    image = np.load(shared_path("reference", "max_deeplab_tiny", "io.npz"))["image/decoded_uint8"]
+    config = json.load(open(shared_path(*REFERENCE, "config.json")))
+    options = dict(config["post_processing"]["tuned_thresholds"][str(CROP)])
+    options.pop("transformer_post_processing")
+    (result,) = model.predict_panoptic(image, **options)
+    converter = model.image_converter
+    for key in ("panoptic_pred", "semantic_pred", "instance_pred"):
+        expected = converter.restore_original_size(io[f"s{CROP}/postprocess/{key}"][0], (360, 640))
+        np.testing.assert_array_equal(result[key], expected, err_msg=key)
+    # README section 6: 5 segments (3 thing, 2 stuff) at crop 65.
+    assert sorted(s["isthing"] for s in result["segments_info"]) == [False, False, True, True, True]
+    for segment in result["segments_info"]:
+        assert segment["area"] == (result["segmentation"] == segment["id"]).sum()
+    # The same maps at the crop size, straight from the compiled pipeline.
+    maps = to_numpy(model._panoptic_pipeline({**model.postprocess_options, **options})(
+        io[f"s{CROP}/input/image_0_255"] / np.float32(127.5) - np.float32(1)
+    ))
+    for key in ("panoptic_pred", "semantic_pred", "instance_pred"):
+        np.testing.assert_array_equal(maps[key], io[f"s{CROP}/postprocess/{key}"], err_msg=key)
+
+
+def test_postprocess_options_default_to_kmax_and_refuse_unknown_keys(model):
+    assert model.postprocess_options == MASKWISE_POSTPROCESS_OPTIONS
+    assert MASKWISE_POSTPROCESS_OPTIONS["stuff_area_limit"] == 6400
+    with pytest.raises(ValueError, match="Unknown postprocess options \\['area'\\]"):
+        model.predict_panoptic(np.zeros((20, 30, 3), np.uint8), area=1)
