@@ -16,6 +16,7 @@ from keras_maxdeeplab.models.kmax_deeplab.kmax_builder import build_kmax_model
 from keras_maxdeeplab.postprocessing import MASKWISE_POSTPROCESS_OPTIONS
 from tests.helpers import shared_path
 from tests.helpers import to_numpy
+from tests.losses.test_kmax_deeplab_loss import _y_true
 
 REFERENCE = ("reference", "kmax_deeplab_tiny")
 CROP = 65
@@ -32,16 +33,6 @@ def model():
     model = build_kmax_model("kmax_r50_tiny", CROP)
     load_kmax_checkpoint(model, shared_path(*REFERENCE, "ckpt"))
     return model
-
-
-def _y_true(io):
-    gt = f"s{CROP}/gt"
-    return {
-        "semantic_gt": io[f"{gt}/semantic_gt"],
-        "thing_id_mask_gt": io[f"{gt}/thing_id_mask_gt"],
-        "thing_id_class_gt": io[f"{gt}/thing_id_class_gt"].astype("int32"),
-        "semantic_loss_weight": io[f"{gt}/semantic_loss_weight"],
-    }
 
 
 def test_compute_loss_is_deeplab2s_trainer_loss(model, io):
@@ -63,7 +54,7 @@ def test_compute_loss_is_deeplab2s_trainer_loss(model, io):
     )
     y_pred = model.outputs_with_auxiliary(images)
     assert len(y_pred["auxiliary_outputs"]) == 6
-    total = float(keras.ops.convert_to_numpy(model.compute_loss(images, _y_true(io), y_pred)))
+    total = float(keras.ops.convert_to_numpy(model.compute_loss(images, _y_true(io, CROP), y_pred)))
     reference = float(io[f"{prefix}/total_loss"][0])
     assert total == pytest.approx(reference, rel=2e-4)
     trackers = model.loss_term_trackers

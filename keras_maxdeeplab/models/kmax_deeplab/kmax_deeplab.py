@@ -39,6 +39,10 @@ AUXILIARY_KEYS = (
 )
 
 
+# deeplab2's kMaX COCO schedule: `compile`'s defaults for `PanopticTask.compile`.
+KMAX_TRAINING_SCHEDULE = {"learning_rate": 5e-4, "training_steps": 150_000, "warmup_steps": 5000}
+
+
 class _TrainingGraph:
     """The network with the auxiliary predictions as an extra output (built
     on first use). A plain object: Keras neither tracks nor saves the model
@@ -321,10 +325,6 @@ class KMaXDeepLab(PanopticTask):
         optimizer="auto",
         loss="auto",
         metrics=None,
-        learning_rate=5e-4,
-        training_steps=150_000,
-        warmup_steps=5000,
-        backbone_learning_rate_multiplier=0.1,
         instance_discrimination_sample_k=4096,
         **kwargs,
     ):
@@ -332,8 +332,9 @@ class KMaXDeepLab(PanopticTask):
 
         As `MaXDeepLab.compile` (Adam, `learning_rate` with linear warm-up and
         polynomial decay, `backbone_learning_rate_multiplier` on the pixel
-        encoder), with kMaX's schedule (5e-4, 150k steps, 5k warm-up; deeplab2
-        uses AdamW with weight decay 0.05 there, this Adam has none) and
+        encoder; the same keyword arguments), with kMaX's schedule
+        `KMAX_TRAINING_SCHEDULE` (5e-4, 150k steps, 5k warm-up; deeplab2 uses
+        AdamW with weight decay 0.05 there, this Adam has none) and
         `loss="auto"`: a `KMaXDeepLabLoss` for this model's classes (semantic
         1.0, PQ-style 3.0, mask-id 0.3, instance discrimination 1.0, with
         `instance_discrimination_sample_k` pixels drawn per prediction, at
@@ -357,16 +358,7 @@ class KMaXDeepLab(PanopticTask):
                 num_classes=self.num_classes,
                 thing_class_ids=self.thing_class_ids,
             )
-        super().compile(
-            optimizer,
-            loss,
-            metrics,
-            learning_rate,
-            training_steps,
-            warmup_steps,
-            backbone_learning_rate_multiplier,
-            **kwargs,
-        )
+        super().compile(optimizer, loss, metrics, **{**KMAX_TRAINING_SCHEDULE, **kwargs})
 
     def _loss_term_names(self, loss):
         terms = list(PER_OUTPUT_TERMS) + ["semantic_loss"]
