@@ -33,4 +33,3 @@ def test_fit_lowers_the_loss():
     assert np.mean(losses[-3:]) < np.mean(losses[:3]), losses
     # evaluate: deeplab2's evaluator loss (final prediction, deterministic).
     assert after["loss"] < before["loss"], (before["loss"], after["loss"])
-    print("kMaX fit", keras.backend.backend(), losses[0], losses[-1], before["loss"], after["loss"])
