@@ -294,9 +294,11 @@ def export_model(model, path, format, verbose=False):
     batch size left variable in every format.
 
     Keras' exporters do so except on PyTorch, where `torch.export` needs the
-    batch marked dynamic and Keras' ONNX route for a dynamic batch (the
-    TorchScript exporter) fails on Keras' constants: there the dynamo ONNX
-    exporter is called with the batch marked.
+    batch marked dynamic; there Keras' ONNX route for a dynamic batch (the
+    TorchScript exporter) fails on Keras' constants, and its OpenVINO route
+    (a TorchScript trace) fixes the batch and cannot trace dict outputs. So
+    on PyTorch the program comes from `torch.export` with the batch marked,
+    and goes to the dynamo ONNX exporter or to OpenVINO's converter.
 
     Args:
         model: a functional Keras model with one input named as the
@@ -308,7 +310,7 @@ def export_model(model, path, format, verbose=False):
     name = spec.name
     signature = [keras.InputSpec(shape=spec.shape, dtype=spec.dtype, name=name)]
     backend = keras.backend.backend()
-    if backend == "torch" and format in ("torch", "onnx"):
+    if backend == "torch" and format in ("torch", "onnx", "openvino"):
         import torch
 
         # A batch of 2 to trace with: PyTorch fixes a dimension of size 1.
@@ -319,13 +321,25 @@ def export_model(model, path, format, verbose=False):
             )
         sample = keras.ops.zeros((2, *spec.shape[1:]), spec.dtype)
         model.eval()
+        # The outputs in the order the traced dict has them.
+        output_names = list(model(sample))
+        if format == "openvino":
+            import openvino
+
+            program = torch.export.export(model, (sample,), dynamic_shapes=(({0: batch},),))
+            converted = openvino.convert_model(program)
+            converted.inputs[0].get_tensor().set_names({name})
+            for output, output_name in zip(converted.outputs, output_names):
+                output.get_tensor().set_names({output_name})
+            # float32 weights, as Keras' OpenVINO exporter writes them (not fp16).
+            openvino.save_model(converted, path, compress_to_fp16=False)
+            return None
         program = torch.onnx.export(
             model,
             (sample,),
             dynamo=True,
             input_names=[name],
-            # The outputs in the order the traced dict has them.
-            output_names=list(model(sample)),
+            output_names=output_names,
             dynamic_shapes=(({0: batch},),),
             verbose=bool(verbose),
         )
