@@ -233,10 +233,11 @@ _EXPORT_FORMATS = {
         "litert": "tensorflow",
     },
     "jax": {"tf_saved_model": "tensorflow", "onnx": "jax2onnx", "openvino": "openvino"},
+    # No "openvino": Keras' OpenVINO route on PyTorch is a TorchScript trace,
+    # which fixes the batch size and cannot trace a dict of outputs.
     "torch": {
         "tf_saved_model": "torch_xla",
         "onnx": "onnxscript",
-        "openvino": "openvino",
         "litert": "litert_torch",
         "torch": "torch",
     },
@@ -267,10 +268,11 @@ def check_export_format(format, formats):
     module = _EXPORT_FORMATS.get(backend, {}).get(format)
     if module is None:
         able = [name for name, needs in _EXPORT_FORMATS.items() if format in needs]
+        reason = _EXPORT_REFUSALS.get((backend, format), "")
         raise ValueError(
-            f"Keras cannot export format {format!r} on the {backend} backend (it exports "
+            f"Keras cannot export format {format!r} on the {backend} backend{reason} (it exports "
             f"{', '.join(export_formats(installed=False))}); run with KERAS_BACKEND set to "
-            f"one of {', '.join(able)}."
+            f"one of {', '.join(able)}: the same weights give the same artifact."
         )
     if importlib.util.find_spec(module) is None:
         package = _PIP_NAMES.get(module, module)
@@ -280,6 +282,12 @@ def check_export_format(format, formats):
         )
 
 
+# Why a format Keras offers for a backend is not in `_EXPORT_FORMATS` there.
+_EXPORT_REFUSALS = {
+    ("torch", "openvino"): " with the post-processor inside: its OpenVINO route is a "
+    "TorchScript trace, which fixes the batch size and cannot trace the serving model's dict "
+    "of outputs",
+}
 _PIP_NAMES = {"litert_torch": "litert-torch"}
 _PIP_NOTES = {
     "torch_xla": " built for the installed PyTorch (Keras converts through StableHLO; or export "
@@ -294,11 +302,9 @@ def export_model(model, path, format, verbose=False):
     batch size left variable in every format.
 
     Keras' exporters do so except on PyTorch, where `torch.export` needs the
-    batch marked dynamic; there Keras' ONNX route for a dynamic batch (the
-    TorchScript exporter) fails on Keras' constants, and its OpenVINO route
-    (a TorchScript trace) fixes the batch and cannot trace dict outputs. So
-    on PyTorch the program comes from `torch.export` with the batch marked,
-    and goes to the dynamo ONNX exporter or to OpenVINO's converter.
+    batch marked dynamic and Keras' ONNX route for a dynamic batch (the
+    TorchScript exporter) fails on Keras' constants: there the dynamo ONNX
+    exporter is called with the batch marked.
 
     Args:
         model: a functional Keras model with one input named as the
@@ -310,7 +316,7 @@ def export_model(model, path, format, verbose=False):
     name = spec.name
     signature = [keras.InputSpec(shape=spec.shape, dtype=spec.dtype, name=name)]
     backend = keras.backend.backend()
-    if backend == "torch" and format in ("torch", "onnx", "openvino"):
+    if backend == "torch" and format in ("torch", "onnx"):
         import torch
 
         # A batch of 2 to trace with: PyTorch fixes a dimension of size 1.
@@ -321,25 +327,13 @@ def export_model(model, path, format, verbose=False):
             )
         sample = keras.ops.zeros((2, *spec.shape[1:]), spec.dtype)
         model.eval()
-        # The outputs in the order the traced dict has them.
-        output_names = list(model(sample))
-        if format == "openvino":
-            import openvino
-
-            program = torch.export.export(model, (sample,), dynamic_shapes=(({0: batch},),))
-            converted = openvino.convert_model(program)
-            converted.inputs[0].get_tensor().set_names({name})
-            for output, output_name in zip(converted.outputs, output_names):
-                output.get_tensor().set_names({output_name})
-            # float32 weights, as Keras' OpenVINO exporter writes them (not fp16).
-            openvino.save_model(converted, path, compress_to_fp16=False)
-            return None
         program = torch.onnx.export(
             model,
             (sample,),
             dynamo=True,
             input_names=[name],
-            output_names=output_names,
+            # The outputs in the order the traced dict has them.
+            output_names=list(model(sample)),
             dynamic_shapes=(({0: batch},),),
             verbose=bool(verbose),
         )
