@@ -223,6 +223,26 @@ def host_call(fn, inputs, output_shape, output_dtype, per_sample=False):
 
 
 
+def take(x, indices, axis):
+    """`keras.ops.take(x, indices, axis)` for 1-D `indices`, exportable on
+    every backend.
+
+    Keras' PyTorch `take` squeezes the axis after `index_select`, a no-op
+    that the dynamo ONNX exporter writes as a Squeeze ONNX Runtime rejects;
+    there `index_select` alone gives the same values.
+
+    Example:
+    >>> take(maps, np.array([0, 0, 1], "int32"), axis=1)  # [B, 3, W] from [B, >=2, W]
+    """
+    if keras.backend.backend() == "torch":
+        import torch
+
+        return torch.index_select(
+            keras.ops.convert_to_tensor(x), axis, keras.ops.convert_to_tensor(indices).long()
+        )
+    return keras.ops.take(x, indices, axis=axis)
+
+
 # The formats of `keras.Model.export` each backend can write, and the Python
 # module each needs besides the backend (Keras' exporter for it).
 _EXPORT_FORMATS = {
@@ -232,7 +252,9 @@ _EXPORT_FORMATS = {
         "openvino": "openvino",
         "litert": "tensorflow",
     },
-    "jax": {"tf_saved_model": "tensorflow", "onnx": "jax2onnx", "openvino": "openvino"},
+    # No "openvino" on JAX: Keras converts through jax2tf without XLA, which
+    # cannot convert the backbone's axial-attention gathers.
+    "jax": {"tf_saved_model": "tensorflow", "onnx": "jax2onnx"},
     # No "openvino": Keras' OpenVINO route on PyTorch is a TorchScript trace,
     # which fixes the batch size and cannot trace a dict of outputs.
     "torch": {
@@ -284,6 +306,8 @@ def check_export_format(format, formats):
 
 # Why a format Keras offers for a backend is not in `_EXPORT_FORMATS` there.
 _EXPORT_REFUSALS = {
+    ("jax", "openvino"): ": its OpenVINO route converts through jax2tf without XLA, which cannot "
+    "convert the backbone's axial-attention gathers",
     ("torch", "openvino"): " with the post-processor inside: its OpenVINO route is a "
     "TorchScript trace, which fixes the batch size and cannot trace the serving model's dict "
     "of outputs",

@@ -296,15 +296,20 @@ def test_bad_export_requests(model, tmp_path):
     assert not os.listdir(tmp_path)
 
 
-def test_openvino_on_torch_says_why_and_what_to_do(model):
-    """Keras' OpenVINO route on PyTorch cannot hold the serving graph: a
-    clear error naming the cause and the backends that can."""
-    if keras.backend.backend() != "torch":
+def test_openvino_refusals_say_why_and_what_to_do(model):
+    """Keras' OpenVINO routes on PyTorch and JAX cannot hold the serving
+    graph: a clear error naming the cause and the backend that can."""
+    backend = keras.backend.backend()
+    reasons = {
+        "torch": r"with the post-processor inside: .*TorchScript.*dict of outputs",
+        "jax": r": .*jax2tf without XLA.*axial-attention gathers",
+    }
+    if backend not in reasons:
         assert "openvino" in export_formats(installed=False)
         return
     with pytest.raises(
-        ValueError, match=r"'openvino' on the torch backend with the post-processor.*TorchScript"
-        r".*dict of outputs.*tensorflow, jax"
+        ValueError,
+        match=rf"'openvino' on the {backend} backend{reasons[backend]}.*set to one of tensorflow",
     ):
         model.export("unused", format="openvino")
 

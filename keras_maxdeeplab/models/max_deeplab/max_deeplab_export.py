@@ -21,6 +21,7 @@ import keras
 from keras_maxdeeplab.atomic_files import write_folder_atomically
 from keras_maxdeeplab.backend_seam import check_export_format
 from keras_maxdeeplab.backend_seam import export_model
+from keras_maxdeeplab.backend_seam import take
 from keras_maxdeeplab.coco.categories import LABEL_DIVISOR
 from keras_maxdeeplab.models.max_deeplab.max_deeplab_image_converter import convert_images
 from keras_maxdeeplab.models.max_deeplab.max_deeplab_image_converter import restore_indices
@@ -106,10 +107,7 @@ class RestoreInputSize(keras.layers.Layer):
         rows, cols = restore_indices(self.input_size, self.crop_size)
         rows = keras.ops.convert_to_tensor(rows.astype("int32"))
         cols = keras.ops.convert_to_tensor(cols.astype("int32"))
-        return {
-            name: keras.ops.take(keras.ops.take(value, rows, axis=1), cols, axis=2)
-            for name, value in maps.items()
-        }
+        return {name: take(take(value, rows, axis=1), cols, axis=2) for name, value in maps.items()}
 
     def compute_output_spec(self, maps):
         return {
