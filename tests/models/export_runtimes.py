@@ -30,7 +30,9 @@ def load_onnx(path):
 def load_openvino(path):
     import openvino
 
-    compiled = openvino.Core().compile_model(path, "CPU")
+    # float32 inference: OpenVINO's CPU plugin otherwise runs in bfloat16 on
+    # CPUs that have it (AMX, AVX512_BF16), which moves segments.
+    compiled = openvino.Core().compile_model(path, "CPU", {"INFERENCE_PRECISION_HINT": "f32"})
 
     def run(images):
         result = compiled(images)
