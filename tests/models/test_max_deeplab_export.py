@@ -306,7 +306,7 @@ def test_openvino_refusals_say_why_and_what_to_do(model):
     graph: a clear error naming the cause and the backend that can."""
     backend = keras.backend.backend()
     reasons = {
-        "torch": r"with the post-processor inside: .*TorchScript.*dict of outputs",
+        "torch": r" with the post-processor inside: .*TorchScript.*dict of outputs",
         "jax": r": .*jax2tf without XLA.*axial-attention gathers",
     }
     if backend not in reasons:
