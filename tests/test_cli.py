@@ -208,3 +208,15 @@ def test_export_refuses_a_format_this_backend_cannot_write_before_loading(tmp_pa
     error = capsys.readouterr().err
     assert error.startswith("maxdeeplab export: error: ") and f"'{format}'" in error
     assert not os.listdir(tmp_path)
+
+
+def test_export_refuses_a_bad_input_size_before_loading(tmp_path, capsys):
+    output = str(tmp_path / "served")
+    code = main(
+        ["export", "max_deeplab_tiny_synthetic", "--output", output, "--input-size", "0", "64"]
+    )
+    assert code == 1
+    error = capsys.readouterr().err
+    assert error.startswith("maxdeeplab export: error: input_size must be (height, width)")
+    assert "[0, 64]" in error
+    assert not os.listdir(tmp_path)
