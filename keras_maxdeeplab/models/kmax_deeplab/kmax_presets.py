@@ -12,7 +12,9 @@ conventions (`metadata`, `kind`, `family` = `"kmax_deeplab"`, `handle`,
 `config` of `KMAX_DEEPLAB_CONFIGS`, `crop_size`, `training_steps`,
 `postprocess_options` = deeplab2's evaluator options, `archive`,
 `archive_sha256`, `source_url`, `deeplab2_name` = its config file, `pq`)
-plus `dataset`, `num_classes` (with void) and `backbone` (in words).
+plus `dataset`, `num_classes` (deeplab2's class channels, the `output_channels`
+of its semantic head: COCO 134 and ADE20K 151 counting void 0; Cityscapes 19,
+its void label being 255) and `backbone` (in words).
 
 `KMAX_DEEPLAB_UNAVAILABLE` holds the other rows, with the same fields and a
 `reason`: their names are listed (`maxdeeplab presets`) and `from_preset`
@@ -41,9 +43,9 @@ _BACKBONES = {
     "convnext_large": ("convnext_large", None, "ConvNeXt-L", "convnext_large"),
 }
 _DATASETS = {
-    # dataset: (deeplab2's name, classes with void, training steps, title)
+    # dataset: (deeplab2's name, class channels, training steps, title)
     "coco": ("coco_panoptic", 134, 150_000, "COCO panoptic (133 classes)"),
-    "cityscapes": ("cityscapes_panoptic", 20, 60_000, "Cityscapes panoptic (19 classes)"),
+    "cityscapes": ("cityscapes_panoptic", 19, 60_000, "Cityscapes panoptic (19 classes)"),
     "ade20k": ("ade20k_panoptic", 151, 100_000, "ADE20K panoptic (150 classes)"),
 }
 # Model sizes counted on the built models (deeplab2's own counts:
@@ -85,7 +87,8 @@ def _row(backbone, dataset, crop_size, pq, archive_stem, config_suffix="", name_
     entry = {
         "metadata": {
             "description": description,
-            "params": _PARAMS.get(config),
+            # Other datasets' class heads differ in size: no count without a built model.
+            "params": _PARAMS.get(config) if dataset == "coco" else None,
             "path": "kmax_deeplab",
         },
         "kind": "task",
