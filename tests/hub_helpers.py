@@ -195,3 +195,10 @@ def cache_listing():
         for name in folders + files
         if not name.endswith(".lock")
     )
+
+
+def assert_only_preset_cached(name):
+    """The cache holds preset `name` and nothing else: no archive, no extracted
+    checkpoint, no work folder."""
+    others = [p for p in cache_listing() if not p.startswith(os.path.join("presets", name))]
+    assert others == ["downloads", "presets"], others

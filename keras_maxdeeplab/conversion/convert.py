@@ -59,11 +59,13 @@ def convert_checkpoint(
     >>> convert_checkpoint("max_deeplab_s_os16_res641_400k", "presets/max_deeplab_s_coco_641",
     ...                    config="max_deeplab_s", crop_size=641)
     """
-    output_dir = os.path.abspath(output_dir)
-    check_output_folder(output_dir, overwrite)
-    model = build_model(config, crop_size, overrides)
-    load_deeplab2_checkpoint(model, checkpoint)
-    return _write_task(model, checkpoint, output_dir, source_url, config, crop_size, overrides, record)
+    return _convert_task(
+        lambda: build_model(config, crop_size, overrides),
+        load_deeplab2_checkpoint,
+        checkpoint,
+        output_dir,
+        (config, crop_size, overrides, source_url, overwrite, record),
+    )
 
 
 def convert_kmax_checkpoint(
@@ -75,26 +77,30 @@ def convert_kmax_checkpoint(
     overwrite=False,
     record=None,
 ):
-    """Converts a deeplab2 kMaX-DeepLab checkpoint into a keras-hub preset folder.
-
-    Strict (`load_kmax_checkpoint`) and atomic like `convert_checkpoint`, with
-    the same `conversion.json`.
-
-    Returns:
-        The converted `KMaXDeepLab` model.
+    """Converts a deeplab2 kMaX-DeepLab checkpoint into a keras-hub preset
+    folder and returns the converted `KMaXDeepLab`: strict
+    (`load_kmax_checkpoint`) and atomic like `convert_checkpoint`, with the
+    same `conversion.json`.
 
     Example:
-    >>> convert_kmax_checkpoint("kmax_resnet50_coco_train", "presets/kmax_r50_coco",
-    ...                         config="kmax_r50", crop_size=1281)
+    >>> model = convert_kmax_checkpoint("kmax_resnet50_coco_train", "presets/kmax_r50_coco")
     """
+
+    def build():
+        return build_kmax_model(config, crop_size)
+
+    options = (config, crop_size, None, source_url, overwrite, record)
+    return _convert_task(build, load_kmax_checkpoint, checkpoint, output_dir, options)
+
+
+def _convert_task(build, load, checkpoint, output_dir, options):
+    """`build()` a task, `load(model, checkpoint)` into it and write its preset
+    folder; `options`: `(config, crop_size, overrides, source_url, overwrite, record)`."""
+    config, crop_size, overrides, source_url, overwrite, record = options
     output_dir = os.path.abspath(output_dir)
     check_output_folder(output_dir, overwrite)
-    model = build_kmax_model(config, crop_size)
-    load_kmax_checkpoint(model, checkpoint)
-    return _write_task(model, checkpoint, output_dir, source_url, config, crop_size, None, record)
-
-
-def _write_task(model, checkpoint, output_dir, source_url, config, crop_size, overrides, record):
+    model = build()
+    load(model, checkpoint)
     record = {
         **_source_record(checkpoint, source_url, config, crop_size),
         "overrides": overrides or {},

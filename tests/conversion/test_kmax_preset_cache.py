@@ -15,6 +15,7 @@ from keras_maxdeeplab.models.kmax_deeplab.kmax_presets import KMAX_DEEPLAB_PRESE
 from tests.helpers import shared_path
 from tests.helpers import to_numpy
 from tests.hub_helpers import ArchiveServer
+from tests.hub_helpers import assert_only_preset_cached
 from tests.hub_helpers import TableSetter
 from tests.hub_helpers import cache_listing
 from tests.hub_helpers import checkpoint_archive
@@ -86,11 +87,7 @@ def test_first_use_converts_deeplab2s_archive(tiny_preset, tmp_path, io, monkeyp
         "task.json",
         "task.weights.h5",
     ]
-    # Only the preset is left: no archive, no extracted checkpoint, no work folder.
-    assert [p for p in cache_listing() if not p.startswith(f"presets{os.sep}{NAME}")] == [
-        "downloads",
-        "presets",
-    ]
+    assert_only_preset_cached(NAME)
     with open(os.path.join(folder, "conversion.json")) as f:
         record = json.load(f)
     assert record["source_url"] == f"{server.url}/mirror/{ARCHIVE}"

@@ -18,6 +18,7 @@ from tests.helpers import python_child
 from tests.helpers import shared_path
 from tests.helpers import to_numpy
 from tests.hub_helpers import ArchiveServer
+from tests.hub_helpers import assert_only_preset_cached
 from tests.hub_helpers import TableSetter
 from tests.hub_helpers import cache_listing
 from tests.hub_helpers import checkpoint_archive
@@ -93,11 +94,7 @@ def test_first_use_downloads_converts_and_caches(tiny_preset, archive, direct, m
 
     folder = cached_preset(NAME)
     assert folder == os.path.join(cache_root(), "presets", NAME)
-    # Only the preset is left: no archive, no extracted checkpoint, no work folder.
-    assert [p for p in cache_listing() if not p.startswith(f"presets{os.sep}{NAME}")] == [
-        "downloads",
-        "presets",
-    ]
+    assert_only_preset_cached(NAME)
     with open(os.path.join(folder, "conversion.json")) as f:
         record = json.load(f)
     assert record["source_url"] == f"{server.url}/mirror/{ARCHIVE}"

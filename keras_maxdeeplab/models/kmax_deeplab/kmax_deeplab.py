@@ -245,25 +245,20 @@ class KMaXDeepLab(ImageSegmenter):
         """Loads a kMaX-DeepLab model from a preset.
 
         Args:
-            preset: a name of `KMaXDeepLab.presets` (its architecture is
-                built from this package's configs; its weights come from the
-                local cache, else its Hugging Face repository once
-                published, else deeplab2's published checkpoint, downloaded
-                and converted once by `load_kmax_checkpoint`: see
-                `keras_maxdeeplab.hub.fetch_preset`), a local preset folder,
-                or a keras-hub handle (`hf://org/name`, ...).
+            preset: a name of `KMaXDeepLab.presets` (built from this
+                package's configs; weights fetched as for
+                `MaXDeepLab.from_preset`, deeplab2's archive being converted
+                by `load_kmax_checkpoint`), a local preset folder, or a
+                keras-hub handle (`hf://org/name`, ...).
             load_weights: False builds the architecture alone.
-            checkpoint_base_url: for a name, a mirror of deeplab2's checkpoint
-                folder (default: `$KERAS_MAXDEEPLAB_CHECKPOINT_URL`, else
-                deeplab2's own).
-            **kwargs: constructor overrides (`dtype`, `image_shape`, ...).
+            **kwargs: `checkpoint_base_url` (a mirror of deeplab2's
+                checkpoints) or constructor overrides (`dtype`, `image_shape`).
 
         Raises:
             ValueError: an unknown name (the known ones are listed), one of
-                deeplab2's kMaX checkpoints not available yet (the reason is
-                given, e.g. a ConvNeXt backbone), a MaX-DeepLab preset, a
-                preset whose weights are nowhere to be had, a corrupt
-                download, missing or unreadable files.
+                deeplab2's kMaX checkpoints not available yet (with the
+                reason, e.g. a ConvNeXt backbone), a MaX-DeepLab preset, or
+                weights nowhere to be had, corrupt or unreadable.
 
         Example:
         >>> model = KMaXDeepLab.from_preset("kmax_r50_coco")
