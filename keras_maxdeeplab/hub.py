@@ -148,8 +148,10 @@ def all_preset_names():
     return preset_names() + sorted(KMAX_DEEPLAB_PRESETS)
 
 
-def resolve_preset(preset):
+def resolve_preset(preset, title="MaX-DeepLab"):
     """The table entry for a preset name or alias; None for a folder or a handle.
+
+    `title` names the model asked for in the error on an unknown name.
 
     Raises:
         ValueError: for a published kMaX checkpoint not available yet (with
@@ -172,7 +174,7 @@ def resolve_preset(preset):
             f"{', '.join(sorted(KMAX_DEEPLAB_PRESETS))}."
         )
     raise ValueError(
-        f"Unknown preset {preset!r}: not a preset name, an existing folder or a handle such "
+        f"Unknown {title} preset {preset!r}: not a preset name, an existing folder or a handle such "
         f"as 'hf://org/name'. Known presets: {', '.join(all_preset_names())} (not yet "
         f"available: {', '.join(KMAX_DEEPLAB_UNAVAILABLE)})."
     )
@@ -180,9 +182,10 @@ def resolve_preset(preset):
 
 def _entry_for(cls, preset):
     """`resolve_preset`, refusing a name of another family than `cls`'s."""
-    entry = resolve_preset(preset)
+    wanted = family_of(cls)
+    entry = resolve_preset(preset, wanted.title)
     if entry is not None:
-        family, wanted = FAMILIES[entry["family"]], family_of(cls)
+        family = FAMILIES[entry["family"]]
         if family is not wanted:
             raise ValueError(
                 f"Preset {preset!r} is a {family.title} model; load it with "

@@ -109,16 +109,27 @@ def test_first_use_converts_deeplab2s_archive(tiny_preset, tmp_path, io, monkeyp
         np.testing.assert_array_equal(folder_outputs[key], first[key], err_msg=key)
 
 
-def test_a_maxdeeplab_archive_is_refused_and_nothing_is_cached(tiny_preset, tmp_path, monkeypatch):
-    # deeplab2's tiny MaX-DeepLab checkpoint where the kMaX one should be.
-    archive = _archive(tmp_path, ("reference", "max_deeplab_tiny"))
+@pytest.mark.parametrize(
+    "case, expected",
+    [
+        ("MaX-DeepLab checkpoint", "does not match this kMaX-DeepLab architecture"),
+        ("truncated archive", "is not a readable .tar.gz archive"),
+    ],
+)
+def test_bad_archives_are_refused_and_nothing_is_cached(
+    tiny_preset, tmp_path, monkeypatch, case, expected
+):
+    if case == "MaX-DeepLab checkpoint":  # deeplab2's tiny MaX-DeepLab where kMaX should be
+        archive = _archive(tmp_path, ("reference", "max_deeplab_tiny"))
+    else:
+        archive = _archive(tmp_path, REFERENCE)
+        archive = archive[: len(archive) * 2 // 3]
     with ArchiveServer({f"/{ARCHIVE}": archive}) as server:
         monkeypatch.setenv("KERAS_MAXDEEPLAB_CHECKPOINT_URL", server.url)
         with pytest.raises(ValueError) as error:
             KMaXDeepLab.from_preset(NAME)
     message = str(error.value)
     assert "\n" not in message
-    assert f"deeplab2's archive of preset {NAME!r}" in message
-    assert "does not match this kMaX-DeepLab architecture" in message
+    assert f"deeplab2's archive of preset {NAME!r}" in message and expected in message
     assert cached_preset(NAME) is None
     assert cache_listing() == ["downloads", "presets"]

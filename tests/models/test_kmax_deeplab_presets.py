@@ -96,7 +96,7 @@ def test_unknown_and_other_family_names():
     with pytest.raises(ValueError) as error:
         KMaXDeepLab.from_preset("kmax_r101_coco")
     message = str(error.value)
-    assert "Unknown preset 'kmax_r101_coco'" in message
+    assert "Unknown kMaX-DeepLab preset 'kmax_r101_coco'" in message
     assert "kmax_r50_coco" in message and "max_deeplab_s_coco" in message
     assert "(not yet available: kmax_convnext_tiny_coco," in message
     with pytest.raises(ValueError, match=r"is a kMaX-DeepLab model; load it with KMaXDeepLab"):
