@@ -148,10 +148,11 @@ def all_preset_names():
     return preset_names() + sorted(KMAX_DEEPLAB_PRESETS)
 
 
-def resolve_preset(preset, title="MaX-DeepLab"):
+def resolve_preset(preset, title=None):
     """The table entry for a preset name or alias; None for a folder or a handle.
 
-    `title` names the model asked for in the error on an unknown name.
+    `title` names the model asked for (e.g. "kMaX-DeepLab") in the error on an
+    unknown name.
 
     Raises:
         ValueError: for a published kMaX checkpoint not available yet (with
@@ -174,7 +175,7 @@ def resolve_preset(preset, title="MaX-DeepLab"):
             f"{', '.join(sorted(KMAX_DEEPLAB_PRESETS))}."
         )
     raise ValueError(
-        f"Unknown {title} preset {preset!r}: not a preset name, an existing folder or a handle such "
+        f"Unknown {title + ' ' if title else ''}preset {preset!r}: not a preset name, an existing folder or a handle such "
         f"as 'hf://org/name'. Known presets: {', '.join(all_preset_names())} (not yet "
         f"available: {', '.join(KMAX_DEEPLAB_UNAVAILABLE)})."
     )
