@@ -12,6 +12,7 @@ from keras_maxdeeplab import KMaXDeepLab
 from keras_maxdeeplab import KMaXDeepLabBackbone
 from keras_maxdeeplab.conversion.preset_cache import cached_preset
 from keras_maxdeeplab.models.kmax_deeplab.kmax_presets import KMAX_DEEPLAB_PRESETS
+from keras_maxdeeplab.postprocessing import postprocess_panoptic_maskwise
 from tests.helpers import shared_path
 from tests.helpers import to_numpy
 from tests.hub_helpers import ArchiveServer
@@ -77,6 +78,16 @@ def test_first_use_converts_deeplab2s_archive(tiny_preset, tmp_path, io, monkeyp
         assert server.gets(f"/mirror/{ARCHIVE}") == 1
     assert model.count_params() == 673_870 + 20_462  # the tiny reference's params.json
     first = _assert_reference_outputs(model, io)
+    # The preset's post-processing options give deeplab2's default maps exactly.
+    options = dict(tiny_preset["postprocess_options"])
+    assert options.pop("transformer_post_processing") == "maskwise"
+    maps = to_numpy(
+        postprocess_panoptic_maskwise(
+            first["pixel_space_mask_logits"], first["transformer_class_logits"], (65, 65), **options
+        )
+    )
+    for key in ("panoptic_pred", "semantic_pred", "instance_pred"):
+        np.testing.assert_array_equal(maps[key], io[f"s65/postprocess_default/{key}"], err_msg=key)
 
     folder = cached_preset(NAME)
     assert sorted(os.listdir(folder)) == [

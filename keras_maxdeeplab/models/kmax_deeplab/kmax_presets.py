@@ -10,7 +10,9 @@ converted on first use by `load_kmax_checkpoint` and cached, as for
 MaX-DeepLab (`keras_maxdeeplab.hub`). Entries follow `MAX_DEEPLAB_PRESETS`'
 conventions (`metadata`, `kind`, `family` = `"kmax_deeplab"`, `handle`,
 `config` of `KMAX_DEEPLAB_CONFIGS`, `crop_size`, `training_steps`,
-`postprocess_options` = deeplab2's evaluator options, `archive`,
+`postprocess_options` = deeplab2's evaluator options of the config (besides
+`transformer_post_processing`, keyword arguments of
+`keras_maxdeeplab.postprocessing.postprocess_panoptic_maskwise`), `archive`,
 `archive_sha256`, `source_url`, `deeplab2_name` = its config file, `pq`)
 plus `dataset`, `num_classes` (deeplab2's class channels, the `output_channels`
 of its semantic head: COCO 134 and ADE20K 151 counting void 0; Cityscapes 19,
