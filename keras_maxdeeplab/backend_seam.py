@@ -223,6 +223,26 @@ def host_call(fn, inputs, output_shape, output_dtype, per_sample=False):
 
 
 
+def take(x, indices, axis):
+    """`keras.ops.take(x, indices, axis)` for 1-D `indices`, exportable on
+    every backend.
+
+    Keras' PyTorch `take` squeezes the axis after `index_select`, a no-op
+    that the dynamo ONNX exporter writes as a Squeeze ONNX Runtime rejects;
+    there `index_select` alone gives the same values.
+
+    Example:
+    >>> take(maps, np.array([0, 0, 1], "int32"), axis=1)  # [B, 3, W] from [B, >=2, W]
+    """
+    if keras.backend.backend() == "torch":
+        import torch
+
+        return torch.index_select(
+            keras.ops.convert_to_tensor(x), axis, keras.ops.convert_to_tensor(indices).long()
+        )
+    return keras.ops.take(x, indices, axis=axis)
+
+
 # The formats of `keras.Model.export` each backend can write, and the Python
 # module each needs besides the backend (Keras' exporter for it).
 _EXPORT_FORMATS = {
@@ -232,11 +252,14 @@ _EXPORT_FORMATS = {
         "openvino": "openvino",
         "litert": "tensorflow",
     },
-    "jax": {"tf_saved_model": "tensorflow", "onnx": "jax2onnx", "openvino": "openvino"},
+    # No "openvino" on JAX: Keras converts through jax2tf without XLA, which
+    # cannot convert the backbone's axial-attention gathers.
+    "jax": {"tf_saved_model": "tensorflow", "onnx": "jax2onnx"},
+    # No "openvino": Keras' OpenVINO route on PyTorch is a TorchScript trace,
+    # which fixes the batch size and cannot trace a dict of outputs.
     "torch": {
         "tf_saved_model": "torch_xla",
         "onnx": "onnxscript",
-        "openvino": "openvino",
         "litert": "litert_torch",
         "torch": "torch",
     },
@@ -267,10 +290,11 @@ def check_export_format(format, formats):
     module = _EXPORT_FORMATS.get(backend, {}).get(format)
     if module is None:
         able = [name for name, needs in _EXPORT_FORMATS.items() if format in needs]
+        reason = _EXPORT_REFUSALS.get((backend, format), "")
         raise ValueError(
-            f"Keras cannot export format {format!r} on the {backend} backend (it exports "
+            f"Keras cannot export format {format!r} on the {backend} backend{reason} (it exports "
             f"{', '.join(export_formats(installed=False))}); run with KERAS_BACKEND set to "
-            f"one of {', '.join(able)}."
+            f"one of {', '.join(able)}: the same weights give the same artifact."
         )
     if importlib.util.find_spec(module) is None:
         package = _PIP_NAMES.get(module, module)
@@ -280,6 +304,14 @@ def check_export_format(format, formats):
         )
 
 
+# Why a format Keras offers for a backend is not in `_EXPORT_FORMATS` there.
+_EXPORT_REFUSALS = {
+    ("jax", "openvino"): ": its OpenVINO route converts through jax2tf without XLA, which cannot "
+    "convert the backbone's axial-attention gathers",
+    ("torch", "openvino"): " with the post-processor inside: its OpenVINO route is a "
+    "TorchScript trace, which fixes the batch size and cannot trace the serving model's dict "
+    "of outputs",
+}
 _PIP_NAMES = {"litert_torch": "litert-torch"}
 _PIP_NOTES = {
     "torch_xla": " built for the installed PyTorch (Keras converts through StableHLO; or export "

@@ -1,8 +1,9 @@
 """Preset loading and publishing: names, folders and Hugging Face handles.
 
-`MaXDeepLab.from_preset` and `MaXDeepLabBackbone.from_preset` run
-`load_task` / `load_backbone`:
-* a name of `MAX_DEEPLAB_PRESETS` (or an alias) builds the architecture from
+`MaXDeepLab.from_preset`, `MaXDeepLabBackbone.from_preset` and their kMaX
+counterparts run `load_task` / `load_backbone`:
+* a name of `MAX_DEEPLAB_PRESETS` (or an alias) or of `KMAX_DEEPLAB_PRESETS`
+  (the entry's `family` says which model and converter) builds the architecture from
   the configs shipped in this package, without any download, and takes the
   weights from the first of: (1) the converted copy in the local cache
   (`conversion.preset_cache`); (2) the preset's Hugging Face repository (its
@@ -14,6 +15,8 @@
   offline), then built by keras-hub's loader; the weights are read here so
   that a truncated file or another model's weights fail with a clear error;
 * a name of `EMBEDDED_PRESETS` (shipped inside the package) is its folder;
+* a name of `KMAX_DEEPLAB_UNAVAILABLE` (a published kMaX checkpoint this
+  package cannot load yet) is refused with the reason;
 * other keras-hub handles (`kaggle://`, `gs://`, ...) go to keras-hub as they
   are.
 
@@ -25,6 +28,7 @@ import contextlib
 import json
 import os
 import stat
+import typing
 
 import huggingface_hub
 import keras
@@ -38,6 +42,16 @@ from keras_maxdeeplab.conversion.preset_cache import archive_url
 from keras_maxdeeplab.conversion.preset_cache import cached_preset
 from keras_maxdeeplab.conversion.preset_cache import cached_preset_dir
 from keras_maxdeeplab.conversion.preset_cache import convert_on_first_use
+from keras_maxdeeplab.models.kmax_deeplab.kmax_builder import build_kmax_backbone
+from keras_maxdeeplab.models.kmax_deeplab.kmax_builder import build_kmax_model
+from keras_maxdeeplab.models.kmax_deeplab.kmax_deeplab import KMaXDeepLab
+from keras_maxdeeplab.models.kmax_deeplab.kmax_deeplab_backbone import KMaXDeepLabBackbone
+from keras_maxdeeplab.models.kmax_deeplab.kmax_presets import KMAX_DEEPLAB_PRESETS
+from keras_maxdeeplab.models.kmax_deeplab.kmax_presets import KMAX_DEEPLAB_UNAVAILABLE
+from keras_maxdeeplab.models.kmax_deeplab.kmax_presets import get_kmax_preset
+from keras_maxdeeplab.models.kmax_deeplab.kmax_presets import unavailable_reason
+from keras_maxdeeplab.models.max_deeplab.max_deeplab import MaXDeepLab
+from keras_maxdeeplab.models.max_deeplab.max_deeplab_backbone import MaXDeepLabBackbone
 from keras_maxdeeplab.models.max_deeplab.max_deeplab_builder import build_backbone
 from keras_maxdeeplab.models.max_deeplab.max_deeplab_builder import build_model
 from keras_maxdeeplab.models.max_deeplab.max_deeplab_presets import canonical_preset_name
@@ -52,8 +66,6 @@ WEIGHTS_FILE = "model.weights.h5"
 TASK_CONFIG_FILE = "task.json"
 TASK_WEIGHTS_FILE = "task.weights.h5"
 IMAGE_CONVERTER_FILE = "image_converter.json"
-BACKBONE_CLASS = "keras_maxdeeplab>MaXDeepLabBackbone"
-TASK_CLASS = "keras_maxdeeplab>MaXDeepLab"
 _FOLDER_HINT = (
     "a preset folder holds config.json and model.weights.h5 (plus task.json and "
     "task.weights.h5 for a full model), as `save_to_preset` or `maxdeeplab convert` write them"
@@ -74,11 +86,77 @@ class PresetNotFoundError(ValueError):
     """No place this package looked in has the preset's weights."""
 
 
-def resolve_preset(preset):
+class Family(typing.NamedTuple):
+    """A model family of the preset tables (an entry's `family`): its classes
+    and how a preset name builds its architecture."""
+
+    title: str
+    backbone_cls: type
+    task_cls: type
+    # (entry, keyword overrides, class) -> an unloaded backbone / task.
+    build_backbone: typing.Callable
+    build_task: typing.Callable
+
+
+FAMILIES = {
+    "max_deeplab": Family(
+        "MaX-DeepLab",
+        MaXDeepLabBackbone,
+        MaXDeepLab,
+        lambda entry, kwargs, cls: build_backbone(entry["config"], entry["crop_size"], kwargs, cls),
+        lambda entry, kwargs, cls: build_model(
+            entry["config"],
+            entry["crop_size"],
+            {"postprocess_options": dict(entry["postprocess_options"]), **kwargs},
+            cls,
+        ),
+    ),
+    "kmax_deeplab": Family(
+        "kMaX-DeepLab",
+        KMaXDeepLabBackbone,
+        KMaXDeepLab,
+        lambda entry, kwargs, cls: build_kmax_backbone(
+            entry["config"], entry["crop_size"], kwargs, cls
+        ),
+        lambda entry, kwargs, cls: build_kmax_model(
+            entry["config"], entry["crop_size"], overrides=kwargs, cls=cls
+        ),
+    ),
+}
+
+
+def family_of(cls):
+    """The `FAMILIES` entry whose backbone or task `cls` is (or subclasses).
+
+    Example:
+    >>> family_of(KMaXDeepLab).title
+    'kMaX-DeepLab'
+    """
+    for family in FAMILIES.values():
+        if issubclass(cls, (family.backbone_cls, family.task_cls)):
+            return family
+    raise ValueError(f"{cls.__name__} is not a model of this package's preset tables.")
+
+
+def table_entry(name):
+    """The entry of a preset name or alias in any family's table, or None."""
+    return get_preset(name) or get_kmax_preset(name)
+
+
+def all_preset_names():
+    """Every name `from_preset` loads, MaX-DeepLab's then kMaX-DeepLab's."""
+    return preset_names() + sorted(KMAX_DEEPLAB_PRESETS)
+
+
+def resolve_preset(preset, title=None):
     """The table entry for a preset name or alias; None for a folder or a handle.
 
+    `title` names the model asked for (e.g. "kMaX-DeepLab") in the error on an
+    unknown name.
+
     Raises:
-        ValueError: for anything else, listing the known preset names.
+        ValueError: for a published kMaX checkpoint not available yet (with
+            the reason), or anything else (listing the known preset names).
 
     Example:
     >>> resolve_preset("max_deeplab_s_coco")["handle"]
@@ -86,13 +164,35 @@ def resolve_preset(preset):
     """
     if not isinstance(preset, str):
         raise ValueError(f"A preset is a name, a folder or a handle string; got {preset!r}.")
-    entry = get_preset(preset)
+    entry = table_entry(preset)
     if entry is not None or "://" in preset or os.path.exists(preset):
         return entry
+    reason = unavailable_reason(preset)
+    if reason is not None:
+        raise ValueError(
+            f"Preset {preset!r} (deeplab2's {KMAX_DEEPLAB_UNAVAILABLE[preset]['source_url']}) "
+            f"is not available yet: {reason}. kMaX-DeepLab presets available now: "
+            f"{', '.join(sorted(KMAX_DEEPLAB_PRESETS))}."
+        )
     raise ValueError(
-        f"Unknown MaX-DeepLab preset {preset!r}: not a preset name, an existing folder or a "
-        f"handle such as 'hf://org/name'. Known presets: {', '.join(preset_names())}."
+        f"Unknown {title + ' ' if title else ''}preset {preset!r}: not a preset name, an existing folder or a handle such "
+        f"as 'hf://org/name'. Known presets: {', '.join(all_preset_names())} (not yet "
+        f"available: {', '.join(KMAX_DEEPLAB_UNAVAILABLE)})."
     )
+
+
+def _entry_for(cls, preset):
+    """`resolve_preset`, refusing a name of another family than `cls`'s."""
+    wanted = family_of(cls)
+    entry = resolve_preset(preset, wanted.title)
+    if entry is not None:
+        family = FAMILIES[entry["family"]]
+        if family is not wanted:
+            raise ValueError(
+                f"Preset {preset!r} is a {family.title} model; load it with "
+                f"{family.task_cls.__name__}.from_preset, not {cls.__name__}.from_preset."
+            )
+    return entry
 
 
 def fetch_hf_file(handle, filename, required=True):
@@ -175,11 +275,11 @@ def _check_class(path, expected, preset):
     if found != expected:
         raise ValueError(
             f"Preset {preset!r} holds another model: {os.path.basename(path)} describes "
-            f"{found or 'an unnamed object'!r}, not {expected!r}. Pass a MaX-DeepLab preset."
+            f"{found or 'an unnamed object'!r}, not {expected!r}. Pass a preset of that model."
         )
 
 
-def preset_files(preset, load_weights, task):
+def preset_files(preset, load_weights, task, family=FAMILIES["max_deeplab"]):
     """Checks a folder or `hf://` preset and returns its local file paths.
 
     Returns `{filename: path or None}` for config.json and, where loaded,
@@ -189,7 +289,7 @@ def preset_files(preset, load_weights, task):
 
     Raises:
         ValueError: a required file is missing or cannot be fetched, or the
-            preset is not a MaX-DeepLab one.
+            preset is not one of `family` (default: MaX-DeepLab).
     """
     if preset.startswith(HF_PREFIX):
 
@@ -203,13 +303,15 @@ def preset_files(preset, load_weights, task):
             return _folder_file(preset, filename, required)
 
     files = {CONFIG_FILE: get(CONFIG_FILE)}
-    _check_class(files[CONFIG_FILE], BACKBONE_CLASS, preset)
+    _check_class(files[CONFIG_FILE], keras.saving.get_registered_name(family.backbone_cls), preset)
     if load_weights:
         files[WEIGHTS_FILE] = get(WEIGHTS_FILE)
     if task:
         files[TASK_CONFIG_FILE] = get(TASK_CONFIG_FILE, required=False)
         if files[TASK_CONFIG_FILE] is not None:
-            _check_class(files[TASK_CONFIG_FILE], TASK_CLASS, preset)
+            _check_class(
+                files[TASK_CONFIG_FILE], keras.saving.get_registered_name(family.task_cls), preset
+            )
             if load_weights:
                 # Without them keras-hub would quietly keep freshly initialised heads.
                 files[TASK_WEIGHTS_FILE] = get(TASK_WEIGHTS_FILE)
@@ -310,7 +412,8 @@ def fetch_preset(preset, checkpoint_base_url=None, task=True):
     reads the cache and touches no network.
 
     Args:
-        preset: a name of `MAX_DEEPLAB_PRESETS` or an alias.
+        preset: a name of `MAX_DEEPLAB_PRESETS` (or an alias) or of
+            `KMAX_DEEPLAB_PRESETS`.
         checkpoint_base_url: optional mirror of deeplab2's checkpoint folder.
         task: False fetches the backbone weights only.
 
@@ -371,7 +474,7 @@ def _name_files(preset, entry, load_weights, task, checkpoint_base_url):
 
 def _checkpoint_base_url(preset, kwargs):
     base_url = kwargs.pop("checkpoint_base_url", None)
-    if base_url is not None and get_preset(preset) is None:
+    if base_url is not None and table_entry(preset) is None:
         raise ValueError(
             "checkpoint_base_url applies to preset names (their deeplab2 archives), "
             f"not to {preset!r}."
@@ -384,12 +487,12 @@ def load_backbone(cls, keras_hub_from_preset, preset, load_weights, kwargs):
     kwargs = dict(kwargs)
     preset = embedded_preset_folder(preset) or preset
     base_url = _checkpoint_base_url(preset, kwargs)
-    entry = resolve_preset(preset)
+    entry = _entry_for(cls, preset)
     if entry is not None:
         files = _name_files(preset, entry, load_weights, False, base_url)
-        backbone = build_backbone(entry["config"], entry["crop_size"], kwargs, cls)
+        backbone = FAMILIES[entry["family"]].build_backbone(entry, kwargs, cls)
     elif _is_checked(preset):
-        files = preset_files(preset, load_weights, task=False)
+        files = preset_files(preset, load_weights, task=False, family=family_of(cls))
         kwargs = _with_loadable_dtype(files[CONFIG_FILE], kwargs)
         backbone = keras_hub_from_preset(preset, load_weights=False, **kwargs)
     else:
@@ -409,15 +512,15 @@ def load_task(cls, keras_hub_from_preset, preset, load_weights, kwargs):
     classes = {k: kwargs.pop(k) for k in ("categories", "num_classes") if k in kwargs}
     preset = embedded_preset_folder(preset) or preset
     base_url = _checkpoint_base_url(preset, kwargs)
-    entry = resolve_preset(preset)
+    entry = _entry_for(cls, preset)
     if entry is not None:
         files = _name_files(preset, entry, load_weights, True, base_url)
-        options = {"postprocess_options": dict(entry["postprocess_options"])}
-        model = build_model(entry["config"], entry["crop_size"], {**options, **kwargs}, cls)
+        model = FAMILIES[entry["family"]].build_task(entry, kwargs, cls)
     elif _is_checked(preset):
-        files = preset_files(preset, load_weights, task=True)
+        files = preset_files(preset, load_weights, task=True, family=family_of(cls))
         kwargs = _with_loadable_dtype(files[CONFIG_FILE], kwargs)
-        if files[TASK_CONFIG_FILE] is None and files[IMAGE_CONVERTER_FILE] is None:
+        no_converter = files[TASK_CONFIG_FILE] is None and files[IMAGE_CONVERTER_FILE] is None
+        if no_converter and cls.preprocessor_cls is not None:
             # A bare backbone folder: keras-hub would fail looking for a converter.
             with open(files[CONFIG_FILE], encoding="utf-8") as f:
                 image_shape = kwargs.get("image_shape", json.load(f)["config"]["image_shape"])

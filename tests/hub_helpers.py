@@ -171,3 +171,34 @@ def checkpoint_archive(path, folder_name, checkpoint_files):
             tar.add(source, arcname=f"{folder_name}/{name}")
     with open(path, "rb") as f:
         return f.read()
+
+
+class TableSetter:
+    """`table[name] = entry` through monkeypatch, undone after the test."""
+
+    def __init__(self, monkeypatch, table):
+        self._monkeypatch = monkeypatch
+        self._table = table
+
+    def __setitem__(self, name, entry):
+        self._monkeypatch.setitem(self._table, name, entry)
+
+
+def cache_listing():
+    """Every file and folder under the preset cache, hidden ones included."""
+    from keras_maxdeeplab.conversion.preset_cache import cache_root
+
+    root = cache_root()
+    return sorted(
+        os.path.relpath(os.path.join(folder, name), root)
+        for folder, folders, files in os.walk(root)
+        for name in folders + files
+        if not name.endswith(".lock")
+    )
+
+
+def assert_only_preset_cached(name):
+    """The cache holds preset `name` and nothing else: no archive, no extracted
+    checkpoint, no work folder."""
+    others = [p for p in cache_listing() if not p.startswith(os.path.join("presets", name))]
+    assert others == ["downloads", "presets"], others

@@ -61,6 +61,28 @@ def test_presets_lists_the_table(capsys):
     assert "max_deeplab_s_coco -> max_deeplab_s_coco_1025_400k" in out
 
 
+def test_presets_lists_deeplab2s_kmax_checkpoints(capsys):
+    assert main(["presets"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    rows = {line.split()[0]: line.split()[1:] for line in lines if line.startswith("kmax_")}
+    assert len(rows) == 17
+    assert rows["kmax_r50_coco"] == "task 72.7M 1281 150k 53.0 58.3 44.9 53.5 no -".split()
+    assert rows["kmax_axial_r50_coco"][:6] == ["task", "90.6M", "1281", "150k", "56.2", "62.2"]
+    assert rows["kmax_r50_cityscapes"] == "task - 1025x2049 60k 64.3 57.7 69.1 64.65".split() + [
+        "unavailable",
+        "-",
+    ]
+    assert rows["kmax_convnext_large_ade20k_1281"][-2:] == ["unavailable", "-"]
+    reasons = lines[lines.index(
+        "Not yet available (published by deeplab2; from_preset refuses them with the reason):"
+    ) + 1 :]
+    assert len(reasons) == 3
+    assert reasons[0].startswith("  ConvNeXt backbone not ported: kmax_convnext_tiny_coco, ")
+    assert reasons[0].count("kmax_convnext_") == 11
+    assert reasons[1].endswith(": kmax_r50_cityscapes, kmax_axial_r50_cityscapes")
+    assert reasons[2].endswith(": kmax_r50_ade20k_641, kmax_r50_ade20k_1281")
+
+
 def test_upload_writes_the_model_card_then_calls_keras_hub(tmp_path, monkeypatch, capsys):
     import huggingface_hub
     import keras_hub
@@ -207,4 +229,16 @@ def test_export_refuses_a_format_this_backend_cannot_write_before_loading(tmp_pa
     assert code == 1
     error = capsys.readouterr().err
     assert error.startswith("maxdeeplab export: error: ") and f"'{format}'" in error
+    assert not os.listdir(tmp_path)
+
+
+def test_export_refuses_a_bad_input_size_before_loading(tmp_path, capsys):
+    output = str(tmp_path / "served")
+    code = main(
+        ["export", "max_deeplab_tiny_synthetic", "--output", output, "--input-size", "0", "64"]
+    )
+    assert code == 1
+    error = capsys.readouterr().err
+    assert error.startswith("maxdeeplab export: error: input_size must be (height, width)")
+    assert "[0, 64]" in error
     assert not os.listdir(tmp_path)

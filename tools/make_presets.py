@@ -215,8 +215,83 @@ def build(name, work_dir, output_dir, image, overwrite=False, upload=False):
     return preset_dir
 
 
+def _definition(name, entry, **fields):
+    """A preset's JSON definition: the table entry's fields, then `fields`."""
+    definition = {
+        "name": name,
+        "kind": entry["kind"],
+        "description": entry["metadata"]["description"],
+        "params": entry["metadata"]["params"],
+        "handle": entry["handle"],
+        "source_url": entry["source_url"],
+        "archive_sha256": entry["archive_sha256"],
+        "deeplab2_name": entry["deeplab2_name"],
+        "config": entry["config"],
+        "crop_size": entry["crop_size"],
+        "training_steps": entry["training_steps"],
+        "pq": entry["pq"],
+        "postprocess_options": entry["postprocess_options"],
+        **fields,
+    }
+    return json.dumps(definition, indent=2) + "\n"
+
+
+def _pq_cells(entry):
+    pq = entry["pq"] or {}
+    return [str(pq.get(key, "-")) for key in ("pq", "pq_thing", "pq_stuff", "pq_deeplab2")]
+
+
+def _kmax_definitions(files):
+    """kMaX-DeepLab's JSON files into `files`; returns its README lines."""
+    from keras_maxdeeplab import KMAX_DEEPLAB_CONFIGS
+    from keras_maxdeeplab import KMAX_DEEPLAB_HEAD_CONFIGS
+    from keras_maxdeeplab import KMAX_DEEPLAB_PRESETS
+    from keras_maxdeeplab import KMAX_DEEPLAB_UNAVAILABLE
+
+    rows = []
+    for name, entry in {**KMAX_DEEPLAB_PRESETS, **KMAX_DEEPLAB_UNAVAILABLE}.items():
+        reason = entry.get("reason")
+        config = entry["config"]
+        files[f"{name}.json"] = _definition(
+            name,
+            entry,
+            dataset=entry["dataset"],
+            num_classes=entry["num_classes"],
+            backbone=entry["backbone"],
+            available=reason is None,
+            reason=reason,
+            backbone_arguments=KMAX_DEEPLAB_CONFIGS.get(config),
+            head_arguments=KMAX_DEEPLAB_HEAD_CONFIGS.get(config),
+        )
+        crop = entry["crop_size"]
+        cells = [
+            f"`{name}`",
+            entry["backbone"],
+            entry["dataset"],
+            "x".join(map(str, crop)) if isinstance(crop, tuple) else str(crop),
+            *_pq_cells(entry),
+            "yes" if reason is None else f"no: {reason}",
+            f"[{entry['archive']}]({entry['source_url']})",
+        ]
+        rows.append("| " + " | ".join(cells) + " |")
+    return [
+        "## kMaX-DeepLab",
+        "",
+        "From `keras_maxdeeplab/models/kmax_deeplab/kmax_presets.py`: deeplab2's 17 published",
+        "kMaX-DeepLab checkpoints. PQ: val set of the dataset, single scale, as deeplab2 reports it.",
+        "Loadable ones load by name (`KMaXDeepLab.from_preset(NAME)`, converted on first use like",
+        "MaX-DeepLab's); `from_preset` refuses the others with the reason given here.",
+        "",
+        "| preset | backbone | dataset | crop | PQ | PQ things | PQ stuff | PQ (deeplab2) "
+        "| loadable | deeplab2 checkpoint |",
+        "|---|---|---|---|---|---|---|---|---|---|",
+        *rows,
+        "",
+    ]
+
+
 def definitions():
-    """`{file name: text}` of the `presets/` folder, generated from the table."""
+    """`{file name: text}` of the `presets/` folder, generated from the tables."""
     from keras_maxdeeplab import MAX_DEEPLAB_CONFIGS
     from keras_maxdeeplab import MAX_DEEPLAB_HEAD_CONFIGS
     from keras_maxdeeplab import MAX_DEEPLAB_PRESET_ALIASES
@@ -226,29 +301,16 @@ def definitions():
     rows = []
     for name, entry in MAX_DEEPLAB_PRESETS.items():
         aliases = sorted(a for a, target in MAX_DEEPLAB_PRESET_ALIASES.items() if target == name)
-        definition = {
-            "name": name,
-            "aliases": aliases,
-            "kind": entry["kind"],
-            "description": entry["metadata"]["description"],
-            "params": entry["metadata"]["params"],
-            "handle": entry["handle"],
-            "source_url": entry["source_url"],
-            "archive_sha256": entry["archive_sha256"],
-            "deeplab2_name": entry["deeplab2_name"],
-            "config": entry["config"],
-            "crop_size": entry["crop_size"],
-            "training_steps": entry["training_steps"],
-            "pq": entry["pq"],
-            "postprocess_options": entry["postprocess_options"],
-            "backbone_arguments": MAX_DEEPLAB_CONFIGS[entry["config"]],
-            "head_arguments": MAX_DEEPLAB_HEAD_CONFIGS[entry["config"]]
+        files[f"{name}.json"] = _definition(
+            name,
+            entry,
+            aliases=aliases,
+            backbone_arguments=MAX_DEEPLAB_CONFIGS[entry["config"]],
+            head_arguments=MAX_DEEPLAB_HEAD_CONFIGS[entry["config"]]
             if entry["kind"] == "task"
             else None,
-            "build": f"python tools/make_presets.py build {name}",
-        }
-        files[f"{name}.json"] = json.dumps(definition, indent=2) + "\n"
-        pq = entry["pq"] or {}
+            build=f"python tools/make_presets.py build {name}",
+        )
         steps = entry["training_steps"]
         cells = [
             f"`{name}`" + "".join(f" (`{alias}`)" for alias in aliases),
@@ -256,7 +318,7 @@ def definitions():
             f"{entry['metadata']['params'] / 1e6:.1f}M",
             str(entry["crop_size"]),
             f"{steps // 1000}k" if steps else "-",
-            *(str(pq.get(key, "-")) for key in ("pq", "pq_thing", "pq_stuff", "pq_deeplab2")),
+            *_pq_cells(entry),
             f"[{entry['deeplab2_name']}]({entry['source_url']})",
         ]
         rows.append("| " + " | ".join(cells) + " |")
@@ -283,6 +345,7 @@ def definitions():
             "",
             "    python tools/make_presets.py build NAME [--upload]",
             "",
+            *_kmax_definitions(files),
         ]
     )
     return files

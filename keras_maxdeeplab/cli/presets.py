@@ -1,4 +1,5 @@
-"""`maxdeeplab presets` (list the table) and `maxdeeplab upload` (publish a preset)."""
+"""`maxdeeplab presets` (list the MaX-DeepLab and kMaX-DeepLab tables) and `maxdeeplab
+upload` (publish a preset)."""
 
 import os
 
@@ -18,38 +19,47 @@ def _cached(entry, name):
     return "no", None
 
 
+def _crop(crop_size):
+    return "x".join(map(str, crop_size)) if isinstance(crop_size, tuple) else str(crop_size)
+
+
+def _row(name, entry, cached, size):
+    """One table row: name, kind, params, crop, steps, the four PQs, cached, size."""
+    pq = entry["pq"] or {}
+    steps = entry["training_steps"]
+    params = entry["metadata"]["params"]
+    return (
+        name,
+        entry["kind"],
+        f"{params / 1e6:.1f}M" if params else "-",
+        _crop(entry["crop_size"]),
+        f"{steps // 1000}k" if steps else "-",
+        *(str(pq.get(key, "-")) for key in ("pq", "pq_thing", "pq_stuff", "pq_deeplab2")),
+        cached,
+        f"{size / 1e6:.0f} MB" if size is not None else "-",
+    )
+
+
 def _list(args):
     from keras_maxdeeplab.conversion.preset_cache import cache_root
     from keras_maxdeeplab.conversion.preset_cache import folder_size
+    from keras_maxdeeplab.models.kmax_deeplab.kmax_presets import KMAX_DEEPLAB_PRESETS
+    from keras_maxdeeplab.models.kmax_deeplab.kmax_presets import KMAX_DEEPLAB_UNAVAILABLE
     from keras_maxdeeplab.models.max_deeplab.max_deeplab_presets import EMBEDDED_PRESETS
     from keras_maxdeeplab.models.max_deeplab.max_deeplab_presets import MAX_DEEPLAB_PRESET_ALIASES
     from keras_maxdeeplab.models.max_deeplab.max_deeplab_presets import MAX_DEEPLAB_PRESETS
 
     header = ("name", "kind", "params", "crop", "steps", "PQ", "PQ Th", "PQ St", "PQ deeplab2")
     header += ("cached", "size")
-    rows = []
-    for name, entry in MAX_DEEPLAB_PRESETS.items():
-        pq = entry["pq"] or {}
-        steps = entry["training_steps"]
-        cached, size = _cached(entry, name)
-        rows.append(
-            (
-                name,
-                entry["kind"],
-                f"{entry['metadata']['params'] / 1e6:.1f}M",
-                str(entry["crop_size"]),
-                f"{steps // 1000}k" if steps else "-",
-                *(str(pq.get(key, "-")) for key in ("pq", "pq_thing", "pq_stuff", "pq_deeplab2")),
-                cached,
-                f"{size / 1e6:.0f} MB" if size is not None else "-",
-            )
-        )
+    rows = [_row(name, entry, *_cached(entry, name)) for name, entry in MAX_DEEPLAB_PRESETS.items()]
     for name, entry in EMBEDDED_PRESETS.items():
         size = folder_size(entry["folder"])
         params = f"{entry['metadata']['params'] / 1e6:.1f}M"
         steps = f"{entry['training_steps'] // 1000}k"
         crop = str(entry["crop_size"])
         rows.append((name, "task", params, crop, steps, *["-"] * 4, "embedded", f"{size / 1e6:.0f} MB"))
+    rows += [_row(name, entry, *_cached(entry, name)) for name, entry in KMAX_DEEPLAB_PRESETS.items()]
+    rows += [_row(name, entry, "unavailable", None) for name, entry in KMAX_DEEPLAB_UNAVAILABLE.items()]
     widths = [max(len(row[i]) for row in [header, *rows]) for i in range(len(header))]
     for row in [header, *rows]:
         print("  ".join(cell.ljust(width) for cell, width in zip(row, widths)).rstrip())
@@ -57,12 +67,19 @@ def _list(args):
     for alias, target in MAX_DEEPLAB_PRESET_ALIASES.items():
         print(f"{alias} -> {target}")
     print(
-        "COCO val2017 PQ as deeplab2 reports it (official script; its own evaluator last). "
-        "Weights on first use: converted from deeplab2's published checkpoint (or taken from "
-        f"the preset's Hugging Face repository once published) and cached in {cache_root()}; "
-        "`maxdeeplab presets --fetch NAME` does it ahead of time. Embedded: shipped inside "
-        "the package (synthetic scenes, for the demo and tests)."
+        "Val PQ as deeplab2 reports it (official script; its own evaluator last): COCO val2017, "
+        "or Cityscapes / ADE20K val for kmax_*_cityscapes / kmax_*_ade20k_*. Weights on first "
+        "use: converted from deeplab2's published checkpoint (or taken from the preset's Hugging "
+        f"Face repository once published) and cached in {cache_root()}; `maxdeeplab presets "
+        "--fetch NAME` does it ahead of time. Embedded: shipped inside the package (synthetic "
+        "scenes, for the demo and tests)."
     )
+    reasons = {}
+    for name, entry in KMAX_DEEPLAB_UNAVAILABLE.items():
+        reasons.setdefault(entry["reason"], []).append(name)
+    print("Not yet available (published by deeplab2; from_preset refuses them with the reason):")
+    for reason, names in reasons.items():
+        print(f"  {reason}: {', '.join(names)}")
 
 
 def _fetch(args):
@@ -80,7 +97,8 @@ def _run(args):
 def _add_list_command(commands):
     presets = commands.add_parser(
         "presets",
-        help="list the MaX-DeepLab presets (name, params, crop, PQ, cached), or --fetch them",
+        help="list the MaX-DeepLab and kMaX-DeepLab presets (name, params, crop, PQ, cached), or "
+        "--fetch them",
     )
     presets.add_argument(
         "--fetch",

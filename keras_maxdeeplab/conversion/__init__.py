@@ -4,6 +4,7 @@ presets converted on first use from deeplab2's published archives."""
 from keras_maxdeeplab.conversion.convert import build_model
 from keras_maxdeeplab.conversion.convert import convert_checkpoint
 from keras_maxdeeplab.conversion.convert import convert_imagenet_backbone
+from keras_maxdeeplab.conversion.convert import convert_kmax_checkpoint
 from keras_maxdeeplab.conversion.convert import convert_preset
 from keras_maxdeeplab.conversion.deeplab2 import deeplab2_key_to_path
 from keras_maxdeeplab.conversion.deeplab2 import kmax_key_to_path

@@ -1,4 +1,4 @@
-"""deeplab2 checkpoint -> keras-hub preset folder, in one call."""
+"""deeplab2 checkpoint (MaX-DeepLab or kMaX-DeepLab) -> keras-hub preset folder, in one call."""
 
 import datetime
 import json
@@ -7,7 +7,9 @@ import os
 from keras_maxdeeplab.atomic_files import write_folder_atomically
 from keras_maxdeeplab.conversion.archive import sha256_of
 from keras_maxdeeplab.conversion.deeplab2 import load_deeplab2_checkpoint
+from keras_maxdeeplab.conversion.deeplab2 import load_kmax_checkpoint
 from keras_maxdeeplab.conversion.imagenet import load_imagenet_backbone
+from keras_maxdeeplab.models.kmax_deeplab.kmax_builder import build_kmax_model
 from keras_maxdeeplab.models.max_deeplab.max_deeplab_builder import build_backbone
 from keras_maxdeeplab.models.max_deeplab.max_deeplab_builder import build_model
 from keras_maxdeeplab.models.max_deeplab.max_deeplab_image_converter import (
@@ -57,10 +59,48 @@ def convert_checkpoint(
     >>> convert_checkpoint("max_deeplab_s_os16_res641_400k", "presets/max_deeplab_s_coco_641",
     ...                    config="max_deeplab_s", crop_size=641)
     """
+    return _convert_task(
+        lambda: build_model(config, crop_size, overrides),
+        load_deeplab2_checkpoint,
+        checkpoint,
+        output_dir,
+        (config, crop_size, overrides, source_url, overwrite, record),
+    )
+
+
+def convert_kmax_checkpoint(
+    checkpoint,
+    output_dir,
+    config="kmax_r50",
+    crop_size=1281,
+    source_url=None,
+    overwrite=False,
+    record=None,
+):
+    """Converts a deeplab2 kMaX-DeepLab checkpoint into a keras-hub preset
+    folder and returns the converted `KMaXDeepLab`: strict
+    (`load_kmax_checkpoint`) and atomic like `convert_checkpoint`, with the
+    same `conversion.json`.
+
+    Example:
+    >>> model = convert_kmax_checkpoint("kmax_resnet50_coco_train", "presets/kmax_r50_coco")
+    """
+
+    def build():
+        return build_kmax_model(config, crop_size)
+
+    options = (config, crop_size, None, source_url, overwrite, record)
+    return _convert_task(build, load_kmax_checkpoint, checkpoint, output_dir, options)
+
+
+def _convert_task(build, load, checkpoint, output_dir, options):
+    """`build()` a task, `load(model, checkpoint)` into it and write its preset
+    folder; `options`: `(config, crop_size, overrides, source_url, overwrite, record)`."""
+    config, crop_size, overrides, source_url, overwrite, record = options
     output_dir = os.path.abspath(output_dir)
     check_output_folder(output_dir, overwrite)
-    model = build_model(config, crop_size, overrides)
-    load_deeplab2_checkpoint(model, checkpoint)
+    model = build()
+    load(model, checkpoint)
     record = {
         **_source_record(checkpoint, source_url, config, crop_size),
         "overrides": overrides or {},
@@ -110,16 +150,21 @@ def convert_imagenet_backbone(
 
 
 def convert_preset(entry, checkpoint, output_dir, source_url=None, record=None, overwrite=False):
-    """Converts the deeplab2 checkpoint of a `MAX_DEEPLAB_PRESETS` entry with
-    the entry's architecture, crop and post-processing options: a task preset
-    by `convert_checkpoint`, an ImageNet backbone by
-    `convert_imagenet_backbone`.
+    """Converts the deeplab2 checkpoint of a `MAX_DEEPLAB_PRESETS` or
+    `KMAX_DEEPLAB_PRESETS` entry with the entry's architecture, crop and
+    post-processing options: a kMaX-DeepLab preset (`family`
+    `"kmax_deeplab"`) by `convert_kmax_checkpoint`, a MaX-DeepLab task by
+    `convert_checkpoint`, an ImageNet backbone by `convert_imagenet_backbone`.
 
     Example:
     >>> convert_preset(MAX_DEEPLAB_PRESETS["max_deeplab_s_coco_641_400k"],
     ...                "max_deeplab_s_os16_res641_400k", "presets/s641")
     """
     config, crop = entry["config"], entry["crop_size"]
+    if entry["family"] == "kmax_deeplab":
+        return convert_kmax_checkpoint(
+            checkpoint, output_dir, config, crop, source_url, overwrite, record
+        )
     if entry["kind"] == "backbone":
         return convert_imagenet_backbone(
             checkpoint, output_dir, config, crop, source_url, overwrite, record

@@ -75,7 +75,8 @@ def convert_on_first_use(name, entry, base_url=None):
 
     Args:
         name: the preset's table name (not an alias).
-        entry: its `MAX_DEEPLAB_PRESETS` entry.
+        entry: its `MAX_DEEPLAB_PRESETS` or `KMAX_DEEPLAB_PRESETS` entry (its
+            `family` picks the converter).
         base_url: where deeplab2's archives are (see `checkpoint_base_url`).
 
     Raises:

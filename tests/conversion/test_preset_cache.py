@@ -18,6 +18,9 @@ from tests.helpers import python_child
 from tests.helpers import shared_path
 from tests.helpers import to_numpy
 from tests.hub_helpers import ArchiveServer
+from tests.hub_helpers import assert_only_preset_cached
+from tests.hub_helpers import TableSetter
+from tests.hub_helpers import cache_listing
 from tests.hub_helpers import checkpoint_archive
 from tests.hub_helpers import offline_hf_cache
 from tests.hub_helpers import write_checkpoint
@@ -53,17 +56,7 @@ def register_tiny_preset(table=MAX_DEEPLAB_PRESETS, **changes):
 @pytest.fixture
 def tiny_preset(monkeypatch, tmp_path):
     offline_hf_cache(tmp_path, monkeypatch)  # The Hub step finds nothing, offline.
-    register_tiny_preset(_Setter(monkeypatch))
-
-
-class _Setter:
-    """`table[name] = entry` through monkeypatch, undone after the test."""
-
-    def __init__(self, monkeypatch):
-        self._monkeypatch = monkeypatch
-
-    def __setitem__(self, name, entry):
-        self._monkeypatch.setitem(MAX_DEEPLAB_PRESETS, name, entry)
+    register_tiny_preset(TableSetter(monkeypatch, MAX_DEEPLAB_PRESETS))
 
 
 @pytest.fixture(scope="module")
@@ -92,17 +85,6 @@ def _assert_same(model, direct):
         np.testing.assert_array_equal(got[key], value, err_msg=key)
 
 
-def _cache_listing():
-    """Every file and folder under the cache, hidden ones included."""
-    root = cache_root()
-    return sorted(
-        os.path.relpath(os.path.join(folder, name), root)
-        for folder, folders, files in os.walk(root)
-        for name in folders + files
-        if not name.endswith(".lock")
-    )
-
-
 def test_first_use_downloads_converts_and_caches(tiny_preset, archive, direct, monkeypatch):
     with ArchiveServer({f"/mirror/{ARCHIVE}": archive}) as server:
         monkeypatch.setenv("KERAS_MAXDEEPLAB_CHECKPOINT_URL", server.url + "/mirror/")
@@ -112,11 +94,7 @@ def test_first_use_downloads_converts_and_caches(tiny_preset, archive, direct, m
 
     folder = cached_preset(NAME)
     assert folder == os.path.join(cache_root(), "presets", NAME)
-    # Only the preset is left: no archive, no extracted checkpoint, no work folder.
-    assert [p for p in _cache_listing() if not p.startswith(f"presets{os.sep}{NAME}")] == [
-        "downloads",
-        "presets",
-    ]
+    assert_only_preset_cached(NAME)
     with open(os.path.join(folder, "conversion.json")) as f:
         record = json.load(f)
     assert record["source_url"] == f"{server.url}/mirror/{ARCHIVE}"
@@ -146,7 +124,7 @@ def test_an_interrupted_download_resumes(tiny_preset, archive, direct, monkeypat
             MaXDeepLab.from_preset(NAME)
         message = str(error.value)
         assert "\n" not in message and f"{server.url}{path}" in message
-        assert _cache_listing() == ["downloads", f"downloads{os.sep}{ARCHIVE}.part", "presets"]
+        assert cache_listing() == ["downloads", f"downloads{os.sep}{ARCHIVE}.part", "presets"]
         part = os.path.join(cache_root(), "downloads", ARCHIVE + ".part")
         kept = os.path.getsize(part)  # What arrived, to the last whole block.
         assert 0 < kept <= len(archive) // 2
@@ -213,7 +191,7 @@ def test_bad_archives_are_refused_and_nothing_is_cached(
         "another model": _foreign_archive(tmp_path),
     }.get(case, archive)
     if case == "wrong sha256":
-        register_tiny_preset(_Setter(monkeypatch), archive_sha256="0" * 64)
+        register_tiny_preset(TableSetter(monkeypatch, MAX_DEEPLAB_PRESETS), archive_sha256="0" * 64)
     path = f"/{ARCHIVE}"
     faults = {path: case} if isinstance(case, int) else {}
     with ArchiveServer({path: served}, faults=faults) as server:
@@ -222,7 +200,7 @@ def test_bad_archives_are_refused_and_nothing_is_cached(
             MaXDeepLab.from_preset(NAME)
     assert "\n" not in str(error.value)
     assert cached_preset(NAME) is None
-    assert _cache_listing() == ["downloads", "presets"]
+    assert cache_listing() == ["downloads", "presets"]
     assert not os.path.exists("/tmp/escaped") and not os.path.exists(
         os.path.join(cache_root(), "escaped")
     )

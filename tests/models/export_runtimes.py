@@ -27,6 +27,20 @@ def load_onnx(path):
     return lambda images: dict(zip(names, session.run(names, {"images": images})))
 
 
+def load_openvino(path):
+    import openvino
+
+    # float32 inference: OpenVINO's CPU plugin otherwise runs in bfloat16 on
+    # CPUs that have it (AMX, AVX512_BF16), which moves segments.
+    compiled = openvino.Core().compile_model(path, "CPU", {"INFERENCE_PRECISION_HINT": "f32"})
+
+    def run(images):
+        result = compiled(images)
+        return {output.get_any_name(): np.asarray(result[output]) for output in compiled.outputs}
+
+    return run
+
+
 def load_litert(path):
     from ai_edge_litert.interpreter import Interpreter
 
@@ -50,6 +64,7 @@ def load_torch_export(path):
 RUNTIMES = {
     "tf_saved_model": load_saved_model,
     "onnx": load_onnx,
+    "openvino": load_openvino,
     "litert": load_litert,
     "torch": load_torch_export,
 }
@@ -70,11 +85,13 @@ def readme_client():
     return namespace
 
 
-def artifact_panoptic_quality(run, data, categories, crop_size, batch_size=8):
+def artifact_panoptic_quality(run, data, categories, crop_size=None, batch_size=8):
     """PQ of an artifact on a `COCOPanopticDataset`, the way `evaluate_dataset`
-    scores `predict_panoptic`: the README client resizes and pads each image,
-    the artifact segments the batch, the client restores each map, and the
-    segments are listed and scored as `predict_panoptic`'s are.
+    scores `predict_panoptic`. With `crop_size`, the float32 artifact: the
+    README client resizes and pads each image, the artifact segments the
+    batch, the client restores each map. Without, the uint8 artifact takes
+    the images as they are (all of its input size) and returns maps at their
+    size. The segments are listed and scored as `predict_panoptic`'s are.
 
     Returns `(results, panoptic maps at each image's size)`.
     """
@@ -88,13 +105,17 @@ def artifact_panoptic_quality(run, data, categories, crop_size, batch_size=8):
     stat, maps = PQStat(), []
     for start in range(0, len(data.samples), batch_size):
         indices = range(start, min(start + batch_size, len(data.samples)))
-        images = [data.load(index)[0] for index in indices]
-        batch = np.stack([client["preprocess"](np.asarray(image), crop_size) for image in images])
-        outputs = run(batch)
+        images = [np.asarray(data.load(index)[0]) for index in indices]
+        if crop_size is None:
+            outputs = run(np.stack(images).astype(np.uint8))
+        else:
+            outputs = run(np.stack([client["preprocess"](image, crop_size) for image in images]))
         for row, (index, image) in enumerate(zip(indices, images)):
-            size = np.asarray(image).shape[:2]
-            panoptic = client["restore"](outputs["panoptic_pred"][row], size, crop_size)
-            scores = client["restore"](outputs["semantic_scores"][row], size, crop_size)
+            panoptic, scores = outputs["panoptic_pred"][row], outputs["semantic_scores"][row]
+            if crop_size is not None:
+                size = image.shape[:2]
+                panoptic = client["restore"](panoptic, size, crop_size)
+                scores = client["restore"](scores, size, crop_size)
             segmentation, segments = segments_from_panoptic(panoptic, scores, by_contiguous)
             sample = data.samples[index]
             stat.add_image(

@@ -1,10 +1,13 @@
 """tools/make_presets.py: its table tools, and its download against a local server."""
 
 import importlib.util
+import json
 import os
 
 import pytest
 
+from keras_maxdeeplab import KMAX_DEEPLAB_PRESETS
+from keras_maxdeeplab import KMAX_DEEPLAB_UNAVAILABLE
 from keras_maxdeeplab import MAX_DEEPLAB_PRESETS
 from tests.helpers import REPO
 from tests.hub_helpers import ArchiveServer
@@ -32,8 +35,20 @@ def test_presets_folder_is_generated_from_the_table():
             assert f.read() == text, (
                 f"presets/{name} is stale: run tools/make_presets.py definitions"
             )
-    assert sorted(expected) == sorted(["README.md"] + [f"{n}.json" for n in MAX_DEEPLAB_PRESETS])
-    assert "`max_deeplab_s_coco_1025_400k` (`max_deeplab_s_coco`)" in expected["README.md"]
+    kmax = list(KMAX_DEEPLAB_PRESETS) + list(KMAX_DEEPLAB_UNAVAILABLE)
+    names = list(MAX_DEEPLAB_PRESETS) + kmax
+    assert sorted(expected) == sorted(["README.md"] + [f"{n}.json" for n in names])
+    assert len(kmax) == 17  # deeplab2's kMaX model zoo
+    readme = expected["README.md"]
+    assert "`max_deeplab_s_coco_1025_400k` (`max_deeplab_s_coco`)" in readme
+    assert "| `kmax_r50_coco` | ResNet-50 | coco_panoptic | 1281 | 53.0 | 58.3 | 44.9 | 53.5 | yes |" in readme
+    assert "| `kmax_convnext_tiny_coco` | ConvNeXt-T | coco_panoptic | 1281 | 55.3 | 61.0 | 46.7 | 55.8 | no: ConvNeXt backbone not ported |" in readme
+    kmax_r50 = json.loads(expected["kmax_r50_coco.json"])
+    assert (kmax_r50["available"], kmax_r50["reason"], kmax_r50["params"]) == (True, None, 72_650_796)
+    assert kmax_r50["backbone_arguments"]["backbone_type"] == "resnet"
+    convnext = json.loads(expected["kmax_convnext_large_ade20k_1281.json"])
+    assert (convnext["available"], convnext["backbone_arguments"]) == (False, None)
+    assert convnext["reason"] == "ConvNeXt backbone not ported"
 
 
 def test_write_definitions_replaces_stale_files(tmp_path):

@@ -1,6 +1,7 @@
 """KMaXDeepLab: the panoptic segmentation task (kMaX transformer decoder + heads)."""
 
 import keras
+from keras_hub.src.utils.python_utils import classproperty
 
 from keras_maxdeeplab.layers.convolutions import Conv1D
 from keras_maxdeeplab.layers.dual_path_transformer import MemoryFeature
@@ -13,6 +14,7 @@ from keras_maxdeeplab.losses.kmax_deeplab_loss import PER_OUTPUT_TERMS
 from keras_maxdeeplab.losses.kmax_deeplab_loss import KMaXDeepLabLoss
 from keras_maxdeeplab.models.kmax_deeplab.kmax_configs import KMAX_DEEPLAB_HEAD_CONFIGS
 from keras_maxdeeplab.models.kmax_deeplab.kmax_deeplab_backbone import KMaXDeepLabBackbone
+from keras_maxdeeplab.models.kmax_deeplab.kmax_presets import listed_kmax_presets
 from keras_maxdeeplab.models.max_deeplab.input_checks import check_images
 from keras_maxdeeplab.models.max_deeplab.max_deeplab_export import PanopticPostProcessor
 from keras_maxdeeplab.models.panoptic_task import PanopticTask
@@ -375,6 +377,47 @@ class KMaXDeepLab(PanopticTask):
         return PanopticPostProcessor(
             image_size, self.thing_class_ids, postprocess_options=options, method="maskwise"
         )
+
+    @classproperty
+    def presets(cls):
+        """kMaX-DeepLab's presets, `{name: {"metadata": {...}, "handle": "hf://..."}}`:
+        deeplab2's COCO models whose backbones are ported (`KMAX_DEEPLAB_PRESETS`)."""
+        return listed_kmax_presets()
+
+    @classmethod
+    def from_preset(cls, preset, load_weights=True, **kwargs):
+        """Loads a kMaX-DeepLab model from a preset.
+
+        Args:
+            preset: a name of `KMaXDeepLab.presets` (built from this
+                package's configs; weights fetched as for
+                `MaXDeepLab.from_preset`, deeplab2's archive being converted
+                by `load_kmax_checkpoint`), a local preset folder, or a
+                keras-hub handle (`hf://org/name`, ...).
+            load_weights: False builds the architecture alone.
+            **kwargs: `checkpoint_base_url` (a mirror of deeplab2's
+                checkpoints) or constructor overrides (`dtype`, `image_shape`).
+
+        Raises:
+            ValueError: an unknown name (the known ones are listed), one of
+                deeplab2's kMaX checkpoints not available yet (with the
+                reason, e.g. a ConvNeXt backbone), a MaX-DeepLab preset, or
+                weights nowhere to be had, corrupt or unreadable.
+
+        Example:
+        >>> model = KMaXDeepLab.from_preset("kmax_r50_coco")
+        >>> model(images)["pixel_space_mask_logits"].shape  # images [1, 1281, 1281, 3]
+        (1, 321, 321, 128)
+        """
+        from keras_maxdeeplab.hub import load_task  # hub sits above the models.
+
+        for key in ("categories", "num_classes"):
+            if key in kwargs:
+                raise ValueError(
+                    f"{key}= is not supported by KMaXDeepLab.from_preset: the kMaX presets "
+                    "keep deeplab2's COCO classes (134 with void)."
+                )
+        return load_task(cls, super().from_preset, preset, load_weights, kwargs)
 
     def intermediate_outputs(self, images, training=False):
         """Every intermediate result, keyed as deeplab2's reference arrays.

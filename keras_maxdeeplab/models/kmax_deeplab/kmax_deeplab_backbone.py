@@ -2,6 +2,7 @@
 
 import keras
 from keras_hub.models import Backbone
+from keras_hub.src.utils.python_utils import classproperty
 
 from keras_maxdeeplab.layers.blocks import BlockGroup
 from keras_maxdeeplab.layers.blocks import InceptionStem
@@ -9,6 +10,7 @@ from keras_maxdeeplab.layers.convolutions import Conv2DSame
 from keras_maxdeeplab.layers.convolutions import activate
 from keras_maxdeeplab.layers.convolutions import check_activation
 from keras_maxdeeplab.layers.kmax_pixel_decoder import KMaXPixelDecoder
+from keras_maxdeeplab.models.kmax_deeplab.kmax_presets import listed_kmax_presets
 from keras_maxdeeplab.models.max_deeplab.input_checks import check_images
 from keras_maxdeeplab.models.max_deeplab.max_deeplab_backbone import stage_layout
 
@@ -164,6 +166,32 @@ class KMaXDeepLabBackbone(Backbone):
     def __call__(self, inputs, *args, **kwargs):
         check_images(inputs, self.image_shape)
         return super().__call__(inputs, *args, **kwargs)
+
+    @classproperty
+    def presets(cls):
+        """The kMaX-DeepLab presets whose backbone this loads (`KMAX_DEEPLAB_PRESETS`)."""
+        return listed_kmax_presets()
+
+    @classmethod
+    def from_preset(cls, preset, load_weights=True, **kwargs):
+        """Loads the backbone (pixel encoder + pixel decoder) of a kMaX-DeepLab preset.
+
+        Args:
+            preset: a name of `KMaXDeepLabBackbone.presets` (fetched as
+                `KMaXDeepLab.from_preset` does), a local preset folder, or
+                a keras-hub handle.
+            load_weights: False builds the architecture alone.
+            checkpoint_base_url: for a name, a mirror of deeplab2's checkpoint folder.
+            **kwargs: constructor overrides (`image_shape`, `dtype`).
+
+        Example:
+        >>> backbone = KMaXDeepLabBackbone.from_preset("kmax_r50_coco")
+        >>> backbone(images)["decoder_output"].shape  # images [1, 1281, 1281, 3]
+        (1, 321, 321, 256)
+        """
+        from keras_maxdeeplab.hub import load_backbone  # hub sits above the models.
+
+        return load_backbone(cls, super().from_preset, preset, load_weights, kwargs)
 
     def get_config(self):
         config = super().get_config()

@@ -332,20 +332,21 @@ class MaXDeepLab(PanopticTask):
         format="tf_saved_model",
         verbose=None,
         input_signature=None,
-        input_dtype="float32",
+        input_size=None,
+        input_dtype="uint8",
         postprocess=True,
         **postprocess_options,
     ):
         """Exports the whole panoptic pipeline, deeplab2's post-processor inside.
 
-        The artifact takes `images` `[B, crop_h, crop_w, 3]` (any batch size),
-        pixel values 0..255 resized and padded as `MaXDeepLabImageConverter`
-        does, and returns `panoptic_pred`, `semantic_pred`, `instance_pred`
-        (int32), `instance_scores` and `semantic_scores` (float32), each
-        `[B, crop_h, crop_w]`: the maps `predict_panoptic` computes before
-        resizing them back to each image. Running it needs only the format's
-        runtime (TensorFlow, ONNX Runtime, LiteRT, PyTorch); the README has a
-        client for each.
+        The artifact takes `images` `[B, height, width, 3]` uint8 (any batch
+        size; `input_size`, default the crop size), resizes and pads them as
+        `MaXDeepLabImageConverter` does, and returns `panoptic_pred`,
+        `semantic_pred`, `instance_pred` (int32), `instance_scores` and
+        `semantic_scores` (float32), each `[B, height, width]`: the maps
+        `predict_panoptic` returns for the same images. Running it needs
+        only the format's runtime (TensorFlow, ONNX Runtime, OpenVINO,
+        LiteRT, PyTorch); the README has a client for each.
 
         Args:
             filepath: a folder for `"tf_saved_model"`; else a file (given its
@@ -357,30 +358,34 @@ class MaXDeepLab(PanopticTask):
                 is refused with a ValueError saying which backend can.
             verbose: Keras' export messages.
             input_signature: must be None: the artifact's input is fixed by
-                the model (the batch size is free).
-            input_dtype: `"float32"` (exact for any image) or `"uint8"` (exact
-                for images already at the crop size); see `serving_model`.
-            postprocess: False exports the network's raw outputs instead,
-                for `postprocess_panoptic` outside the artifact.
+                `input_size` and `input_dtype` (the batch size is free).
+            input_size: `(height, width)` of the images the artifact takes
+                (a camera's frames, say); default the crop size.
+            input_dtype: `"uint8"` (default) or `"float32"` pixels 0..255
+                (for a client that resizes images of several sizes itself,
+                at `input_size` = the crop size); see `serving_model`.
+            postprocess: False exports the network's raw outputs on the crop
+                instead, for `postprocess_panoptic` outside the artifact.
             **postprocess_options: overrides of `self.postprocess_options`.
 
         Returns:
             the artifact's path.
 
         Example:
-        >>> model.export("served/max_deeplab", format="tf_saved_model")
+        >>> model.export("served/max_deeplab", format="tf_saved_model", input_size=(480, 640))
         >>> serve = tf.saved_model.load("served/max_deeplab").signatures["serving_default"]
-        >>> serve(images=tf.zeros((2, 641, 641, 3)))["panoptic_pred"].shape  # (2, 641, 641)
+        >>> serve(images=tf.zeros((2, 480, 640, 3), tf.uint8))["panoptic_pred"].shape  # (2, 480, 640)
         """
         if input_signature is not None:
             raise ValueError(
-                "MaXDeepLab.export fixes the artifact's input ([B, crop_h, crop_w, 3] images "
-                "of input_dtype); pass input_dtype instead of input_signature."
+                "MaXDeepLab.export fixes the artifact's input ([B, height, width, 3] images "
+                "of input_dtype); pass input_size and input_dtype instead of input_signature."
             )
         return export_panoptic(
             self,
             filepath,
             format,
+            input_size=input_size,
             input_dtype=input_dtype,
             postprocess=postprocess,
             verbose=bool(verbose),

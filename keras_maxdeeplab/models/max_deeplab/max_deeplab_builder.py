@@ -25,6 +25,32 @@ def _arguments(cls, excluded=()):
     }
 
 
+def split_overrides(cls, overrides):
+    """`(backbone overrides, head overrides)` of a task class `cls`: each key
+    goes where `cls.backbone_cls` or `cls` takes it as a keyword argument.
+
+    Raises:
+        ValueError: a key neither takes, naming the ones they do.
+
+    Example:
+    >>> split_overrides(MaXDeepLab, {"dtype": "bfloat16", "num_mask_slots": 64})
+    ({'dtype': 'bfloat16', 'num_mask_slots': 64}, {})
+    """
+    backbone_keys = _arguments(cls.backbone_cls)
+    head_keys = _arguments(cls, excluded=("backbone",))
+    backbone, heads = {}, {}
+    for key, value in (overrides or {}).items():
+        if key in backbone_keys:
+            backbone[key] = value
+        elif key in head_keys:
+            heads[key] = value
+        else:
+            raise ValueError(
+                f"Unknown override {key!r}; expected one of {sorted(backbone_keys | head_keys)}."
+            )
+    return backbone, heads
+
+
 def _check_config(config):
     if config not in MAX_DEEPLAB_CONFIGS:
         raise ValueError(
@@ -73,18 +99,8 @@ def build_model(config="max_deeplab_s", crop_size=641, overrides=None, cls=MaXDe
     >>> model = build_model("max_deeplab_tiny", 129, {"num_mask_slots": 16})
     """
     _check_config(config)
-    backbone_keys = _arguments(cls.backbone_cls)
-    head_keys = _arguments(cls, excluded=("backbone",))
-    backbone_overrides, heads = {}, dict(MAX_DEEPLAB_HEAD_CONFIGS[config])
-    for key, value in (overrides or {}).items():
-        if key in backbone_keys:
-            backbone_overrides[key] = value
-        elif key in head_keys:
-            heads[key] = value
-        else:
-            raise ValueError(
-                f"Unknown override {key!r}; expected one of {sorted(backbone_keys | head_keys)}."
-            )
+    backbone_overrides, head_overrides = split_overrides(cls, overrides)
+    heads = {**MAX_DEEPLAB_HEAD_CONFIGS[config], **head_overrides}
     backbone = build_backbone(config, crop_size, backbone_overrides, cls.backbone_cls)
     if "preprocessor" not in heads:
         converter = MaXDeepLabImageConverter(image_size=tuple(backbone.image_shape[:2]))

@@ -1,24 +1,30 @@
-"""Serving artifacts of the whole panoptic pipeline: crop-sized images in,
+"""Serving artifacts of the whole panoptic pipeline: uint8 images in,
 deeplab2's panoptic maps out, with the post-processor inside the graph.
 
-`serving_model` wraps a `MaXDeepLab` into a Keras model that normalises
-`[B, crop_h, crop_w, 3]` pixel values (0..255), runs the network and deeplab2's
+`serving_model` wraps a `MaXDeepLab` into a Keras model that takes
+`[B, height, width, 3]` images of a fixed `input_size` (default the crop size),
+resizes, pads and normalises them as `MaXDeepLabImageConverter` does
+(`convert_images`, the same code), runs the network and deeplab2's
 post-processor (`postprocess_panoptic`, the same code `predict_panoptic`
-runs); `export_panoptic` hands that model to Keras' exporters, one file or
-folder per format, written atomically. The artifact's maps are at the crop
-size: the client resizes and pads like `MaXDeepLabImageConverter` before, and
-crops and resizes back after (the README shows both in NumPy).
+runs), and restores the maps to the input size as `predict_panoptic` does.
+`export_panoptic` hands that model to Keras' exporters, one file or folder per
+format, written atomically.
 """
 
 import os
 import tempfile
+
+import numpy as np
 
 import keras
 
 from keras_maxdeeplab.atomic_files import write_folder_atomically
 from keras_maxdeeplab.backend_seam import check_export_format
 from keras_maxdeeplab.backend_seam import export_model
+from keras_maxdeeplab.backend_seam import take
 from keras_maxdeeplab.coco.categories import LABEL_DIVISOR
+from keras_maxdeeplab.models.max_deeplab.max_deeplab_image_converter import convert_images
+from keras_maxdeeplab.models.max_deeplab.max_deeplab_image_converter import restore_indices
 from keras_maxdeeplab.postprocessing.panoptic import postprocess_panoptic
 from keras_maxdeeplab.postprocessing.panoptic import postprocess_panoptic_maskwise
 
@@ -45,25 +51,79 @@ SERVING_OUTPUTS = (
     "instance_scores",
     "semantic_scores",
 )
-INPUT_DTYPES = ("float32", "uint8")
+# The artifact's input dtypes: uint8 camera frames (the default), or float32
+# pixels 0..255 (for a client that resizes itself, at `input_size` = the crop size).
+INPUT_DTYPES = ("uint8", "float32")
 
 
 @keras.saving.register_keras_serializable(package="keras_maxdeeplab")
-class PixelNormalization(keras.layers.Layer):
-    """`x / 127.5 - 1` on 0..255 pixels (uint8 or float), in float32: the last
-    step of `MaXDeepLabImageConverter`.
+class ServingPreprocessor(keras.layers.Layer):
+    """`MaXDeepLabImageConverter`'s resizing, padding and normalisation
+    (`convert_images`, the same code) as a layer of the serving graph.
 
-    Shapes: `[B, H, W, 3]` -> `[B, H, W, 3]` float32 in [-1, 1].
+    Args:
+        crop_size: `(crop_height, crop_width)`, the model's input size.
+
+    Shapes: `[B, H, W, 3]` uint8 or float 0..255 -> `[B, crop_height,
+    crop_width, 3]` float32 in [-1, 1].
 
     Example:
-    >>> PixelNormalization()(np.full((1, 65, 65, 3), 255, "uint8"))  # all 1.0
+    >>> ServingPreprocessor((65, 65))(np.zeros((1, 48, 64, 3), "uint8")).shape  # (1, 65, 65, 3)
     """
 
+    def __init__(self, crop_size, **kwargs):
+        super().__init__(**kwargs)
+        self.crop_size = tuple(int(s) for s in crop_size)
+
     def call(self, images):
-        return keras.ops.cast(images, "float32") / 127.5 - 1.0
+        return convert_images(images, self.crop_size)
 
     def compute_output_spec(self, images):
-        return keras.KerasTensor(images.shape, "float32")
+        return keras.KerasTensor((images.shape[0], *self.crop_size, 3), "float32")
+
+    def get_config(self):
+        return {**super().get_config(), "crop_size": self.crop_size}
+
+
+@keras.saving.register_keras_serializable(package="keras_maxdeeplab")
+class RestoreInputSize(keras.layers.Layer):
+    """`MaXDeepLabImageConverter.restore_original_size` on a batch of maps:
+    the unpadded region of each crop-sized map, resized back to the input
+    size with nearest neighbours (`restore_indices`: a static gather, exact
+    in every runtime).
+
+    Args:
+        input_size: `(height, width)` of the serving graph's images.
+        crop_size: `(crop_height, crop_width)`, the model's input size.
+
+    Shapes: a dict of `[B, crop_height, crop_width]` maps -> the same dict
+    of `[B, height, width]` maps.
+
+    Example:
+    >>> RestoreInputSize((48, 64), (65, 65))({"panoptic_pred": maps})["panoptic_pred"].shape  # (B, 48, 64)
+    """
+
+    def __init__(self, input_size, crop_size, **kwargs):
+        super().__init__(**kwargs)
+        self.input_size = tuple(int(s) for s in input_size)
+        self.crop_size = tuple(int(s) for s in crop_size)
+
+    def call(self, maps):
+        rows, cols = restore_indices(self.input_size, self.crop_size)
+        rows = keras.ops.convert_to_tensor(rows.astype("int32"))
+        cols = keras.ops.convert_to_tensor(cols.astype("int32"))
+        return {name: take(take(value, rows, axis=1), cols, axis=2) for name, value in maps.items()}
+
+    def compute_output_spec(self, maps):
+        return {
+            name: keras.KerasTensor((value.shape[0], *self.input_size), value.dtype)
+            for name, value in maps.items()
+        }
+
+    def get_config(self):
+        config = super().get_config()
+        config.update({"input_size": self.input_size, "crop_size": self.crop_size})
+        return config
 
 
 @keras.saving.register_keras_serializable(package="keras_maxdeeplab")
@@ -144,51 +204,78 @@ class PanopticPostProcessor(keras.layers.Layer):
         return config
 
 
-def serving_model(model, input_dtype="float32", postprocess=True, **postprocess_options):
+def check_input(input_size, input_dtype):
+    """`input_size` as a `(height, width)` pair of positive ints (None stays
+    None: the crop size); a clear ValueError for anything else (one number,
+    zero, a float) or an `input_dtype` not in `INPUT_DTYPES`."""
+    if input_dtype not in INPUT_DTYPES:
+        raise ValueError(f"input_dtype must be one of {INPUT_DTYPES}; got {input_dtype!r}.")
+    if input_size is None:
+        return None
+    size = tuple(input_size) if isinstance(input_size, (tuple, list)) else (input_size,)
+    if len(size) != 2 or not all(
+        isinstance(s, (int, np.integer)) and not isinstance(s, bool) and s > 0 for s in size
+    ):
+        raise ValueError(
+            f"input_size must be (height, width), two positive ints; got {input_size!r}."
+        )
+    return int(size[0]), int(size[1])
+
+
+def serving_model(
+    model, input_size=None, input_dtype="uint8", postprocess=True, **postprocess_options
+):
     """The whole panoptic pipeline of `model` as one Keras model, for export.
+
+    The graph resizes and pads the images exactly as
+    `MaXDeepLabImageConverter` does (the same code), normalises them, runs
+    the network and deeplab2's post-processor, and restores the maps to the
+    input size as `predict_panoptic` does: its maps are `predict_panoptic`'s
+    on the same images.
 
     Args:
         model: a `MaXDeepLab`.
-        input_dtype: `"float32"` (default): pixel values 0..255 resized and
-            padded exactly as `MaXDeepLabImageConverter` does (bilinear with
-            aligned corners to `converter.resized_size`, padding 127.5), so
-            the maps are bit-identical to `predict_panoptic`'s before its
-            resize back. `"uint8"`: for images already at the crop size (the
-            cast is exact); a resized image rounded to uint8 is close to, not
-            exactly, what the converter feeds the network.
-        postprocess: False leaves deeplab2's post-processor out: the outputs
-            are the network's (`pixel_space_mask_logits`,
-            `transformer_class_logits`, ...), to post-process with
-            `postprocess_panoptic` (for a runtime lacking one of its ops).
+        input_size: `(height, width)` of the images the artifact takes
+            (a camera's frame size, say); default the crop size.
+        input_dtype: `"uint8"` (default) or `"float32"` pixels 0..255. With
+            float32 at the crop size, a client can resize and pad images of
+            any size itself (the README's NumPy client) and crop and resize
+            the maps back.
+        postprocess: False leaves deeplab2's post-processor and the restoring
+            out: the outputs are the network's (`pixel_space_mask_logits`,
+            `transformer_class_logits`, ...) on the crop, to post-process
+            with `postprocess_panoptic` (for a runtime lacking one of its ops).
         **postprocess_options: overrides of `model.postprocess_options`.
 
     Returns:
-        a functional `keras.Model`: input `images` `[B, crop_h, crop_w, 3]`
-        of `input_dtype` (any batch size); outputs a dict of
-        `[B, crop_h, crop_w]` maps, `SERVING_OUTPUTS`.
+        a functional `keras.Model`: input `images` `[B, height, width, 3]` of
+        `input_dtype` (any batch size); outputs a dict of `[B, height, width]`
+        maps, `SERVING_OUTPUTS`.
 
     Example:
-    >>> serving = serving_model(model)
-    >>> serving(np.zeros((2, 129, 129, 3), "float32"))["panoptic_pred"].shape  # (2, 129, 129)
+    >>> serving = serving_model(model, input_size=(480, 640))
+    >>> serving(np.zeros((2, 480, 640, 3), "uint8"))["panoptic_pred"].shape  # (2, 480, 640)
     """
-    if input_dtype not in INPUT_DTYPES:
-        raise ValueError(f"input_dtype must be one of {INPUT_DTYPES}; got {input_dtype!r}.")
+    crop_size = tuple(model.backbone.image_shape[:2])
+    input_size = check_input(input_size, input_dtype) or crop_size
     unknown = sorted(set(postprocess_options) - set(model.postprocess_options))
     if unknown:
         raise ValueError(
             f"Unknown postprocess options {unknown}; expected some of "
             f"{sorted(model.postprocess_options)}."
         )
-    height, width = model.backbone.image_shape[:2]
-    images = keras.Input(shape=(height, width, 3), dtype=input_dtype, name="images")
-    outputs = model(PixelNormalization(name="normalize")(images), training=False)
+    images = keras.Input(shape=(*input_size, 3), dtype=input_dtype, name="images")
+    pixels = ServingPreprocessor(crop_size, name="preprocess")(images)
+    outputs = model(pixels, training=False)
     if postprocess:
         outputs = PanopticPostProcessor(
-            (height, width),
+            crop_size,
             model.thing_class_ids,
             postprocess_options={**model.postprocess_options, **postprocess_options},
             name="panoptic_postprocess",
         )(outputs)
+        if input_size != crop_size:
+            outputs = RestoreInputSize(input_size, crop_size, name="restore_input_size")(outputs)
     return keras.Model(images, outputs, name=f"{model.name}_serving")
 
 
@@ -204,7 +291,8 @@ def export_panoptic(
     model,
     path,
     format="tf_saved_model",
-    input_dtype="float32",
+    input_size=None,
+    input_dtype="uint8",
     postprocess=True,
     verbose=False,
     **postprocess_options,
@@ -219,7 +307,8 @@ def export_panoptic(
             rename): a failed export leaves what was there before.
         format: one of `EXPORT_FORMATS` that the Keras backend in use can
             export with the packages installed (`backend_seam.export_formats()`).
-        input_dtype, postprocess, **postprocess_options: see `serving_model`.
+        input_size, input_dtype, postprocess, **postprocess_options: see
+            `serving_model`.
         verbose: Keras' export messages.
 
     Returns:
@@ -229,17 +318,19 @@ def export_panoptic(
         ValueError: an unknown format, one this backend cannot export, or
             one whose exporter is not installed (the message says what to do).
 
-    The artifact takes `images` `[B, crop_h, crop_w, 3]` (any B) and returns
-    `panoptic_pred`, `semantic_pred`, `instance_pred` (int32),
-    `instance_scores`, `semantic_scores` (float32), each `[B, crop_h, crop_w]`.
+    The artifact takes `images` `[B, height, width, 3]` uint8 (any B;
+    `input_size`, default the crop size) and returns `panoptic_pred`,
+    `semantic_pred`, `instance_pred` (int32), `instance_scores`,
+    `semantic_scores` (float32), each `[B, height, width]`.
 
     Example:
-    >>> export_panoptic(model, "served/max_deeplab.onnx", format="onnx")
+    >>> export_panoptic(model, "served/max_deeplab.onnx", format="onnx", input_size=(480, 640))
     >>> session = onnxruntime.InferenceSession("served/max_deeplab.onnx")
     >>> maps = dict(zip(SERVING_OUTPUTS, session.run(SERVING_OUTPUTS, {"images": batch})))
     """
+    check_input(input_size, input_dtype)
     check_export_format(format, EXPORT_FORMATS)
-    serving = serving_model(model, input_dtype, postprocess, **postprocess_options)
+    serving = serving_model(model, input_size, input_dtype, postprocess, **postprocess_options)
     path = os.path.abspath(artifact_path(path, format))
 
     def export(target):

@@ -29,6 +29,53 @@ def resized_size(height, width, crop_height, crop_width):
     return int(np.floor(f32(height) * factor)), int(np.floor(f32(width) * factor))
 
 
+def convert_images(images, crop_size):
+    """deeplab2's evaluation preprocessing with `keras.ops`: the converter's
+    steps 1-3, also run inside exported serving graphs.
+
+    Args:
+        images: `[B, H, W, 3]` tensor, uint8 or float in 0..255, static H, W.
+        crop_size: `(crop_height, crop_width)`.
+
+    Returns:
+        `[B, crop_height, crop_width, 3]` float32 in [-1, 1].
+
+    Example:
+    >>> convert_images(np.zeros((2, 48, 64, 3), "uint8"), (65, 65)).shape  # (2, 65, 65, 3)
+    """
+    height, width = images.shape[1], images.shape[2]
+    if height is None or width is None:
+        raise ValueError("MaXDeepLabImageConverter needs images with a known height and width.")
+    crop_height, crop_width = crop_size
+    new_height, new_width = resized_size(height, width, crop_height, crop_width)
+    images = ops.cast(images, "float32")
+    images = resize_bilinear_align_corners(images, (new_height, new_width))
+    if (new_height, new_width) != (crop_height, crop_width):
+        images = ops.pad(
+            images,
+            [[0, 0], [0, crop_height - new_height], [0, crop_width - new_width], [0, 0]],
+            constant_values=127.5,
+        )
+    return images / 127.5 - 1.0
+
+
+def restore_indices(image_size, crop_size):
+    """The rows and columns of a crop-sized map that restore an image of
+    `image_size`: the unpadded region resized back with nearest neighbours
+    (aligned corners), as deeplab2's evaluator does. Every index lies inside
+    the unpadded region, so indexing alone also crops.
+
+    Returns:
+        `(rows [H], cols [W])` int64 NumPy arrays.
+
+    Example:
+    >>> rows, cols = restore_indices((48, 64), (65, 65))  # rows < 48, cols < 65
+    >>> restored = crop_map[rows][:, cols]  # [48, 64]
+    """
+    height, width = resized_size(*image_size, *crop_size)
+    return nearest_indices(height, image_size[0]), nearest_indices(width, image_size[1])
+
+
 @keras.saving.register_keras_serializable(package="keras_maxdeeplab")
 class MaXDeepLabImageConverter(ImageConverter):
     """Resizes, pads and normalises images exactly like deeplab2's evaluation.
@@ -81,10 +128,8 @@ class MaXDeepLabImageConverter(ImageConverter):
         >>> converter = MaXDeepLabImageConverter(image_size=(129, 129))
         >>> converter.restore_original_size(np.zeros((129, 129)), (360, 640)).shape  # (360, 640)
         """
-        height, width = self.resized_size(*image_size)
-        rows = nearest_indices(height, image_size[0])
-        cols = nearest_indices(width, image_size[1])
-        return np.asarray(maps)[:height, :width][rows][:, cols]
+        rows, cols = restore_indices(image_size, self.image_size)
+        return np.asarray(maps)[rows][:, cols]
 
     def call(self, inputs):
         shape = getattr(inputs, "shape", np.shape(inputs))
@@ -103,19 +148,7 @@ class MaXDeepLabImageConverter(ImageConverter):
         unbatched = len(images.shape) == 3
         if unbatched:
             images = ops.expand_dims(images, 0)
-        height, width = images.shape[1], images.shape[2]
-        if height is None or width is None:
-            raise ValueError("MaXDeepLabImageConverter needs images with a known height and width.")
-        crop_height, crop_width = self.image_size
-        new_height, new_width = self.resized_size(height, width)
-        images = ops.cast(images, "float32")
-        images = resize_bilinear_align_corners(images, (new_height, new_width))
-        images = ops.pad(
-            images,
-            [[0, 0], [0, crop_height - new_height], [0, crop_width - new_width], [0, 0]],
-            constant_values=127.5,
-        )
-        images = images / 127.5 - 1.0
+        images = convert_images(images, self.image_size)
         return images[0] if unbatched else images
 
     def _call_tf(self, inputs):

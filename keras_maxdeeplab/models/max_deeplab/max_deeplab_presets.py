@@ -11,7 +11,9 @@ its digest where known, refused on mismatch), and what deeplab2 reports for
 them (`pq`, COCO val, single scale). `metadata` follows keras-hub's preset
 tables (`description`, `params`, `path`).
 
-`kind` is `"task"` (a full `MaXDeepLab` trained on COCO panoptic) or
+`family` (`"max_deeplab"`) names the model family, which decides the
+builder and the converter (kMaX-DeepLab's table, `kmax_presets.py`, says
+`"kmax_deeplab"`). `kind` is `"task"` (a full `MaXDeepLab` trained on COCO panoptic) or
 `"backbone"` (an ImageNet-1K-pretrained `MaXDeepLabBackbone` to fine-tune on
 new data: deeplab2's starting point; its dual-path transformers, memory and
 decoder are not pretrained). `params` counts every weight of the preset's
@@ -36,7 +38,14 @@ _TITLES = {"max_deeplab_s": "MaX-DeepLab-S", "max_deeplab_l": "MaX-DeepLab-L"}
 _POSTPROCESS_1025 = {"thing_area_limit": 256, "stuff_area_limit": 4096}
 
 
-def _source(archive_stem):
+def deeplab2_archive(archive_stem):
+    """The `archive`, `archive_sha256` and `source_url` of a preset entry for
+    deeplab2's `<archive_stem>.tar.gz` under `CHECKPOINT_BASE_URL`.
+
+    Example:
+    >>> deeplab2_archive("kmax_resnet50_coco_train")["source_url"]
+    'https://storage.googleapis.com/gresearch/tf-deeplab/checkpoint/kmax_resnet50_coco_train.tar.gz'
+    """
     archive = f"{archive_stem}.tar.gz"
     # deeplab2 publishes no digests; a preset whose archive digest is known sets it.
     return {
@@ -61,12 +70,13 @@ def _coco(config, crop_size, steps, pq, pq_thing, pq_stuff, pq_deeplab2):
             "path": "max_deeplab",
         },
         "kind": "task",
+        "family": "max_deeplab",
         "handle": f"hf://{HF_ORG}/{name}",
         "config": config,
         "crop_size": crop_size,
         "training_steps": steps,
         "postprocess_options": dict(_POSTPROCESS_1025) if crop_size == 1025 else {},
-        **_source(f"{deeplab2_name}_coco_train"),
+        **deeplab2_archive(f"{deeplab2_name}_coco_train"),
         "deeplab2_name": deeplab2_name,
         "pq": {"pq": pq, "pq_thing": pq_thing, "pq_stuff": pq_stuff, "pq_deeplab2": pq_deeplab2},
     }
@@ -88,12 +98,13 @@ def _imagenet(config, crop_size, pretrained_params):
             "path": "max_deeplab",
         },
         "kind": "backbone",
+        "family": "max_deeplab",
         "handle": f"hf://{HF_ORG}/{name}",
         "config": config,
         "crop_size": crop_size,
         "training_steps": None,
         "postprocess_options": {},
-        **_source(deeplab2_name),
+        **deeplab2_archive(deeplab2_name),
         "deeplab2_name": deeplab2_name,
         "pq": None,
     }

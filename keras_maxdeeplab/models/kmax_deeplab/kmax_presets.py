@@ -1,0 +1,186 @@
+"""kMaX-DeepLab presets: deeplab2's 17 published kMaX checkpoints.
+
+deeplab2's model zoo (g3doc/projects/kmax_deeplab.md) publishes 17
+checkpoints: COCO (7), Cityscapes (6) and ADE20K (4), on ResNet-50,
+Axial-ResNet-50 (MaX-S with GeLU) and ConvNeXt-T/S/B/L backbones.
+
+`KMAX_DEEPLAB_PRESETS` holds the ones this package loads by name
+(`KMaXDeepLab.from_preset("kmax_r50_coco")`): deeplab2's archive is
+converted on first use by `load_kmax_checkpoint` and cached, as for
+MaX-DeepLab (`keras_maxdeeplab.hub`). Entries follow `MAX_DEEPLAB_PRESETS`'
+conventions (`metadata`, `kind`, `family` = `"kmax_deeplab"`, `handle`,
+`config` of `KMAX_DEEPLAB_CONFIGS`, `crop_size`, `training_steps`,
+`postprocess_options` = deeplab2's evaluator options of the config (besides
+`transformer_post_processing`, keyword arguments of
+`keras_maxdeeplab.postprocessing.postprocess_panoptic_maskwise`), `archive`,
+`archive_sha256`, `source_url`, `deeplab2_name` = its config file, `pq`)
+plus `dataset`, `num_classes` (deeplab2's class channels, the `output_channels`
+of its semantic head: COCO 134 and ADE20K 151 counting void 0; Cityscapes 19,
+its void label being 255) and `backbone` (in words).
+
+`KMAX_DEEPLAB_UNAVAILABLE` holds the other rows, with the same fields and a
+`reason`: their names are listed (`maxdeeplab presets`) and `from_preset`
+refuses them with that reason, so no published name leads nowhere unexplained.
+* ConvNeXt backbones are not ported (9 rows).
+* Cityscapes and ADE20K rows with a ported backbone (4 rows) need their
+  datasets' class layouts: Cityscapes has 19 classes with void label 255 and
+  a 1025x2049 crop, ADE20K 150 classes; `KMaXDeepLab` knows COCO's layout
+  only (void 0, things first) and the package has no Cityscapes or ADE20K
+  category lists.
+
+`pq` holds deeplab2's val PQ, PQ things, PQ stuff by the official script and
+PQ by deeplab2's own evaluator (single scale).
+"""
+
+from keras_maxdeeplab.models.max_deeplab.max_deeplab_presets import HF_ORG
+from keras_maxdeeplab.models.max_deeplab.max_deeplab_presets import deeplab2_archive
+
+# deeplab2's kMaX configs, per backbone: the name in its config files, ours, in words.
+_BACKBONES = {
+    "r50": ("r50", "kmax_r50", "ResNet-50", "resnet50"),
+    "axial_r50": ("axial_r50", "kmax_axial_r50", "Axial-ResNet-50 (MaX-S w/ GeLU)", "maxs_gelu"),
+    "convnext_tiny": ("convnext_tiny", None, "ConvNeXt-T", "convnext_tiny"),
+    "convnext_small": ("convnext_small", None, "ConvNeXt-S", "convnext_small"),
+    "convnext_base": ("convnext_base", None, "ConvNeXt-B", "convnext_base"),
+    "convnext_large": ("convnext_large", None, "ConvNeXt-L", "convnext_large"),
+}
+_DATASETS = {
+    # dataset: (deeplab2's name, class channels, training steps, title)
+    "coco": ("coco_panoptic", 134, 150_000, "COCO panoptic (133 classes)"),
+    "cityscapes": ("cityscapes_panoptic", 19, 60_000, "Cityscapes panoptic (19 classes)"),
+    "ade20k": ("ade20k_panoptic", 151, 100_000, "ADE20K panoptic (150 classes)"),
+}
+# Model sizes counted on the built models (deeplab2's own counts:
+# shared/reference/kmax_deeplab_tiny README section 2e).
+_PARAMS = {"kmax_r50": 72_650_796, "kmax_axial_r50": 90_577_452}
+# deeplab2's evaluator options of the kMaX COCO configs (maskwise post-processing).
+_COCO_POSTPROCESS = {
+    "transformer_post_processing": "maskwise",
+    "pixel_confidence_threshold": 0.4,
+    "transformer_class_confidence_threshold_thing": 0.7,
+    "transformer_class_confidence_threshold_stuff": 0.5,
+    "overlapping_threshold": 0.8,
+    "reorder_class_weight": 1.0,
+    "reorder_mask_weight": 1.0,
+    "thing_area_limit": 400,
+    "stuff_area_limit": 6400,
+}
+_CONVNEXT_REASON = "ConvNeXt backbone not ported"
+_DATASET_REASON = {
+    "cityscapes": (
+        "Cityscapes' class layout (19 classes, void label 255, 1025x2049 crop) and category "
+        "list are not in the package yet"
+    ),
+    "ade20k": "ADE20K's 150-category panoptic list is not in the package yet",
+}
+
+
+def _row(backbone, dataset, crop_size, pq, archive_stem, config_suffix="", name_suffix=""):
+    deeplab2_config, config, title, _ = _BACKBONES[backbone]
+    dataset_name, num_classes, steps, dataset_title = _DATASETS[dataset]
+    name = f"kmax_{backbone}_{dataset}{name_suffix}"
+    height, width = crop_size if isinstance(crop_size, tuple) else (crop_size, crop_size)
+    official, things, stuff, deeplab2 = pq
+    description = (
+        f"kMaX-DeepLab with a {title} backbone trained by deeplab2 on {dataset_title} at "
+        f"{height}x{width} for {steps // 1000}k steps. Val PQ {official} (things {things}, "
+        f"stuff {stuff}; {deeplab2} by deeplab2's evaluator)."
+    )
+    entry = {
+        "metadata": {
+            "description": description,
+            # Other datasets' class heads differ in size: no count without a built model.
+            "params": _PARAMS.get(config) if dataset == "coco" else None,
+            "path": "kmax_deeplab",
+        },
+        "kind": "task",
+        "family": "kmax_deeplab",
+        "handle": f"hf://{HF_ORG}/{name}",
+        "config": config,
+        "backbone": title,
+        "dataset": dataset_name,
+        "num_classes": num_classes,
+        "crop_size": crop_size,
+        "training_steps": steps,
+        "postprocess_options": dict(_COCO_POSTPROCESS) if dataset == "coco" else {},
+        **deeplab2_archive(archive_stem),
+        "deeplab2_name": f"kmax_meta_{deeplab2_config}_os32{config_suffix}",
+        "pq": {"pq": official, "pq_thing": things, "pq_stuff": stuff, "pq_deeplab2": deeplab2},
+    }
+    if config is None:
+        entry["reason"] = _CONVNEXT_REASON
+    elif dataset != "coco":
+        entry["reason"] = _DATASET_REASON[dataset]
+    return name, entry
+
+
+def _zoo_row(backbone, dataset, pq, name_suffix=""):
+    """A COCO or Cityscapes row: one crop per dataset, archive named after the backbone."""
+    archive_backbone = _BACKBONES[backbone][3]
+    crop = 1281 if dataset == "coco" else (1025, 2049)
+    stem = f"kmax_{archive_backbone}_{dataset}_train{name_suffix}"
+    return _row(backbone, dataset, crop, pq, stem, name_suffix=name_suffix)
+
+
+def _ade20k_row(backbone, crop_size, pq):
+    suffix = "_res1281" if crop_size == 1281 else ""
+    stem = f"kmax_{_BACKBONES[backbone][3]}_res{crop_size}_ade20k_train"
+    return _row(backbone, "ade20k", crop_size, pq, stem, suffix, f"_{crop_size}")
+
+
+# deeplab2's model zoo, in its order: val PQ, PQ things, PQ stuff (official
+# script), PQ (deeplab2's evaluator).
+_ZOO = dict(
+    [
+        _zoo_row("r50", "coco", (53.0, 58.3, 44.9, 53.50)),
+        _zoo_row("axial_r50", "coco", (56.2, 62.2, 47.1, 56.71)),
+        _zoo_row("convnext_tiny", "coco", (55.3, 61.0, 46.7, 55.80)),
+        _zoo_row("convnext_small", "coco", (56.3, 62.2, 47.5, 56.86)),
+        _zoo_row("convnext_base", "coco", (57.2, 63.4, 47.8, 57.73)),
+        _zoo_row("convnext_large", "coco", (57.9, 64.0, 48.6, 58.38)),
+        # The same config trained with COCO's unlabeled images too.
+        _zoo_row("convnext_large", "coco", (58.1, 64.3, 48.8, 58.69), "_unlabeled"),
+        _zoo_row("r50", "cityscapes", (64.3, 57.7, 69.1, 64.65)),
+        _zoo_row("axial_r50", "cityscapes", (66.4, 61.2, 70.2, 66.73)),
+        _zoo_row("convnext_tiny", "cityscapes", (66.3, 60.2, 70.8, 66.65)),
+        _zoo_row("convnext_small", "cityscapes", (67.3, 61.6, 71.5, 67.71)),
+        _zoo_row("convnext_base", "cityscapes", (68.0, 62.6, 72.0, 68.30)),
+        _zoo_row("convnext_large", "cityscapes", (68.4, 62.9, 72.4, 68.73)),
+        _ade20k_row("r50", 641, (41.5, 40.4, 43.7, 41.47)),
+        _ade20k_row("r50", 1281, (42.3, 42.2, 42.5, 42.37)),
+        _ade20k_row("convnext_large", 641, (48.7, 48.0, 50.0, 48.75)),
+        _ade20k_row("convnext_large", 1281, (50.9, 51.0, 50.7, 50.92)),
+    ]
+)
+KMAX_DEEPLAB_PRESETS = {name: e for name, e in _ZOO.items() if "reason" not in e}
+KMAX_DEEPLAB_UNAVAILABLE = {name: e for name, e in _ZOO.items() if "reason" in e}
+
+
+def get_kmax_preset(name):
+    """The entry of a loadable kMaX preset name, or None for any other string.
+
+    Example:
+    >>> get_kmax_preset("kmax_r50_coco")["crop_size"]
+    1281
+    """
+    return KMAX_DEEPLAB_PRESETS.get(name) if isinstance(name, str) else None
+
+
+def unavailable_reason(name):
+    """Why a published kMaX checkpoint has no preset yet, or None.
+
+    Example:
+    >>> unavailable_reason("kmax_convnext_large_coco")
+    'ConvNeXt backbone not ported'
+    """
+    entry = KMAX_DEEPLAB_UNAVAILABLE.get(name) if isinstance(name, str) else None
+    return entry["reason"] if entry else None
+
+
+def listed_kmax_presets():
+    """`{name: {"metadata": ..., "handle": ...}}` of the loadable kMaX presets,
+    for keras-hub's `presets` property."""
+    return {
+        name: {"metadata": dict(entry["metadata"]), "handle": entry["handle"]}
+        for name, entry in KMAX_DEEPLAB_PRESETS.items()
+    }

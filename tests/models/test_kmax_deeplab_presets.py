@@ -1,0 +1,164 @@
+"""The kMaX-DeepLab preset table against deeplab2's model zoo, and the full-size
+models against the published checkpoints' variables (no download)."""
+
+import json
+
+import numpy as np
+import pytest
+
+from keras_maxdeeplab import KMAX_DEEPLAB_PRESETS
+from keras_maxdeeplab import KMAX_DEEPLAB_UNAVAILABLE
+from keras_maxdeeplab import KMaXDeepLab
+from keras_maxdeeplab import KMaXDeepLabBackbone
+from keras_maxdeeplab import MaXDeepLab
+from keras_maxdeeplab.conversion.deeplab2 import is_model_variable
+from keras_maxdeeplab.conversion.deeplab2 import kmax_key_to_path
+from keras_maxdeeplab.conversion.deeplab2 import match_checkpoint
+from keras_maxdeeplab.models.kmax_deeplab.kmax_builder import build_kmax_model
+from keras_maxdeeplab.models.kmax_deeplab.kmax_configs import KMAX_DEEPLAB_CONFIGS
+from tests.helpers import shared_path
+from tests.hub_helpers import offline_hf_cache
+
+CHECKPOINTS = "https://storage.googleapis.com/gresearch/tf-deeplab/checkpoint/"
+CONVNEXT = "ConvNeXt backbone not ported"
+# deeplab2's model zoo (g3doc/projects/kmax_deeplab.md): archive, deeplab2
+# config, crop, val PQ / PQ things / PQ stuff (official script) and PQ (its
+# evaluator); None where the preset loads, else why not.
+MODEL_ZOO = {
+    "kmax_r50_coco": ("kmax_resnet50_coco_train", "kmax_meta_r50_os32", 1281, (53.0, 58.3, 44.9, 53.50), None),
+    "kmax_axial_r50_coco": ("kmax_maxs_gelu_coco_train", "kmax_meta_axial_r50_os32", 1281, (56.2, 62.2, 47.1, 56.71), None),
+    "kmax_convnext_tiny_coco": ("kmax_convnext_tiny_coco_train", "kmax_meta_convnext_tiny_os32", 1281, (55.3, 61.0, 46.7, 55.80), CONVNEXT),
+    "kmax_convnext_small_coco": ("kmax_convnext_small_coco_train", "kmax_meta_convnext_small_os32", 1281, (56.3, 62.2, 47.5, 56.86), CONVNEXT),
+    "kmax_convnext_base_coco": ("kmax_convnext_base_coco_train", "kmax_meta_convnext_base_os32", 1281, (57.2, 63.4, 47.8, 57.73), CONVNEXT),
+    "kmax_convnext_large_coco": ("kmax_convnext_large_coco_train", "kmax_meta_convnext_large_os32", 1281, (57.9, 64.0, 48.6, 58.38), CONVNEXT),
+    "kmax_convnext_large_coco_unlabeled": ("kmax_convnext_large_coco_train_unlabeled", "kmax_meta_convnext_large_os32", 1281, (58.1, 64.3, 48.8, 58.69), CONVNEXT),
+    "kmax_r50_cityscapes": ("kmax_resnet50_cityscapes_train", "kmax_meta_r50_os32", (1025, 2049), (64.3, 57.7, 69.1, 64.65), "Cityscapes' class layout"),
+    "kmax_axial_r50_cityscapes": ("kmax_maxs_gelu_cityscapes_train", "kmax_meta_axial_r50_os32", (1025, 2049), (66.4, 61.2, 70.2, 66.73), "Cityscapes' class layout"),
+    "kmax_convnext_tiny_cityscapes": ("kmax_convnext_tiny_cityscapes_train", "kmax_meta_convnext_tiny_os32", (1025, 2049), (66.3, 60.2, 70.8, 66.65), CONVNEXT),
+    "kmax_convnext_small_cityscapes": ("kmax_convnext_small_cityscapes_train", "kmax_meta_convnext_small_os32", (1025, 2049), (67.3, 61.6, 71.5, 67.71), CONVNEXT),
+    "kmax_convnext_base_cityscapes": ("kmax_convnext_base_cityscapes_train", "kmax_meta_convnext_base_os32", (1025, 2049), (68.0, 62.6, 72.0, 68.30), CONVNEXT),
+    "kmax_convnext_large_cityscapes": ("kmax_convnext_large_cityscapes_train", "kmax_meta_convnext_large_os32", (1025, 2049), (68.4, 62.9, 72.4, 68.73), CONVNEXT),
+    "kmax_r50_ade20k_641": ("kmax_resnet50_res641_ade20k_train", "kmax_meta_r50_os32", 641, (41.5, 40.4, 43.7, 41.47), "ADE20K's 150-category"),
+    "kmax_r50_ade20k_1281": ("kmax_resnet50_res1281_ade20k_train", "kmax_meta_r50_os32_res1281", 1281, (42.3, 42.2, 42.5, 42.37), "ADE20K's 150-category"),
+    "kmax_convnext_large_ade20k_641": ("kmax_convnext_large_res641_ade20k_train", "kmax_meta_convnext_large_os32", 641, (48.7, 48.0, 50.0, 48.75), CONVNEXT),
+    "kmax_convnext_large_ade20k_1281": ("kmax_convnext_large_res1281_ade20k_train", "kmax_meta_convnext_large_os32_res1281", 1281, (50.9, 51.0, 50.7, 50.92), CONVNEXT),
+}  # fmt: skip
+# deeplab2's datasets: its configs' semantic output channels and training steps.
+DATASETS = {"coco": (134, 150_000), "cityscapes": (19, 60_000), "ade20k": (151, 100_000)}
+# shared/reference/kmax_deeplab_tiny README section 2e: the full models'
+# parameters and checkpoint variables (optimizer slots left out).
+FULL = {
+    "kmax_r50_coco": ("variables_full_r50.txt", 72_650_796, 1_184),
+    "kmax_axial_r50_coco": ("variables_full_axial_r50.txt", 90_577_452, 1_410),
+}
+
+
+@pytest.fixture(scope="module")
+def coco_postprocess():
+    """deeplab2's kMaX COCO evaluator options, as the tiny reference recorded them."""
+    path = shared_path("reference", "kmax_deeplab_tiny", "config.json")
+    with open(path) as f:
+        return json.load(f)["post_processing"]["deeplab2_default_thresholds (kMaX COCO config)"]
+
+
+def test_the_table_is_deeplab2s_model_zoo(coco_postprocess):
+    table = {**KMAX_DEEPLAB_PRESETS, **KMAX_DEEPLAB_UNAVAILABLE}
+    assert list(table) == list(MODEL_ZOO)
+    assert sorted(KMAX_DEEPLAB_PRESETS) == ["kmax_axial_r50_coco", "kmax_r50_coco"]
+    for name, (archive, config, crop, pq, reason) in MODEL_ZOO.items():
+        entry = table[name]
+        dataset = next(d for d in DATASETS if f"_{d}" in name)
+        assert (entry["num_classes"], entry["training_steps"]) == DATASETS[dataset], name
+        assert entry["dataset"] == f"{dataset}_panoptic"
+        assert entry["source_url"] == f"{CHECKPOINTS}{archive}.tar.gz"
+        assert entry["archive"] == f"{archive}.tar.gz" and entry["archive_sha256"] is None
+        assert entry["deeplab2_name"] == config and entry["crop_size"] == crop
+        assert entry["pq"] == dict(zip(("pq", "pq_thing", "pq_stuff", "pq_deeplab2"), pq))
+        assert f"Val PQ {pq[0]} " in entry["metadata"]["description"]
+        assert (entry["family"], entry["kind"]) == ("kmax_deeplab", "task")
+        assert entry["handle"] == f"hf://keras-maxdeeplab/{name}"
+        if reason is None:
+            assert entry["config"] in KMAX_DEEPLAB_CONFIGS and "reason" not in entry
+            assert entry["metadata"]["params"] == FULL[name][1]
+            assert entry["postprocess_options"] == coco_postprocess
+        else:
+            assert entry["reason"].startswith(reason), name
+            assert (entry["config"] is None) == (reason == CONVNEXT)
+
+
+@pytest.mark.parametrize("name", sorted(KMAX_DEEPLAB_UNAVAILABLE))
+def test_names_not_available_yet_say_why(name):
+    entry = KMAX_DEEPLAB_UNAVAILABLE[name]
+    for cls in (KMaXDeepLab, KMaXDeepLabBackbone):
+        with pytest.raises(ValueError) as error:
+            cls.from_preset(name)
+        message = str(error.value)
+        assert (
+            f"Preset {name!r} (deeplab2's {entry['source_url']}) is not available yet: "
+            f"{entry['reason']}." in message
+        )
+        assert "available now: kmax_axial_r50_coco, kmax_r50_coco." in message
+
+
+def test_unknown_and_other_family_names():
+    with pytest.raises(ValueError) as error:
+        KMaXDeepLab.from_preset("kmax_r101_coco")
+    message = str(error.value)
+    assert "Unknown kMaX-DeepLab preset 'kmax_r101_coco'" in message
+    assert "kmax_r50_coco" in message and "max_deeplab_s_coco" in message
+    assert "(not yet available: kmax_convnext_tiny_coco," in message
+    with pytest.raises(ValueError, match=r"is a kMaX-DeepLab model; load it with KMaXDeepLab"):
+        MaXDeepLab.from_preset("kmax_r50_coco", load_weights=False)
+    with pytest.raises(ValueError, match=r"is a MaX-DeepLab model; load it with MaXDeepLab"):
+        KMaXDeepLab.from_preset("max_deeplab_s_coco", load_weights=False)
+    with pytest.raises(ValueError, match="keep deeplab2's COCO classes"):
+        KMaXDeepLab.from_preset("kmax_r50_coco", num_classes=20)
+
+
+def test_presets_property():
+    for cls in (KMaXDeepLab, KMaXDeepLabBackbone):
+        assert sorted(cls.presets) == ["kmax_axial_r50_coco", "kmax_r50_coco"]
+        preset = cls.presets["kmax_r50_coco"]
+        assert preset["handle"] == "hf://keras-maxdeeplab/kmax_r50_coco"
+        assert preset["metadata"]["params"] == 72_650_796
+        assert preset["metadata"]["path"] == "kmax_deeplab"
+
+
+def _checkpoint_variables(filename):
+    checkpoint = {}
+    with open(shared_path("reference", "kmax_deeplab_tiny", filename)) as f:
+        for line in f:
+            if line.startswith("#") or not line.strip():
+                continue
+            key, shape = line.rstrip("\n").split("\t")[:2]
+            if is_model_variable(key):
+                checkpoint[key] = tuple(int(x) for x in shape.strip("[]").split(",") if x.strip())
+    return checkpoint
+
+
+@pytest.mark.large
+@pytest.mark.parametrize("name", sorted(FULL))
+def test_full_models_map_one_to_one_onto_the_published_checkpoints(name):
+    """Every variable of the published checkpoint has exactly one home, and the
+    table's `params` is the built model's count (no weight depends on the crop)."""
+    filename, params, variables = FULL[name]
+    checkpoint = _checkpoint_variables(filename)
+    assert len(checkpoint) == variables
+    model = build_kmax_model(KMAX_DEEPLAB_PRESETS[name]["config"], 65)
+    block_names = [block.name for block in model.transformer_blocks]
+    pairs = match_checkpoint(
+        model, checkpoint, key_to_path=lambda key: kmax_key_to_path(key, block_names)
+    )
+    assert len(pairs) == len(model.weights) == variables
+    assert len({id(variable) for variable, _ in pairs}) == len(pairs)
+    total = sum(int(np.prod(shape)) for shape in checkpoint.values())
+    assert model.count_params() == total == params == KMAX_DEEPLAB_PRESETS[name]["metadata"]["params"]
+
+
+@pytest.mark.large
+def test_a_name_builds_its_architecture_offline(tmp_path, monkeypatch):
+    offline_hf_cache(tmp_path, monkeypatch)  # No network and an empty cache.
+    model = KMaXDeepLab.from_preset("kmax_r50_coco", load_weights=False)
+    assert model.count_params() == 72_650_796
+    assert model.backbone.image_shape == (1281, 1281, 3)
+    assert (model.num_classes, model.num_mask_slots) == (134, 128)
