@@ -164,15 +164,7 @@ class KMaXDeepLabLoss(MaXDeepLabLoss):
             )
             for key in PER_OUTPUT_TERMS:
                 terms[prefix + key] = output_terms[key]
-        if "semantic_logits" in y_pred and self.semantic_loss_weight:
-            terms["semantic_loss"] = self._semantic(
-                ops.cast(y_pred["semantic_logits"], "float32"), y_true
-            )
-        total = 0.0
-        for value in terms.values():
-            total = total + value
-        terms["total_loss"] = total
-        return terms
+        return self._with_semantic_and_total(terms, y_true, y_pred)
 
     def get_config(self):
         config = super().get_config()

@@ -267,6 +267,10 @@ class MaXDeepLabLoss(keras.losses.Loss):
         matching = self.match(mask_logits, class_logits, t, permutation)
         terms.update(self.matched_terms(mask_logits, class_logits, t, matching))
 
+        return self._with_semantic_and_total(terms, y_true, y_pred)
+
+    def _with_semantic_and_total(self, terms, y_true, y_pred):
+        """`terms` plus the semantic loss (once, on the final output) and `total_loss`."""
         if "semantic_logits" in y_pred and self.semantic_loss_weight:
             terms["semantic_loss"] = self._semantic(
                 ops.cast(y_pred["semantic_logits"], "float32"), y_true
