@@ -29,7 +29,7 @@ OUTPUT_KEYS = (
 )
 
 
-def _count(variables):
+def count_values(variables):
     return sum(int(np.prod(v.shape)) for v in variables)
 
 
@@ -57,6 +57,29 @@ def _tolerance(key, reference):
     return 5e-5 * scale
 
 
+def compare_with_reference(arrays, io, crop_prefix):
+    """Asserts every array of ours that `io` also holds at `crop_prefix`
+    (e.g. "s65"): k-means assignments exact, the rest within `_tolerance`.
+    Returns the names compared."""
+    compared = []
+    for key in io.files:
+        if not key.startswith(crop_prefix + "/"):
+            continue
+        name = key[len(crop_prefix) + 1 :]
+        if name not in arrays:
+            continue
+        reference, ours = io[key], arrays[name]
+        assert ours.shape == reference.shape, name
+        if name.endswith("kmeans_assignment"):
+            np.testing.assert_array_equal(ours, reference, err_msg=name)
+        else:
+            np.testing.assert_allclose(
+                ours, reference, rtol=0, atol=_tolerance(name, reference), err_msg=name
+            )
+        compared.append(name)
+    return compared
+
+
 @pytest.fixture(scope="module")
 def io():
     return _reference()
@@ -75,8 +98,8 @@ def arrays65(model65, io):
 
 def test_tiny_parameter_counts(model65):
     counts = json.load(open(shared_path(*REFERENCE, "params.json")))
-    assert _count(model65.trainable_weights) == counts["trainable_total"] == 673_870
-    assert _count(model65.non_trainable_weights) == counts["non_trainable_total"] == 20_462
+    assert count_values(model65.trainable_weights) == counts["trainable_total"] == 673_870
+    assert count_values(model65.non_trainable_weights) == counts["non_trainable_total"] == 20_462
     items = counts["per_checkpoint_item"]
     parts = {
         "encoder": ("stem/", "stage"),
@@ -90,29 +113,13 @@ def test_tiny_parameter_counts(model65):
     }
     for item, prefixes in parts.items():
         weights = [v for v in model65.trainable_weights if v.path.startswith(prefixes)]
-        assert _count(weights) == items[item]["trainable"], item
+        assert count_values(weights) == items[item]["trainable"], item
 
 
 def test_every_intermediate_array_s65(arrays65, io):
     """Encoder, pixel decoder, every k-means block (centers, auxiliary
     outputs, the exact assignment), the embeddings and the final outputs."""
-    arrays = arrays65
-    compared = []
-    for key in io.files:
-        if not key.startswith("s65/"):
-            continue
-        name = key[len("s65/") :]
-        if name not in arrays:
-            continue
-        reference, ours = io[key], arrays[name]
-        assert ours.shape == reference.shape, name
-        if name.endswith("kmeans_assignment"):
-            np.testing.assert_array_equal(ours, reference, err_msg=name)
-        else:
-            np.testing.assert_allclose(
-                ours, reference, rtol=0, atol=_tolerance(name, reference), err_msg=name
-            )
-        compared.append(name)
+    compared = compare_with_reference(arrays65, io, "s65")
     blocks = transformer_block_names((2, 2, 2))
     expected = (
         [f"encoder/stage{k}" for k in range(1, 6)]
@@ -208,7 +215,7 @@ def test_config_round_trip(model65):
 def test_full_r50_parameter_counts():
     """deeplab2's published kMaX R50 (README section 2e); no weight depends on the crop."""
     model = build_kmax_model("kmax_r50", 65)
-    assert _count(model.trainable_weights) == 72_436_862
-    assert _count(model.non_trainable_weights) == 213_934
+    assert count_values(model.trainable_weights) == 72_436_862
+    assert count_values(model.non_trainable_weights) == 213_934
     semantic = [v for v in model.trainable_weights if v.path.startswith("semantic_")]
-    assert _count(model.trainable_weights) - _count(semantic) == 56_580_120
+    assert count_values(model.trainable_weights) - count_values(semantic) == 56_580_120
