@@ -195,6 +195,41 @@ def _entry_for(cls, preset):
     return entry
 
 
+def task_class(preset):
+    """The task class (`MaXDeepLab` or `KMaXDeepLab`) whose `from_preset`
+    loads `preset`: a preset name's family, or the backbone class named by a
+    folder's or `hf://` handle's config.json. Lets a caller (the CLI) take
+    either generation without being told which.
+
+    Raises:
+        ValueError: an unknown name (listing the known ones), a name not
+            available yet (with the reason), or a preset whose config.json
+            is missing, unreadable or of no model of this package.
+
+    Example:
+    >>> task_class("kmax_r50_coco").__name__
+    'KMaXDeepLab'
+    """
+    preset = embedded_preset_folder(preset) or preset
+    entry = resolve_preset(preset)
+    if entry is not None:
+        return FAMILIES[entry["family"]].task_cls
+    if preset.startswith(HF_PREFIX):
+        path = fetch_hf_file(preset, CONFIG_FILE)
+    else:
+        _check_regular_files(preset)
+        path = _folder_file(preset, CONFIG_FILE, required=True)
+    found = _registered_name(path, preset)
+    for family in FAMILIES.values():
+        if found == keras.saving.get_registered_name(family.backbone_cls):
+            return family.task_cls
+    known = ", ".join(keras.saving.get_registered_name(f.backbone_cls) for f in FAMILIES.values())
+    raise ValueError(
+        f"Preset {preset!r} holds another model: its {CONFIG_FILE} describes "
+        f"{found or 'an unnamed object'!r}, not one of {known}."
+    )
+
+
 def fetch_hf_file(handle, filename, required=True):
     """Local path of one file of an `hf://org/name` preset: the Hugging Face
     cache's copy, downloaded first when the Hub is reachable.
@@ -265,13 +300,18 @@ def _check_regular_files(folder):
             )
 
 
-def _check_class(path, expected, preset):
+def _registered_name(path, preset):
+    """The `registered_name` of a preset's JSON file (None if it has none)."""
     try:
         with open(path, encoding="utf-8") as f:
             config = json.load(f)
     except (OSError, ValueError) as error:
         raise ValueError(f"{path} of preset {preset!r} is not readable JSON: {error}") from error
-    found = config.get("registered_name") if isinstance(config, dict) else None
+    return config.get("registered_name") if isinstance(config, dict) else None
+
+
+def _check_class(path, expected, preset):
+    found = _registered_name(path, preset)
     if found != expected:
         raise ValueError(
             f"Preset {preset!r} holds another model: {os.path.basename(path)} describes "

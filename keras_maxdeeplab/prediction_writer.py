@@ -78,7 +78,7 @@ def write_predictions(
     interrupted run keeps what it had done.
 
     Args:
-        model: a `MaXDeepLab`.
+        model: a `MaXDeepLab` or `KMaXDeepLab`.
         images: a list of `(name, path or [H, W, 3] uint8 image)`; names go to
             the JSON's `images[].file_name` and must be distinct.
         output: a folder (see `prepare_output`).

@@ -242,3 +242,70 @@ def test_export_refuses_a_bad_input_size_before_loading(tmp_path, capsys):
     assert error.startswith("maxdeeplab export: error: input_size must be (height, width)")
     assert "[0, 64]" in error
     assert not os.listdir(tmp_path)
+
+
+def test_convert_predict_and_evaluate_a_kmax_checkpoint(tmp_path, capsys):
+    import json
+
+    import numpy as np
+    from PIL import Image
+
+    from keras_maxdeeplab import KMaXDeepLab
+    from keras_maxdeeplab.coco import rgb2id
+    from keras_maxdeeplab.evaluation import format_results
+    from keras_maxdeeplab.evaluation import pq_compute
+
+    preset = str(tmp_path / "kmax")
+    checkpoint = shared_path("reference", "kmax_deeplab_tiny", "ckpt")
+    command = ["convert", checkpoint, "--config", "kmax_r50_tiny", "--output", preset]
+    assert main(command + ["--crop-size", "65", "--override", "num_mask_slots=8"]) == 1
+    assert "--override applies to MaX-DeepLab configs" in capsys.readouterr().err
+    assert main(command + ["--crop-size", "65"]) == 0
+    model = KMaXDeepLab.from_preset(preset)
+    assert model.backbone.image_shape == (65, 65, 3)
+
+    folder = shared_path("data", "coco_panoptic_sample")
+    annotations = os.path.join(folder, "panoptic_examples.json")
+    images = os.path.join(folder, "input_images")
+    output = str(tmp_path / "out")
+    command = ["predict", images, "--preset", preset, "--output", output, "--no-overlays"]
+    assert main(command + ["--annotations", annotations]) == 0
+    with open(os.path.join(output, "panoptic.json")) as f:
+        written = {a["file_name"]: a["segments_info"] for a in json.load(f)["annotations"]}
+    segments = 0
+    for name in sorted(os.listdir(images)):
+        png_name = name.replace(".jpg", ".png")
+        ids = rgb2id(np.asarray(Image.open(os.path.join(output, "panoptic", png_name))))
+        (result,) = model.predict_panoptic(np.asarray(Image.open(os.path.join(images, name))))
+        predicted = np.asarray(result["panoptic_pred"])
+        # kMaX's maskwise post-processor's segments, one to one, with their classes.
+        pairs = np.unique(np.stack([ids.ravel(), predicted.ravel()]), axis=1)
+        assert len(set(pairs[0])) == len(set(pairs[1])) == pairs.shape[1]
+        listed = {s["id"] for s in written[png_name]}
+        assert listed == set(np.unique(ids)) - {0}
+        segments += len(listed)
+    assert segments > 0
+
+    capsys.readouterr()
+    gt_folder = os.path.join(folder, "panoptic_examples")
+    command = ["evaluate", "--annotations", annotations, "--panoptic", gt_folder]
+    assert main(command + ["--images", images, "--preset", preset]) == 0
+    expected = pq_compute(annotations, os.path.join(output, "panoptic.json"), gt_folder)
+    assert capsys.readouterr().out.endswith(format_results(expected) + "\n")
+
+
+def test_train_and_export_refuse_a_kmax_preset_before_loading(tmp_path, capsys):
+    from keras_maxdeeplab.backend_seam import export_formats
+
+    output = str(tmp_path / "served")
+    command = ["export", "kmax_r50_coco", "--output", output, "--format", export_formats()[0]]
+    assert main(command) == 1
+    assert "'kmax_r50_coco' is a kMaX-DeepLab preset; export takes MaX-DeepLab" in (
+        capsys.readouterr().err
+    )
+    data = str(tmp_path / "data")
+    assert main(["train", data, "--output", output, "--preset", "kmax_r50_coco"]) == 1
+    assert "'kmax_r50_coco' is a kMaX-DeepLab preset; train takes MaX-DeepLab" in (
+        capsys.readouterr().err
+    )
+    assert not os.listdir(tmp_path)

@@ -381,3 +381,35 @@ def test_upload_checks_its_arguments(saved, tmp_path, monkeypatch):
     with pytest.raises(ValueError, match="has no model.weights.h5"):
         upload_preset(folder, "hf://org/tiny")
     assert calls == []
+
+
+def test_task_class_tells_the_family_of_any_preset(saved, tmp_path, hf_cache):
+    from keras_maxdeeplab import KMaXDeepLab
+    from keras_maxdeeplab.hub import task_class
+    from keras_maxdeeplab.models.kmax_deeplab.kmax_builder import build_kmax_model
+
+    # Names (and aliases) from the tables, with no download.
+    assert task_class("max_deeplab_s_coco") is MaXDeepLab
+    assert task_class("max_deeplab_s_coco_641_400k") is MaXDeepLab
+    assert task_class("kmax_axial_r50_coco") is KMaXDeepLab
+    # Folders and handles: the backbone class in config.json.
+    kmax_folder = str(tmp_path / "kmax")
+    build_kmax_model("kmax_r50_tiny", 65).save_to_preset(kmax_folder)
+    assert task_class(saved.folder) is MaXDeepLab
+    assert task_class(kmax_folder) is KMaXDeepLab
+    cache_preset(kmax_folder, "keras-maxdeeplab/kmax_tiny_test", hf_cache)
+    assert task_class("hf://keras-maxdeeplab/kmax_tiny_test") is KMaXDeepLab
+
+    folder = _broken_copy(saved, tmp_path, "other_model")
+    with open(os.path.join(folder, "config.json"), "w") as f:
+        json.dump({"registered_name": "keras_hub>ResNetBackbone", "config": {}}, f)
+    with pytest.raises(ValueError, match="describes 'keras_hub>ResNetBackbone', not one of"):
+        task_class(folder)
+    with open(os.path.join(folder, "config.json"), "w") as f:
+        f.write("{")
+    with pytest.raises(ValueError, match="config.json of preset .* is not readable JSON"):
+        task_class(folder)
+    with pytest.raises(ValueError, match="Unknown preset 'kmax_r51_coco'.*kmax_r50_coco"):
+        task_class("kmax_r51_coco")
+    with pytest.raises(ValueError, match="'kmax_convnext_tiny_coco' .* is not available yet"):
+        task_class("kmax_convnext_tiny_coco")

@@ -1,10 +1,15 @@
-"""`maxdeeplab convert`: a deeplab2 MaX-DeepLab checkpoint -> a preset folder."""
+"""`maxdeeplab convert`: a deeplab2 MaX-DeepLab or kMaX-DeepLab checkpoint -> a preset folder."""
 
 import argparse
 import json
 import os
 
+from keras_maxdeeplab.models.kmax_deeplab.kmax_configs import KMAX_DEEPLAB_CONFIGS
 from keras_maxdeeplab.models.max_deeplab.max_deeplab_configs import MAX_DEEPLAB_CONFIGS
+
+# deeplab2's COCO training crops, the default --crop-size of each family.
+MAX_DEEPLAB_CROP_SIZE = 641
+KMAX_DEEPLAB_CROP_SIZE = 1281
 
 
 def _parse_override(text):
@@ -19,31 +24,42 @@ def _parse_override(text):
 
 def run(args):
     from keras_maxdeeplab.conversion import convert_checkpoint
+    from keras_maxdeeplab.conversion import convert_kmax_checkpoint
 
-    convert_checkpoint(
-        args.checkpoint,
-        args.output,
-        config=args.config,
-        crop_size=args.crop_size,
-        overrides=dict(args.override),
-        source_url=args.source_url,
-        overwrite=args.overwrite,
-    )
+    common = dict(source_url=args.source_url, overwrite=args.overwrite)
+    if args.config in KMAX_DEEPLAB_CONFIGS:
+        if args.override:
+            raise ValueError(
+                "--override applies to MaX-DeepLab configs; a kMaX-DeepLab config "
+                f"({args.config}) is converted as deeplab2 defines it."
+            )
+        crop_size = args.crop_size or KMAX_DEEPLAB_CROP_SIZE
+        convert_kmax_checkpoint(args.checkpoint, args.output, args.config, crop_size, **common)
+    else:
+        crop_size = args.crop_size or MAX_DEEPLAB_CROP_SIZE
+        overrides = dict(args.override)
+        convert_checkpoint(args.checkpoint, args.output, args.config, crop_size, overrides, **common)
     print(f"Wrote preset {os.path.abspath(args.output)}")
 
 
 def add_parser(commands):
     parser = commands.add_parser(
-        "convert", help="convert a deeplab2 MaX-DeepLab checkpoint into a preset folder"
+        "convert",
+        help="convert a deeplab2 MaX-DeepLab or kMaX-DeepLab checkpoint into a preset folder",
     )
     parser.add_argument("checkpoint", help="checkpoint folder or prefix (.../ckpt-400000)")
     parser.add_argument(
         "--config",
         default="max_deeplab_s",
-        choices=sorted(MAX_DEEPLAB_CONFIGS),
-        help="architecture",
+        choices=sorted(MAX_DEEPLAB_CONFIGS) + sorted(KMAX_DEEPLAB_CONFIGS),
+        help="architecture (kmax_* for kMaX-DeepLab checkpoints)",
     )
-    parser.add_argument("--crop-size", type=int, default=641, help="16k+1; 641 or 1025")
+    parser.add_argument(
+        "--crop-size",
+        type=int,
+        help=f"16k+1 (default {MAX_DEEPLAB_CROP_SIZE} for MaX-DeepLab, "
+        f"{KMAX_DEEPLAB_CROP_SIZE} for kMaX-DeepLab: deeplab2's COCO crops)",
+    )
     parser.add_argument("--output", required=True, help="preset folder to write")
     parser.add_argument("--source-url", help="where the checkpoint was downloaded from")
     parser.add_argument(

@@ -35,7 +35,7 @@ def _predict_dataset(args, folder):
     """Segments every annotated image into `folder`; returns the paths of the
     ground-truth JSON to score against (the images left out by --skip-errors
     removed, and said) and of the predictions."""
-    from keras_maxdeeplab import MaXDeepLab
+    from keras_maxdeeplab.hub import task_class
     from keras_maxdeeplab.cli.predict import print_skipped
     from keras_maxdeeplab.prediction_writer import write_predictions
 
@@ -44,7 +44,7 @@ def _predict_dataset(args, folder):
     names = {image["id"]: image["file_name"] for image in dataset["images"]}
     image_ids = [annotation["image_id"] for annotation in dataset["annotations"]]
     images = [(names[i], os.path.join(args.images, names[i])) for i in image_ids]
-    model = MaXDeepLab.from_preset(args.preset)
+    model = task_class(args.preset).from_preset(args.preset)
     predictions = os.path.join(folder, "predictions")
     report = write_predictions(
         model, images, predictions, overlays=False, image_ids=image_ids, skip_errors=args.skip_errors
@@ -70,7 +70,7 @@ def add_parser(commands):
         "--panoptic", help="ground-truth PNG folder (default: JSON path minus .json)"
     )
     parser.add_argument("--predictions", help="predicted COCO panoptic JSON (PNGs beside it)")
-    parser.add_argument("--preset", help="preset name, handle or folder to predict with")
+    parser.add_argument("--preset", help="preset name (MaX-DeepLab or kMaX-DeepLab), handle or folder to predict with")
     parser.add_argument("--images", help="image folder, with --preset")
     parser.add_argument("--workers", type=int, help="threads scoring images (default: CPU cores)")
     parser.add_argument(

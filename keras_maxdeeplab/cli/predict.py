@@ -27,7 +27,7 @@ def print_skipped(report):
 
 
 def run(args):
-    from keras_maxdeeplab import MaXDeepLab
+    from keras_maxdeeplab.hub import task_class
     from keras_maxdeeplab.image_files import list_images
     from keras_maxdeeplab.prediction_writer import prepare_output
     from keras_maxdeeplab.prediction_writer import write_predictions
@@ -37,7 +37,7 @@ def run(args):
     if args.annotations:
         image_ids = image_ids_from(args.annotations, [name for name, _ in images])
     prepare_output(args.output, args.overwrite)  # Before the model loads: a refusal is quick.
-    model = MaXDeepLab.from_preset(args.preset)
+    model = task_class(args.preset).from_preset(args.preset)
     report = write_predictions(
         model,
         images,
@@ -56,7 +56,7 @@ def add_parser(commands):
     )
     parser.add_argument("images", nargs="+", help="image files or folders")
     parser.add_argument(
-        "--preset", default="max_deeplab_s_coco", help="preset name, hf:// handle or folder"
+        "--preset", default="max_deeplab_s_coco", help="preset name (MaX-DeepLab or kMaX-DeepLab), hf:// handle or folder"
     )
     parser.add_argument("--output", default="predictions", help="output folder")
     parser.add_argument("--no-overlays", action="store_true", help="skip the colour overlays")

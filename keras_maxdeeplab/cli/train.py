@@ -85,11 +85,19 @@ def _fit(model, dataset, **fit_args):
 def run(args):
     import keras
 
+    from keras_maxdeeplab import MaXDeepLab
     from keras_maxdeeplab import backend_seam
     from keras_maxdeeplab.data import COCOPanopticDataset
+    from keras_maxdeeplab.hub import task_class
 
     if bool(args.preset) == bool(args.config):
         raise ValueError("train needs exactly one of --preset (fine-tune) or --config (scratch).")
+    if args.preset and task_class(args.preset) is not MaXDeepLab:
+        raise ValueError(
+            f"{args.preset!r} is a kMaX-DeepLab preset; train takes MaX-DeepLab presets only "
+            "(kMaX-DeepLab presets cannot take new categories yet). Fine-tune one on its own "
+            "classes in Python: KMaXDeepLab.from_preset(...), compile(), fit()."
+        )
     if args.batch_size % args.devices:
         raise ValueError(
             f"--batch-size {args.batch_size} (the global batch) cannot be split evenly over "
