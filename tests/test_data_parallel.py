@@ -89,6 +89,12 @@ def _child_env(devices):
     if keras.backend.backend() == "jax":
         flags = os.environ.get("XLA_FLAGS", "")
         env["XLA_FLAGS"] = f"{flags} --xla_force_host_platform_device_count={devices}".strip()
+        # XLA's CPU client runs each virtual device's program on its thread
+        # pool, sized by NPROC (default: the cores). With fewer threads than
+        # devices, those waiting in an all-reduce can hold every thread while
+        # the others wait for one: on a loaded 2-core machine the 4-device
+        # step then died at XLA's fixed 10 s rendezvous timeout.
+        env["NPROC"] = str(max(devices, os.cpu_count() or 1))
     return env
 
 

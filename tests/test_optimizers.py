@@ -44,6 +44,7 @@ def test_default_compile_is_deeplab2_recipe():
     optimizer = model.optimizer
     assert isinstance(optimizer, MaXDeepLabAdam)
     assert optimizer.learning_rate_multiplier == 0.1
+    assert optimizer.weight_decay_rate == 0.0  # deeplab2's MaX-DeepLab Adam has none
     multiplied = set(optimizer.multiplied_paths)
     paths = {v.path for v in model.trainable_weights}
     assert "stem/conv1_bn_act/conv/kernel" in multiplied
@@ -53,3 +54,43 @@ def test_default_compile_is_deeplab2_recipe():
             assert path not in multiplied, path
         if not path.startswith(("stem", "stage")):
             assert path not in multiplied, path  # heads train at the full rate
+
+
+def _deeplab2_adamw(values, grads, rates, weight_decay, decayed, steps):
+    """deeplab2's AdamWeightDecay by hand (legacy Keras Adam, beta 0.9 / 0.999,
+    epsilon 1e-7): decay `var -= rate * weight_decay * var` first, then Adam."""
+    values = [np.array(v, "float64") for v in values]
+    m = [np.zeros_like(v) for v in values]
+    s = [np.zeros_like(v) for v in values]
+    for t in range(1, steps + 1):
+        for i, (g, rate) in enumerate(zip(grads, rates)):
+            if decayed[i]:
+                values[i] -= rate * weight_decay * values[i]
+            m[i] = 0.9 * m[i] + 0.1 * g
+            s[i] = 0.999 * s[i] + 0.001 * g * g
+            alpha = rate * np.sqrt(1 - 0.999**t) / (1 - 0.9**t)
+            values[i] -= alpha * m[i] / (np.sqrt(s[i]) + 1e-7)
+    return values
+
+
+def test_weight_decay_is_deeplab2s_adamw_on_kernels_only():
+    initial = [np.array([1.0, -2.0, 3.0], "float32")] * 4
+    names = ["kernel", "qkv_kernel", "bias", "embeddings"]
+    variables = [keras.Variable(v, name=n) for v, n in zip(initial, names)]
+    grads = [np.array([0.5, 1.0, -0.25], "float32") * (i + 1) for i in range(4)]
+    optimizer = MaXDeepLabAdam(0.1, learning_rate_multiplier=0.1, weight_decay_rate=0.05)
+    optimizer.set_multiplied_variables(variables[1:2])
+    for _ in range(3):
+        optimizer.apply([keras.ops.convert_to_tensor(g) for g in grads], variables)
+    expected = _deeplab2_adamw(
+        initial, grads, [0.1, 0.01, 0.1, 0.1], 0.05, [True, True, False, False], steps=3
+    )
+    for variable, value, name in zip(variables, expected, names):
+        np.testing.assert_allclose(keras.ops.convert_to_numpy(variable), value, rtol=1e-5, err_msg=name)
+    # Without decay the kernel would be elsewhere: the test can fail.
+    undecayed = _deeplab2_adamw(initial, grads, [0.1] * 4, 0.0, [False] * 4, steps=3)
+    assert np.max(np.abs(undecayed[0] - expected[0])) > 1e-3
+    restored = MaXDeepLabAdam.from_config(optimizer.get_config())
+    assert restored.weight_decay_rate == 0.05
+    with pytest.raises(ValueError, match="weight_decay_rate must be >= 0"):
+        MaXDeepLabAdam(weight_decay_rate=-0.1)

@@ -93,14 +93,17 @@ class PanopticTask(ImageSegmenter):
         training_steps=100_000,
         warmup_steps=5000,
         backbone_learning_rate_multiplier=0.1,
+        weight_decay_rate=0.0,
         **kwargs,
     ):
         """Configures training with deeplab2's recipe by default.
 
-        `optimizer="auto"`: Adam (no weight decay), `learning_rate` with
+        `optimizer="auto"`: Adam (`MaXDeepLabAdam`), `learning_rate` with
         `warmup_steps` of linear warm-up then polynomial decay (power 0.9) to 0
-        at `training_steps`, and `backbone_learning_rate_multiplier` on the
-        ImageNet-pretrained backbone variables. `metrics` may include
+        at `training_steps`, `backbone_learning_rate_multiplier` on the
+        ImageNet-pretrained backbone variables, and deeplab2's decoupled
+        weight decay of the kernels at `weight_decay_rate` (none for
+        MaX-DeepLab, as deeplab2). `metrics` may include
         `keras_maxdeeplab.evaluation.PanopticQuality` (targets then need
         `panoptic_gt`). `loss="auto"`: the model's deeplab2 loss for its
         classes; each term is reported as a metric. keras-hub's semantic
@@ -113,7 +116,9 @@ class PanopticTask(ImageSegmenter):
         jit_compile = kwargs.get("jit_compile", "auto")
         if optimizer == "auto":
             schedule = WarmUpPolynomialDecay(learning_rate, training_steps, warmup_steps)
-            optimizer = MaXDeepLabAdam(schedule, backbone_learning_rate_multiplier)
+            optimizer = MaXDeepLabAdam(
+                schedule, backbone_learning_rate_multiplier, weight_decay_rate=weight_decay_rate
+            )
             optimizer.set_multiplied_variables(self._pretrained_variables())
         if loss == "auto":
             loss = self._default_loss()

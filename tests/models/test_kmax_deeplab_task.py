@@ -117,6 +117,20 @@ def test_compile_refuses_too_many_sampled_pixels(model):
         model.compile(instance_discrimination_sample_k=4096)
 
 
+def test_default_compile_is_deeplab2s_kmax_adamw(model):
+    from keras_maxdeeplab.optimizers import MaXDeepLabAdam
+
+    model.compile(instance_discrimination_sample_k=64)
+    optimizer = model.optimizer
+    assert isinstance(optimizer, MaXDeepLabAdam)
+    assert optimizer.weight_decay_rate == 0.05
+    schedule = optimizer._learning_rate
+    assert (schedule.initial_learning_rate, schedule.decay_steps) == (5e-4, 150_000)
+    assert schedule.warmup_steps == 5000 and optimizer.learning_rate_multiplier == 0.1
+    model.compile(instance_discrimination_sample_k=64, weight_decay_rate=0.0)
+    assert model.optimizer.weight_decay_rate == 0.0
+
+
 def test_predict_panoptic_gives_deeplab2s_maskwise_maps(model, io):
     """The decoded uint8 image through the converter, the compiled network and
     maskwise post-processor: deeplab2's crop-65 maps (tuned thresholds),

@@ -42,7 +42,13 @@ AUXILIARY_KEYS = (
 
 
 # deeplab2's kMaX COCO schedule: `compile`'s defaults for `PanopticTask.compile`.
-KMAX_TRAINING_SCHEDULE = {"learning_rate": 5e-4, "training_steps": 150_000, "warmup_steps": 5000}
+# deeplab2's kMaX-DeepLab COCO solver options (AdamW: decoupled weight decay 0.05).
+KMAX_TRAINING_SCHEDULE = {
+    "learning_rate": 5e-4,
+    "training_steps": 150_000,
+    "warmup_steps": 5000,
+    "weight_decay_rate": 0.05,
+}
 
 
 class _TrainingGraph:
@@ -334,9 +340,9 @@ class KMaXDeepLab(PanopticTask):
 
         As `MaXDeepLab.compile` (Adam, `learning_rate` with linear warm-up and
         polynomial decay, `backbone_learning_rate_multiplier` on the pixel
-        encoder; the same keyword arguments), with kMaX's schedule
-        `KMAX_TRAINING_SCHEDULE` (5e-4, 150k steps, 5k warm-up; deeplab2 uses
-        AdamW with weight decay 0.05 there, this Adam has none) and
+        encoder; the same keyword arguments), with kMaX's recipe
+        `KMAX_TRAINING_SCHEDULE` (5e-4, 150k steps, 5k warm-up, deeplab2's
+        AdamW: the kernels' decoupled weight decay `weight_decay_rate=0.05`) and
         `loss="auto"`: a `KMaXDeepLabLoss` for this model's classes (semantic
         1.0, PQ-style 3.0, mask-id 0.3, instance discrimination 1.0, with
         `instance_discrimination_sample_k` pixels drawn per prediction, at
