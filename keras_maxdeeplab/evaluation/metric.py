@@ -9,7 +9,8 @@ from keras_maxdeeplab import backend_seam
 from keras_maxdeeplab.coco.categories import COCO_THING_CLASS_IDS
 from keras_maxdeeplab.coco.categories import LABEL_DIVISOR
 from keras_maxdeeplab.evaluation.panoptic_quality import PQStat
-from keras_maxdeeplab.postprocessing.panoptic import postprocess_panoptic
+from keras_maxdeeplab.postprocessing.panoptic import POST_PROCESSORS
+from keras_maxdeeplab.postprocessing.panoptic import check_post_processing_method
 
 _STATS = ("iou", "tp", "fp", "fn")
 
@@ -26,16 +27,21 @@ class PanopticQuality(keras.metrics.Metric):
 
     `update_state(y_true, y_pred)`: `y_true` is a dict with `panoptic_gt`
     `[B, H, W]` (and optionally `is_crowd_gt`), or the map itself; `y_pred`
-    is a panoptic map `[B, H, W]` or the `MaXDeepLab` output dict, which is
-    post-processed with deeplab2's defaults at the size of `panoptic_gt`.
+    is a panoptic map `[B, H, W]` or a model's output dict, which is
+    post-processed at the size of `panoptic_gt` by deeplab2's `method`.
 
     Args:
         num_classes: classes including void (134 for COCO).
         thing_class_ids: ids of thing classes.
         label_divisor: 256 (deeplab2's COCO maps).
         rules: `"coco"` or `"deeplab2"`.
-        postprocess_options: keyword arguments of `postprocess_panoptic`
-            (thresholds, area limits) for output dicts; deeplab2's defaults.
+        postprocess_options: keyword arguments of the post-processor
+            (thresholds, area limits) for output dicts; for `"pixelwise"`,
+            deeplab2's defaults where left out; `"maskwise"` needs them all.
+        method: the post-processor of output dicts: `"pixelwise"`
+            (`postprocess_panoptic`, MaX-DeepLab) or `"maskwise"`
+            (`postprocess_panoptic_maskwise`, kMaX-DeepLab).
+            `model.panoptic_quality()` sets it and the options for a model.
 
     Example:
     >>> metric = PanopticQuality()
@@ -51,12 +57,15 @@ class PanopticQuality(keras.metrics.Metric):
         rules="coco",
         void_label=0,
         postprocess_options=None,
+        method="pixelwise",
         name="panoptic_quality",
         **kwargs,
     ):
         super().__init__(name=name, **kwargs)
         if rules not in ("coco", "deeplab2"):
             raise ValueError(f"rules must be 'coco' or 'deeplab2'; got {rules!r}.")
+        check_post_processing_method(method)
+        self.method = method
         self.num_classes = num_classes
         self.thing_class_ids = tuple(int(i) for i in thing_class_ids)
         self.label_divisor = label_divisor
@@ -96,7 +105,7 @@ class PanopticQuality(keras.metrics.Metric):
             y_true = y_true["panoptic_gt"]
         gt = ops.cast(y_true, "int32")
         if isinstance(y_pred, dict):
-            y_pred = postprocess_panoptic(
+            y_pred = POST_PROCESSORS[self.method](
                 y_pred["pixel_space_mask_logits"],
                 y_pred["transformer_class_logits"],
                 tuple(gt.shape[1:3]),
@@ -146,6 +155,7 @@ class PanopticQuality(keras.metrics.Metric):
                 "rules": self.rules,
                 "void_label": self.void_label,
                 "postprocess_options": self.postprocess_options,
+                "method": self.method,
             }
         )
         return config

@@ -19,6 +19,7 @@ from keras_maxdeeplab.models.max_deeplab.input_checks import check_raw_images
 from keras_maxdeeplab.models.max_deeplab.max_deeplab_image_converter import (
     MaXDeepLabImageConverter,
 )
+from keras_maxdeeplab.models.max_deeplab.max_deeplab_export import PanopticPostProcessor
 from keras_maxdeeplab.optimizers import MaXDeepLabAdam
 from keras_maxdeeplab.optimizers import WarmUpPolynomialDecay
 from keras_maxdeeplab.postprocessing.segments import panoptic_results
@@ -70,18 +71,18 @@ class PanopticTask(ImageSegmenter):
     """Base of `MaXDeepLab` and `KMaXDeepLab`: compile / loss / metrics and
     `predict_panoptic`.
 
-    A subclass sets `default_postprocess_options` (its post-processor's
-    keyword arguments and deeplab2's values) and implements
-    `_default_loss()` (the `compile(loss="auto")` loss, whose
+    A subclass sets `post_processing_method` (deeplab2's post-processor of
+    its outputs, a key of `POST_PROCESSORS`) and `default_postprocess_options`
+    (that post-processor's keyword arguments and deeplab2's values) and
+    implements `_default_loss()` (the `compile(loss="auto")` loss, whose
     `compute_terms(y_true, y_pred)` returns `[B]` terms and `total_loss`),
-    `_loss_term_names(loss)` (the terms reported as metrics),
+    `_loss_term_names(loss)` (the terms reported as metrics) and
     `_pretrained_variables()` (what `backbone_learning_rate_multiplier`
-    scales) and `_post_processor(image_size, options)` (a layer from the
-    output dict to `[B, H, W]` maps: `panoptic_pred`, `semantic_pred`,
-    `instance_pred`, `semantic_scores`, ...). Instances carry `backbone`,
-    `categories` and `postprocess_options`.
+    scales). Instances carry `backbone`, `categories` and
+    `postprocess_options`.
     """
 
+    post_processing_method = "pixelwise"
     default_postprocess_options = {}
 
     def compile(
@@ -142,6 +143,32 @@ class PanopticTask(ImageSegmenter):
             loss.jit_compile = backend_seam.host_call_jit_compile(
                 loss.jit_compile, self.jit_compile, jit_compile
             )
+
+    def _post_processor(self, image_size, options):
+        """A layer from the output dict to `[B, H, W]` maps (`panoptic_pred`,
+        `semantic_pred`, `instance_pred`, `semantic_scores`, ...)."""
+        return PanopticPostProcessor(
+            image_size,
+            self.thing_class_ids,
+            postprocess_options=options,
+            method=self.post_processing_method,
+        )
+
+    def panoptic_quality(self, rules="coco"):
+        """A streaming `PanopticQuality` metric for this model's classes and
+        post-processing (deeplab2's maskwise one for kMaX-DeepLab).
+
+        Example:
+        >>> model.compile(metrics=[model.panoptic_quality()])
+        >>> model.evaluate(dataset, return_dict=True)["panoptic_quality"]
+        """
+        return PanopticQuality(
+            num_classes=self.num_classes,
+            thing_class_ids=self.thing_class_ids,
+            rules=rules,
+            postprocess_options=self.postprocess_options,
+            method=self.post_processing_method,
+        )
 
     @property
     def thing_class_ids(self):
@@ -224,9 +251,13 @@ class PanopticTask(ImageSegmenter):
         division makes them the global batch mean's; Keras multiplies the
         reported loss back. The per-term metrics get the undivided means.
         On JAX the step is one program over the global batch (count 1).
-        The loss is float32 under mixed precision.
+        The loss is float32 under mixed precision. Compiled with `loss=None`,
+        `evaluate` reports only the metrics (the loss reads 0), and training
+        is refused as Keras refuses it.
         """
         if getattr(self, "max_deeplab_loss", None) is None:
+            if not training and not self.losses:
+                return keras.ops.zeros((), "float32")
             return super().compute_loss(x, y, y_pred, sample_weight, training)
         terms = self.max_deeplab_loss.compute_terms(y, y_pred)
         total = 0.0

@@ -375,3 +375,18 @@ def _filtered_panoptic(
     semantic_kept = ops.where(kept, semantic, void_label)
     instance = ops.where(thing_keep, mask_id + 1, 0)
     return ops.cast(semantic_kept * label_divisor + instance, "int32")
+
+
+# deeplab2's post-processors by its `transformer_post_processing` name
+# (MaX-DeepLab: pixelwise, kMaX-DeepLab: maskwise).
+POST_PROCESSORS = {"pixelwise": postprocess_panoptic, "maskwise": postprocess_panoptic_maskwise}
+
+
+def check_post_processing_method(method):
+    """Raises a ValueError naming the choices unless `method` is a key of
+    `POST_PROCESSORS`."""
+    if method not in POST_PROCESSORS:
+        raise ValueError(
+            f"Unknown post-processing method {method!r}; expected one of "
+            f"{sorted(POST_PROCESSORS)}."
+        )

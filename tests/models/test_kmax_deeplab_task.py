@@ -160,3 +160,43 @@ def test_postprocess_options_default_to_kmax_and_refuse_unknown_keys(model):
     assert MASKWISE_POSTPROCESS_OPTIONS["stuff_area_limit"] == 6400
     with pytest.raises(ValueError, match="Unknown postprocess options \\['area'\\]"):
         model.predict_panoptic(np.zeros((20, 30, 3), np.uint8), area=1)
+
+
+def test_panoptic_quality_post_processes_maskwise(model, io):
+    """The streaming metric on the model's output dict scores deeplab2's
+    maskwise map, not the pixelwise one, both inside `evaluate` and alone."""
+    from keras_maxdeeplab.evaluation import PanopticQuality
+
+    metric = model.panoptic_quality()
+    assert metric.method == "maskwise"
+    assert metric.postprocess_options == MASKWISE_POSTPROCESS_OPTIONS
+    assert PanopticQuality.from_config(metric.get_config()).method == "maskwise"
+    with pytest.raises(ValueError, match="Unknown post-processing method 'boxwise'"):
+        PanopticQuality(method="boxwise")
+
+    config = json.load(open(shared_path(*REFERENCE, "config.json")))
+    options = dict(config["post_processing"]["tuned_thresholds"][str(CROP)])
+    options.pop("transformer_post_processing")
+    y_true = {"panoptic_gt": io[f"s{CROP}/gt/panoptic_gt"], "is_crowd_gt": io[f"s{CROP}/gt/is_crowd_gt"]}
+
+    def score(y_pred, method="maskwise"):
+        metric = PanopticQuality(
+            num_classes=model.num_classes,
+            thing_class_ids=model.thing_class_ids,
+            postprocess_options=options,
+            method=method,
+        )
+        metric.update_state(y_true, y_pred)
+        return metric
+
+    expected = score(io[f"s{CROP}/postprocess/panoptic_pred"]).results()
+    pixelwise = score(io[f"s{CROP}/postprocess_pixelwise/panoptic_pred"]).results()
+    assert expected["All"] != pixelwise["All"]  # so the comparison below can fail
+    assert score(model(_images(io))).results() == expected
+
+    tuned = score(io[f"s{CROP}/postprocess/panoptic_pred"])
+    tuned.reset_state()
+    model.compile(loss=None, metrics=[tuned])
+    logs = model.evaluate(_images(io), y_true, verbose=0, return_dict=True)
+    assert tuned.results() == expected
+    assert logs["panoptic_quality"] == pytest.approx(expected["All"]["pq"], abs=1e-6)

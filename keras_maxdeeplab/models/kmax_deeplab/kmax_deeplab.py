@@ -16,7 +16,6 @@ from keras_maxdeeplab.models.kmax_deeplab.kmax_configs import KMAX_DEEPLAB_HEAD_
 from keras_maxdeeplab.models.kmax_deeplab.kmax_deeplab_backbone import KMaXDeepLabBackbone
 from keras_maxdeeplab.models.kmax_deeplab.kmax_presets import listed_kmax_presets
 from keras_maxdeeplab.models.max_deeplab.input_checks import check_images
-from keras_maxdeeplab.models.max_deeplab.max_deeplab_export import PanopticPostProcessor
 from keras_maxdeeplab.models.panoptic_task import PanopticTask
 from keras_maxdeeplab.models.panoptic_task import check_postprocess_options
 from keras_maxdeeplab.models.panoptic_task import resolve_categories
@@ -289,6 +288,7 @@ class KMaXDeepLab(PanopticTask):
         check_images(inputs, self.backbone.image_shape)
         return super().__call__(inputs, *args, **kwargs)
 
+    post_processing_method = "maskwise"
     default_postprocess_options = MASKWISE_POSTPROCESS_OPTIONS
 
     def call(self, inputs, training=None, mask=None, **kwargs):
@@ -378,11 +378,6 @@ class KMaXDeepLab(PanopticTask):
         # deeplab2 scales the pixel encoder's rate, not the pixel decoder's.
         weights = self.backbone.trainable_weights
         return [v for v in weights if not v.path.startswith("pixel_decoder/")]
-
-    def _post_processor(self, image_size, options):
-        return PanopticPostProcessor(
-            image_size, self.thing_class_ids, postprocess_options=options, method="maskwise"
-        )
 
     @classproperty
     def presets(cls):

@@ -4,7 +4,6 @@ import keras
 from keras_hub.src.utils.python_utils import classproperty
 
 from keras_maxdeeplab.coco.categories import check_categories
-from keras_maxdeeplab.evaluation.metric import PanopticQuality
 from keras_maxdeeplab.layers.batch_norm import batch_normalization
 from keras_maxdeeplab.layers.convolutions import Conv1D
 from keras_maxdeeplab.layers.heads import L2Normalize
@@ -17,7 +16,6 @@ from keras_maxdeeplab.losses.max_deeplab_loss import MaXDeepLabLoss
 from keras_maxdeeplab.models.max_deeplab.input_checks import check_architecture
 from keras_maxdeeplab.models.max_deeplab.input_checks import check_images
 from keras_maxdeeplab.models.max_deeplab.max_deeplab_backbone import MaXDeepLabBackbone
-from keras_maxdeeplab.models.max_deeplab.max_deeplab_export import PanopticPostProcessor
 from keras_maxdeeplab.models.max_deeplab.max_deeplab_export import export_panoptic
 from keras_maxdeeplab.models.max_deeplab.max_deeplab_configs import MAX_DEEPLAB_HEAD_CONFIGS
 from keras_maxdeeplab.models.max_deeplab.max_deeplab_image_converter import (
@@ -309,22 +307,6 @@ class MaXDeepLab(PanopticTask):
 
     def _pretrained_variables(self):
         return [v for v in self.backbone.trainable_weights if is_pretrained_backbone_variable(v)]
-
-    def _post_processor(self, image_size, options):
-        return PanopticPostProcessor(image_size, self.thing_class_ids, postprocess_options=options)
-
-    def panoptic_quality(self, rules="coco"):
-        """A `PanopticQuality` metric for this model's classes and post-processing.
-
-        Example:
-        >>> model.compile(metrics=[model.panoptic_quality()])
-        """
-        return PanopticQuality(
-            num_classes=self.num_classes,
-            thing_class_ids=self.thing_class_ids,
-            rules=rules,
-            postprocess_options=self.postprocess_options,
-        )
 
     def export(
         self,

@@ -25,12 +25,8 @@ from keras_maxdeeplab.backend_seam import take
 from keras_maxdeeplab.coco.categories import LABEL_DIVISOR
 from keras_maxdeeplab.models.max_deeplab.max_deeplab_image_converter import convert_images
 from keras_maxdeeplab.models.max_deeplab.max_deeplab_image_converter import restore_indices
-from keras_maxdeeplab.postprocessing.panoptic import postprocess_panoptic
-from keras_maxdeeplab.postprocessing.panoptic import postprocess_panoptic_maskwise
-
-# The post-processors a `PanopticPostProcessor` runs, by deeplab2's
-# `transformer_post_processing` name (MaX-DeepLab: pixelwise, kMaX: maskwise).
-POST_PROCESSORS = {"pixelwise": postprocess_panoptic, "maskwise": postprocess_panoptic_maskwise}
+from keras_maxdeeplab.postprocessing.panoptic import POST_PROCESSORS
+from keras_maxdeeplab.postprocessing.panoptic import check_post_processing_method
 
 # Every format of `keras.Model.export`, in its order.
 EXPORT_FORMATS = ("tf_saved_model", "onnx", "openvino", "litert", "torch")
@@ -161,11 +157,7 @@ class PanopticPostProcessor(keras.layers.Layer):
         **kwargs,
     ):
         super().__init__(**kwargs)
-        if method not in POST_PROCESSORS:
-            raise ValueError(
-                f"Unknown post-processing method {method!r}; expected one of "
-                f"{sorted(POST_PROCESSORS)}."
-            )
+        check_post_processing_method(method)
         self.method = method
         self.image_size = tuple(int(s) for s in image_size)
         self.thing_class_ids = tuple(int(i) for i in thing_class_ids)
