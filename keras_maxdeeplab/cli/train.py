@@ -94,9 +94,9 @@ def run(args):
         raise ValueError("train needs exactly one of --preset (fine-tune) or --config (scratch).")
     if args.preset and task_class(args.preset) is not MaXDeepLab:
         raise ValueError(
-            f"{args.preset!r} is a kMaX-DeepLab preset; train takes MaX-DeepLab presets only "
-            "(kMaX-DeepLab presets cannot take new categories yet). Fine-tune one on its own "
-            "classes in Python: KMaXDeepLab.from_preset(...), compile(), fit()."
+            f"{args.preset!r} is a kMaX-DeepLab preset; train takes MaX-DeepLab presets only. "
+            "Fine-tune a kMaX-DeepLab preset in Python: KMaXDeepLab.from_preset(name, "
+            "categories=...), compile(), fit()."
         )
     if args.batch_size % args.devices:
         raise ValueError(

@@ -76,9 +76,10 @@ class PanopticTask(ImageSegmenter):
     (that post-processor's keyword arguments and deeplab2's values) and
     implements `_default_loss()` (the `compile(loss="auto")` loss, whose
     `compute_terms(y_true, y_pred)` returns `[B]` terms and `total_loss`),
-    `_loss_term_names(loss)` (the terms reported as metrics) and
+    `_loss_term_names(loss)` (the terms reported as metrics),
     `_pretrained_variables()` (what `backbone_learning_rate_multiplier`
-    scales). Instances carry `backbone`, `categories` and
+    scales) and `_class_head_weights()` (the weights that depend on the
+    classes, started afresh for new categories). Instances carry `backbone`, `categories` and
     `postprocess_options`.
     """
 
@@ -143,6 +144,41 @@ class PanopticTask(ImageSegmenter):
             loss.jit_compile = backend_seam.host_call_jit_compile(
                 loss.jit_compile, self.jit_compile, jit_compile
             )
+
+    def _with_categories(self, categories=None, num_classes=None):
+        """This model with class heads for `categories` (fine-tuning on new data).
+
+        The backbone is shared, every class-independent head weight copied;
+        the class heads (`_class_head_weights()`: the transformer's class
+        heads and the semantic head's last convolution) are freshly
+        initialised. Returns `self` when the classes are the same.
+        """
+        if categories is None:
+            if num_classes in (None, self.num_classes):
+                return self
+            raise ValueError(
+                f"num_classes={num_classes} differs from the preset's {self.num_classes}: pass "
+                "the new dataset's `categories` (num_classes follows from them)."
+            )
+        if check_categories(categories, "categories") == self.categories:
+            if num_classes in (None, self.num_classes):
+                return self
+        config = self.get_config()
+        for key in ("backbone", "preprocessor", "name", "categories", "num_classes"):
+            config.pop(key)
+        model = type(self)(
+            self.backbone,
+            categories=categories,
+            num_classes=num_classes,
+            preprocessor=self.preprocessor,
+            **config,
+        )
+        skipped = {id(w) for w in model._class_head_weights() + self.backbone.weights}
+        source = {w.path: w for w in self.weights}
+        for weight in model.weights:
+            if id(weight) not in skipped:
+                weight.assign(source[weight.path])
+        return model
 
     def _post_processor(self, image_size, options):
         """A layer from the output dict to `[B, H, W]` maps (`panoptic_pred`,

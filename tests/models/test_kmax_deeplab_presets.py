@@ -111,8 +111,8 @@ def test_unknown_and_other_family_names():
         MaXDeepLab.from_preset("kmax_r50_coco", load_weights=False)
     with pytest.raises(ValueError, match=r"is a MaX-DeepLab model; load it with MaXDeepLab"):
         KMaXDeepLab.from_preset("max_deeplab_s_coco", load_weights=False)
-    with pytest.raises(ValueError, match="keep deeplab2's COCO classes"):
-        KMaXDeepLab.from_preset("kmax_r50_coco", num_classes=20)
+    with pytest.raises(ValueError, match="pass the new dataset's `categories`"):
+        KMaXDeepLab.from_preset("kmax_r50_coco", load_weights=False, num_classes=20)
 
 
 def test_presets_property():

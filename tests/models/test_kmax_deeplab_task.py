@@ -200,3 +200,39 @@ def test_panoptic_quality_post_processes_maskwise(model, io):
     logs = model.evaluate(_images(io), y_true, verbose=0, return_dict=True)
     assert tuned.results() == expected
     assert logs["panoptic_quality"] == pytest.approx(expected["All"]["pq"], abs=1e-6)
+
+
+def test_new_categories_reinitialise_only_the_class_heads(model, io, tmp_path):
+    """`from_preset(categories=...)`: every weight but the final and the six
+    auxiliary class heads and the semantic head's last convolution is the
+    preset's; those start afresh with the new class count."""
+    from keras_maxdeeplab import KMaXDeepLab
+
+    folder = str(tmp_path / "kmax")
+    model.save_to_preset(folder)
+    categories = [
+        {"id": 3, "name": "road", "isthing": 0},
+        {"id": 7, "name": "car", "isthing": 1},
+        {"id": 9, "name": "sky", "isthing": 0},
+    ]
+    tuned = KMaXDeepLab.from_preset(folder, categories=categories)
+    assert tuned.num_classes == 4 and tuned.thing_class_ids == (2,)
+    source = {w.path: to_numpy(w) for w in model.weights}
+    weights = {w.path: to_numpy(w) for w in tuned.weights}
+    assert sorted(weights) == sorted(source)
+    fresh = sorted(p for p in weights if weights[p].shape != source[p].shape)
+    assert len(fresh) == 2 * 8  # kernel and bias: 7 class heads, the semantic head's last conv
+    assert all("transformer_class_head" in p or p.startswith("semantic_head/final_conv") for p in fresh)
+    for path in fresh:
+        assert weights[path].shape[-1] == 4, path
+    for path in set(weights) - set(fresh):
+        np.testing.assert_array_equal(weights[path], source[path], err_msg=path)
+    outputs = to_numpy(tuned(_images(io)))
+    assert outputs["transformer_class_logits"].shape == (1, model.num_mask_slots, 4)
+    assert outputs["semantic_logits"].shape[-1] == 4
+    # The preset's own classes: the very same model.
+    same = KMaXDeepLab.from_preset(folder, categories=model.categories)
+    np.testing.assert_array_equal(
+        to_numpy(same(_images(io)))["pixel_space_mask_logits"],
+        to_numpy(model(_images(io)))["pixel_space_mask_logits"],
+    )

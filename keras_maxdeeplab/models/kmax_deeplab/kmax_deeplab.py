@@ -397,7 +397,10 @@ class KMaXDeepLab(PanopticTask):
                 keras-hub handle (`hf://org/name`, ...).
             load_weights: False builds the architecture alone.
             **kwargs: `checkpoint_base_url` (a mirror of deeplab2's
-                checkpoints) or constructor overrides (`dtype`, `image_shape`).
+                checkpoints), `categories` (a new dataset's COCO-style
+                categories: every weight is kept but the class heads, which
+                start afresh, for fine-tuning) or constructor overrides
+                (`dtype`, `image_shape`).
 
         Raises:
             ValueError: an unknown name (the known ones are listed), one of
@@ -407,18 +410,23 @@ class KMaXDeepLab(PanopticTask):
 
         Example:
         >>> model = KMaXDeepLab.from_preset("kmax_r50_coco")
+        >>> tuned = KMaXDeepLab.from_preset("kmax_r50_coco", categories=my_categories)
         >>> model(images)["pixel_space_mask_logits"].shape  # images [1, 1281, 1281, 3]
         (1, 321, 321, 128)
         """
         from keras_maxdeeplab.hub import load_task  # hub sits above the models.
 
-        for key in ("categories", "num_classes"):
-            if key in kwargs:
-                raise ValueError(
-                    f"{key}= is not supported by KMaXDeepLab.from_preset: the kMaX presets "
-                    "keep deeplab2's COCO classes (134 with void)."
-                )
         return load_task(cls, super().from_preset, preset, load_weights, kwargs)
+
+    def _class_head_weights(self):
+        # The final predictor's class head and each k-means block's auxiliary one.
+        predictors = [self.predictor] + [
+            block.auxiliary_clustering_predictor for block in self.transformer_blocks
+        ]
+        weights = [w for p in predictors for w in p.transformer_class_head.weights]
+        if self.semantic_head is not None:
+            weights = weights + self.semantic_head.final_conv.weights
+        return weights
 
     def intermediate_outputs(self, images, training=False):
         """Every intermediate result, keyed as deeplab2's reference arrays.

@@ -3,7 +3,6 @@
 import keras
 from keras_hub.src.utils.python_utils import classproperty
 
-from keras_maxdeeplab.coco.categories import check_categories
 from keras_maxdeeplab.layers.batch_norm import batch_normalization
 from keras_maxdeeplab.layers.convolutions import Conv1D
 from keras_maxdeeplab.layers.heads import L2Normalize
@@ -259,42 +258,11 @@ class MaXDeepLab(PanopticTask):
             kwargs["preprocessor"] = MaXDeepLabPreprocessor(converter)
         return load_task(cls, super().from_preset, preset, load_weights, kwargs)
 
-    def _with_categories(self, categories=None, num_classes=None):
-        """This model with class heads for `categories` (fine-tuning on new data).
-
-        The backbone is shared, every class-independent head weight copied;
-        the transformer class head and the semantic head's last convolution
-        are freshly initialised. Returns `self` when the classes are the same.
-        """
-        if categories is None:
-            if num_classes in (None, self.num_classes):
-                return self
-            raise ValueError(
-                f"num_classes={num_classes} differs from the preset's {self.num_classes}: pass "
-                "the new dataset's `categories` (num_classes follows from them)."
-            )
-        if check_categories(categories, "categories") == self.categories:
-            if num_classes in (None, self.num_classes):
-                return self
-        config = self.get_config()
-        for key in ("backbone", "preprocessor", "name", "categories", "num_classes"):
-            config.pop(key)
-        model = type(self)(
-            self.backbone,
-            categories=categories,
-            num_classes=num_classes,
-            preprocessor=self.preprocessor,
-            **config,
-        )
-        fresh = model.transformer_class_head.weights
-        if model.semantic_head is not None:
-            fresh = fresh + model.semantic_head.final_conv.weights
-        skipped = {id(w) for w in fresh + self.backbone.weights}
-        source = {w.path: w for w in self.weights}
-        for weight in model.weights:
-            if id(weight) not in skipped:
-                weight.assign(source[weight.path])
-        return model
+    def _class_head_weights(self):
+        weights = self.transformer_class_head.weights
+        if self.semantic_head is not None:
+            weights = weights + self.semantic_head.final_conv.weights
+        return weights
 
     default_postprocess_options = DEFAULT_POSTPROCESS_OPTIONS
 
