@@ -7,6 +7,7 @@ attribute names deeplab2 checkpoints are keyed by, so weights map one to one.
 import keras
 from keras import ops
 
+from keras_maxdeeplab import backend_seam
 from keras_maxdeeplab.layers.batch_norm import batch_normalization
 
 
@@ -229,7 +230,10 @@ class _DepthwiseConvBN(keras.layers.Layer):
         self.batch_norm.build(input_shape)
 
     def call(self, inputs, training=None):
-        x = self.depthwise_conv(inputs)
+        # The sub-layer holds the kernel (its checkpoint name); the seam runs
+        # the convolution, fast on every engine.
+        kernel = ops.cast(self.depthwise_conv.kernel, inputs.dtype)
+        x = backend_seam.depthwise_conv_same(inputs, kernel)
         return activate(self.batch_norm(x, training=training), self.activation)
 
     def compute_output_shape(self, input_shape):
