@@ -5,6 +5,7 @@ import pytest
 from keras_maxdeeplab import MaXDeepLab
 from keras_maxdeeplab import MaXDeepLabBackbone
 from keras_maxdeeplab import MaXDeepLabImageConverter
+from keras_maxdeeplab import build_model
 from keras_maxdeeplab.layers.heads import void_prior_logit
 from keras_maxdeeplab.postprocessing import post_process_panoptic_segmentation
 from tests.helpers import TINY_BACKBONE
@@ -138,6 +139,10 @@ def test_predict_panoptic_pipelines_are_cached_and_not_saved(tmp_path):
     model.predict_panoptic(image, thing_area_limit=3)
     model.predict_panoptic(image)
     assert len(model._panoptic_pipelines.by_options) == 2
+    # Every layer built from the start (drop paths, the preprocessor):
+    # otherwise Keras' JAX predict_on_batch re-runs the whole model eagerly.
+    pipeline = build_model("max_deeplab_tiny", 65)._panoptic_pipeline({})
+    assert [layer.name for layer in pipeline._flatten_layers() if not layer.built] == []
     after = str(tmp_path / "after.weights.h5")
     model.save_weights(after)
     names = {}
