@@ -214,12 +214,7 @@ def task_class(preset):
     entry = resolve_preset(preset)
     if entry is not None:
         return FAMILIES[entry["family"]].task_cls
-    if preset.startswith(HF_PREFIX):
-        path = fetch_hf_file(preset, CONFIG_FILE)
-    else:
-        _check_regular_files(preset)
-        path = _folder_file(preset, CONFIG_FILE, required=True)
-    found = _registered_name(path, preset)
+    found = _registered_name(_file_getter(preset)(CONFIG_FILE), preset)
     for family in FAMILIES.values():
         if found == keras.saving.get_registered_name(family.backbone_cls):
             return family.task_cls
@@ -300,6 +295,16 @@ def _check_regular_files(folder):
             )
 
 
+def _file_getter(preset):
+    """`get(filename, required=True)`: the local path of one file of a folder
+    (checked for non-regular files first) or `hf://` preset; None for a
+    missing optional file."""
+    if preset.startswith(HF_PREFIX):
+        return lambda filename, required=True: fetch_hf_file(preset, filename, required)
+    _check_regular_files(preset)
+    return lambda filename, required=True: _folder_file(preset, filename, required)
+
+
 def _registered_name(path, preset):
     """The `registered_name` of a preset's JSON file (None if it has none)."""
     try:
@@ -331,17 +336,7 @@ def preset_files(preset, load_weights, task, family=FAMILIES["max_deeplab"]):
         ValueError: a required file is missing or cannot be fetched, or the
             preset is not one of `family` (default: MaX-DeepLab).
     """
-    if preset.startswith(HF_PREFIX):
-
-        def get(filename, required=True):
-            return fetch_hf_file(preset, filename, required)
-
-    else:
-        _check_regular_files(preset)
-
-        def get(filename, required=True):
-            return _folder_file(preset, filename, required)
-
+    get = _file_getter(preset)
     files = {CONFIG_FILE: get(CONFIG_FILE)}
     _check_class(files[CONFIG_FILE], keras.saving.get_registered_name(family.backbone_cls), preset)
     if load_weights:

@@ -35,8 +35,8 @@ def _predict_dataset(args, folder):
     """Segments every annotated image into `folder`; returns the paths of the
     ground-truth JSON to score against (the images left out by --skip-errors
     removed, and said) and of the predictions."""
-    from keras_maxdeeplab.hub import task_class
     from keras_maxdeeplab.cli.predict import print_skipped
+    from keras_maxdeeplab.hub import task_class
     from keras_maxdeeplab.prediction_writer import write_predictions
 
     with open(args.annotations) as f:
@@ -70,7 +70,10 @@ def add_parser(commands):
         "--panoptic", help="ground-truth PNG folder (default: JSON path minus .json)"
     )
     parser.add_argument("--predictions", help="predicted COCO panoptic JSON (PNGs beside it)")
-    parser.add_argument("--preset", help="preset name (MaX-DeepLab or kMaX-DeepLab), handle or folder to predict with")
+    parser.add_argument(
+        "--preset",
+        help="preset name (MaX-DeepLab or kMaX-DeepLab), handle or folder to predict with",
+    )
     parser.add_argument("--images", help="image folder, with --preset")
     parser.add_argument("--workers", type=int, help="threads scoring images (default: CPU cores)")
     parser.add_argument(

@@ -56,7 +56,9 @@ def add_parser(commands):
     )
     parser.add_argument("images", nargs="+", help="image files or folders")
     parser.add_argument(
-        "--preset", default="max_deeplab_s_coco", help="preset name (MaX-DeepLab or kMaX-DeepLab), hf:// handle or folder"
+        "--preset",
+        default="max_deeplab_s_coco",
+        help="preset name (MaX-DeepLab or kMaX-DeepLab), hf:// handle or folder",
     )
     parser.add_argument("--output", default="predictions", help="output folder")
     parser.add_argument("--no-overlays", action="store_true", help="skip the colour overlays")

@@ -78,9 +78,10 @@ class PanopticTask(ImageSegmenter):
     `compute_terms(y_true, y_pred)` returns `[B]` terms and `total_loss`),
     `_loss_term_names(loss)` (the terms reported as metrics),
     `_pretrained_variables()` (what `backbone_learning_rate_multiplier`
-    scales) and `_class_head_weights()` (the weights that depend on the
-    classes, started afresh for new categories). Instances carry `backbone`, `categories` and
-    `postprocess_options`.
+    scales) and `_transformer_class_heads()` (the class heads of its
+    transformer predictions, started afresh for new categories with the
+    semantic head's last convolution). Instances carry `backbone`,
+    `categories` and `postprocess_options`.
     """
 
     post_processing_method = "pixelwise"
@@ -179,6 +180,13 @@ class PanopticTask(ImageSegmenter):
             if id(weight) not in skipped:
                 weight.assign(source[weight.path])
         return model
+
+    def _class_head_weights(self):
+        """The weights that depend on the classes."""
+        weights = [w for head in self._transformer_class_heads() for w in head.weights]
+        if self.semantic_head is not None:
+            weights += self.semantic_head.final_conv.weights
+        return weights
 
     def _post_processor(self, image_size, options):
         """A layer from the output dict to `[B, H, W]` maps (`panoptic_pred`,

@@ -418,15 +418,12 @@ class KMaXDeepLab(PanopticTask):
 
         return load_task(cls, super().from_preset, preset, load_weights, kwargs)
 
-    def _class_head_weights(self):
+    def _transformer_class_heads(self):
         # The final predictor's class head and each k-means block's auxiliary one.
         predictors = [self.predictor] + [
             block.auxiliary_clustering_predictor for block in self.transformer_blocks
         ]
-        weights = [w for p in predictors for w in p.transformer_class_head.weights]
-        if self.semantic_head is not None:
-            weights = weights + self.semantic_head.final_conv.weights
-        return weights
+        return [predictor.transformer_class_head for predictor in predictors]
 
     def intermediate_outputs(self, images, training=False):
         """Every intermediate result, keyed as deeplab2's reference arrays.

@@ -258,11 +258,8 @@ class MaXDeepLab(PanopticTask):
             kwargs["preprocessor"] = MaXDeepLabPreprocessor(converter)
         return load_task(cls, super().from_preset, preset, load_weights, kwargs)
 
-    def _class_head_weights(self):
-        weights = self.transformer_class_head.weights
-        if self.semantic_head is not None:
-            weights = weights + self.semantic_head.final_conv.weights
-        return weights
+    def _transformer_class_heads(self):
+        return [self.transformer_class_head]
 
     default_postprocess_options = DEFAULT_POSTPROCESS_OPTIONS
 
