@@ -72,15 +72,21 @@ def test_presets_lists_deeplab2s_kmax_checkpoints(capsys):
         "unavailable",
         "-",
     ]
+    assert rows["kmax_convnext_large_coco"] == "task 244.0M 1281 150k 57.9 64.0 48.6 58.38 no -".split()
     assert rows["kmax_convnext_large_ade20k_1281"][-2:] == ["unavailable", "-"]
     reasons = lines[lines.index(
         "Not yet available (published by deeplab2; from_preset refuses them with the reason):"
     ) + 1 :]
-    assert len(reasons) == 3
-    assert reasons[0].startswith("  ConvNeXt backbone not ported: kmax_convnext_tiny_coco, ")
-    assert reasons[0].count("kmax_convnext_") == 11
-    assert reasons[1].endswith(": kmax_r50_cityscapes, kmax_axial_r50_cityscapes")
-    assert reasons[2].endswith(": kmax_r50_ade20k_641, kmax_r50_ade20k_1281")
+    assert len(reasons) == 2
+    assert reasons[0].endswith(
+        ": kmax_r50_cityscapes, kmax_axial_r50_cityscapes, kmax_convnext_tiny_cityscapes, "
+        "kmax_convnext_small_cityscapes, kmax_convnext_base_cityscapes, "
+        "kmax_convnext_large_cityscapes"
+    )
+    assert reasons[1].endswith(
+        ": kmax_r50_ade20k_641, kmax_r50_ade20k_1281, kmax_convnext_large_ade20k_641, "
+        "kmax_convnext_large_ade20k_1281"
+    )
 
 
 def test_upload_writes_the_model_card_then_calls_keras_hub(tmp_path, monkeypatch, capsys):

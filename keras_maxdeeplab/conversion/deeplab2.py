@@ -90,6 +90,23 @@ _KMAX_LISTS = {
 }
 
 
+def _convnext_parts(parts):
+    """deeplab2's ConvNeXt keeps its layers in lists of `Sequential`s
+    (`downsample_layers/1/layer_with_weights-0/...`); ours are named layers."""
+    group, index, layer = parts[0], int(parts[1]), parts[2]
+    if not layer.startswith("layer_with_weights-"):
+        return None
+    position = int(layer.rpartition("-")[2])
+    if group == "stages":
+        return [f"convnext_block_{index}_{position}"] + parts[3:]
+    # The stem is conv then norm; the transitions norm then conv.
+    order = ("conv", "norm") if index == 0 else ("norm", "conv")
+    if position >= len(order):
+        return None
+    name = "stem" if index == 0 else f"downsampling_block_{index - 1}"
+    return [name, order[position]] + parts[3:]
+
+
 def kmax_key_to_path(key, block_names):
     """Maps a deeplab2 kMaX-DeepLab checkpoint key to our Keras variable path.
 
@@ -113,6 +130,10 @@ def kmax_key_to_path(key, block_names):
         return None
     parts = [part[1:] if part.startswith("_") else part for part in rest.split("/")]
     parts[-1] = _LEAVES.get(parts[-1], parts[-1])
+    if root == "encoder" and parts[0] in ("downsample_layers", "stages") and len(parts) > 3:
+        parts = _convnext_parts(parts)
+        if parts is None:
+            return None
     if root == "pixel_decoder" and parts[0] in _KMAX_LISTS:
         parts = [_KMAX_LISTS[parts[0]].format(parts[1])] + parts[2:]
     if root == "transformer_decoder":

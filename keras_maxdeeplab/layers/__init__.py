@@ -10,6 +10,8 @@ from keras_maxdeeplab.layers.blocks import InceptionStem
 from keras_maxdeeplab.layers.convolutions import Conv1D
 from keras_maxdeeplab.layers.convolutions import Conv2DSame
 from keras_maxdeeplab.layers.convolutions import SeparableConv2DSame
+from keras_maxdeeplab.layers.convnext import ConvNeXtBlock
+from keras_maxdeeplab.layers.convnext import ConvNeXtDownsampling
 from keras_maxdeeplab.layers.drop_path import DropPath
 from keras_maxdeeplab.layers.dual_path_transformer import AttentionOperation
 from keras_maxdeeplab.layers.dual_path_transformer import DualPathTransformer

@@ -62,6 +62,12 @@ CASES = {
         layers.KMaXPixelDecoder((8, 8, 2, 1), (1, 1, 1, 1)),
         [[_x(2, 3, 3, 16), _x(2, 5, 5, 8), _x(2, 9, 9, 4), _x(2, 17, 17, 2)]],
     ),
+    "ConvNeXtDownsampling_stem": lambda: (
+        layers.ConvNeXtDownsampling(4, stem=True),
+        _x(2, 9, 9, 3),
+    ),
+    "ConvNeXtDownsampling": lambda: (layers.ConvNeXtDownsampling(6), _x(2, 5, 5, 4)),
+    "ConvNeXtBlock": lambda: (layers.ConvNeXtBlock(4, 0.8), _x(2, 9, 9, 4)),
     "KMeansTransformerBlock": lambda: (
         layers.KMeansTransformerBlock(8, 4, 8, 4, 7),
         [_x(2, 5, 5, 6), _x(2, 3, 12)],

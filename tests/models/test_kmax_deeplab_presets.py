@@ -20,28 +20,29 @@ from tests.helpers import shared_path
 from tests.hub_helpers import offline_hf_cache
 
 CHECKPOINTS = "https://storage.googleapis.com/gresearch/tf-deeplab/checkpoint/"
-CONVNEXT = "ConvNeXt backbone not ported"
+CITYSCAPES = "Cityscapes' class layout"
+ADE20K = "ADE20K's 150-category"
 # deeplab2's model zoo (g3doc/projects/kmax_deeplab.md): archive, deeplab2
 # config, crop, val PQ / PQ things / PQ stuff (official script) and PQ (its
 # evaluator); None where the preset loads, else why not.
 MODEL_ZOO = {
     "kmax_r50_coco": ("kmax_resnet50_coco_train", "kmax_meta_r50_os32", 1281, (53.0, 58.3, 44.9, 53.50), None),
     "kmax_axial_r50_coco": ("kmax_maxs_gelu_coco_train", "kmax_meta_axial_r50_os32", 1281, (56.2, 62.2, 47.1, 56.71), None),
-    "kmax_convnext_tiny_coco": ("kmax_convnext_tiny_coco_train", "kmax_meta_convnext_tiny_os32", 1281, (55.3, 61.0, 46.7, 55.80), CONVNEXT),
-    "kmax_convnext_small_coco": ("kmax_convnext_small_coco_train", "kmax_meta_convnext_small_os32", 1281, (56.3, 62.2, 47.5, 56.86), CONVNEXT),
-    "kmax_convnext_base_coco": ("kmax_convnext_base_coco_train", "kmax_meta_convnext_base_os32", 1281, (57.2, 63.4, 47.8, 57.73), CONVNEXT),
-    "kmax_convnext_large_coco": ("kmax_convnext_large_coco_train", "kmax_meta_convnext_large_os32", 1281, (57.9, 64.0, 48.6, 58.38), CONVNEXT),
-    "kmax_convnext_large_coco_unlabeled": ("kmax_convnext_large_coco_train_unlabeled", "kmax_meta_convnext_large_os32", 1281, (58.1, 64.3, 48.8, 58.69), CONVNEXT),
-    "kmax_r50_cityscapes": ("kmax_resnet50_cityscapes_train", "kmax_meta_r50_os32", (1025, 2049), (64.3, 57.7, 69.1, 64.65), "Cityscapes' class layout"),
-    "kmax_axial_r50_cityscapes": ("kmax_maxs_gelu_cityscapes_train", "kmax_meta_axial_r50_os32", (1025, 2049), (66.4, 61.2, 70.2, 66.73), "Cityscapes' class layout"),
-    "kmax_convnext_tiny_cityscapes": ("kmax_convnext_tiny_cityscapes_train", "kmax_meta_convnext_tiny_os32", (1025, 2049), (66.3, 60.2, 70.8, 66.65), CONVNEXT),
-    "kmax_convnext_small_cityscapes": ("kmax_convnext_small_cityscapes_train", "kmax_meta_convnext_small_os32", (1025, 2049), (67.3, 61.6, 71.5, 67.71), CONVNEXT),
-    "kmax_convnext_base_cityscapes": ("kmax_convnext_base_cityscapes_train", "kmax_meta_convnext_base_os32", (1025, 2049), (68.0, 62.6, 72.0, 68.30), CONVNEXT),
-    "kmax_convnext_large_cityscapes": ("kmax_convnext_large_cityscapes_train", "kmax_meta_convnext_large_os32", (1025, 2049), (68.4, 62.9, 72.4, 68.73), CONVNEXT),
-    "kmax_r50_ade20k_641": ("kmax_resnet50_res641_ade20k_train", "kmax_meta_r50_os32", 641, (41.5, 40.4, 43.7, 41.47), "ADE20K's 150-category"),
-    "kmax_r50_ade20k_1281": ("kmax_resnet50_res1281_ade20k_train", "kmax_meta_r50_os32_res1281", 1281, (42.3, 42.2, 42.5, 42.37), "ADE20K's 150-category"),
-    "kmax_convnext_large_ade20k_641": ("kmax_convnext_large_res641_ade20k_train", "kmax_meta_convnext_large_os32", 641, (48.7, 48.0, 50.0, 48.75), CONVNEXT),
-    "kmax_convnext_large_ade20k_1281": ("kmax_convnext_large_res1281_ade20k_train", "kmax_meta_convnext_large_os32_res1281", 1281, (50.9, 51.0, 50.7, 50.92), CONVNEXT),
+    "kmax_convnext_tiny_coco": ("kmax_convnext_tiny_coco_train", "kmax_meta_convnext_tiny_os32", 1281, (55.3, 61.0, 46.7, 55.80), None),
+    "kmax_convnext_small_coco": ("kmax_convnext_small_coco_train", "kmax_meta_convnext_small_os32", 1281, (56.3, 62.2, 47.5, 56.86), None),
+    "kmax_convnext_base_coco": ("kmax_convnext_base_coco_train", "kmax_meta_convnext_base_os32", 1281, (57.2, 63.4, 47.8, 57.73), None),
+    "kmax_convnext_large_coco": ("kmax_convnext_large_coco_train", "kmax_meta_convnext_large_os32", 1281, (57.9, 64.0, 48.6, 58.38), None),
+    "kmax_convnext_large_coco_unlabeled": ("kmax_convnext_large_coco_train_unlabeled", "kmax_meta_convnext_large_os32", 1281, (58.1, 64.3, 48.8, 58.69), None),
+    "kmax_r50_cityscapes": ("kmax_resnet50_cityscapes_train", "kmax_meta_r50_os32", (1025, 2049), (64.3, 57.7, 69.1, 64.65), CITYSCAPES),
+    "kmax_axial_r50_cityscapes": ("kmax_maxs_gelu_cityscapes_train", "kmax_meta_axial_r50_os32", (1025, 2049), (66.4, 61.2, 70.2, 66.73), CITYSCAPES),
+    "kmax_convnext_tiny_cityscapes": ("kmax_convnext_tiny_cityscapes_train", "kmax_meta_convnext_tiny_os32", (1025, 2049), (66.3, 60.2, 70.8, 66.65), CITYSCAPES),
+    "kmax_convnext_small_cityscapes": ("kmax_convnext_small_cityscapes_train", "kmax_meta_convnext_small_os32", (1025, 2049), (67.3, 61.6, 71.5, 67.71), CITYSCAPES),
+    "kmax_convnext_base_cityscapes": ("kmax_convnext_base_cityscapes_train", "kmax_meta_convnext_base_os32", (1025, 2049), (68.0, 62.6, 72.0, 68.30), CITYSCAPES),
+    "kmax_convnext_large_cityscapes": ("kmax_convnext_large_cityscapes_train", "kmax_meta_convnext_large_os32", (1025, 2049), (68.4, 62.9, 72.4, 68.73), CITYSCAPES),
+    "kmax_r50_ade20k_641": ("kmax_resnet50_res641_ade20k_train", "kmax_meta_r50_os32", 641, (41.5, 40.4, 43.7, 41.47), ADE20K),
+    "kmax_r50_ade20k_1281": ("kmax_resnet50_res1281_ade20k_train", "kmax_meta_r50_os32_res1281", 1281, (42.3, 42.2, 42.5, 42.37), ADE20K),
+    "kmax_convnext_large_ade20k_641": ("kmax_convnext_large_res641_ade20k_train", "kmax_meta_convnext_large_os32", 641, (48.7, 48.0, 50.0, 48.75), ADE20K),
+    "kmax_convnext_large_ade20k_1281": ("kmax_convnext_large_res1281_ade20k_train", "kmax_meta_convnext_large_os32_res1281", 1281, (50.9, 51.0, 50.7, 50.92), ADE20K),
 }  # fmt: skip
 # deeplab2's datasets: its configs' semantic output channels and training steps.
 DATASETS = {"coco": (134, 150_000), "cityscapes": (19, 60_000), "ade20k": (151, 100_000)}
@@ -51,6 +52,15 @@ FULL = {
     "kmax_r50_coco": ("variables_full_r50.txt", 72_650_796, 1_184),
     "kmax_axial_r50_coco": ("variables_full_axial_r50.txt", 90_577_452, 1_410),
 }
+# tests/models/deeplab2_convnext/params_full.json: trainable + non-trainable.
+CONVNEXT_PARAMS = {
+    "kmax_convnext_tiny_coco": 67_265_502 + 164_910,
+    "kmax_convnext_small_coco": 88_900_062 + 164_910,
+    "kmax_convnext_base_coco": 129_747_390 + 164_910,
+    "kmax_convnext_large_coco": 243_882_366 + 164_910,
+    "kmax_convnext_large_coco_unlabeled": 243_882_366 + 164_910,
+}
+LOADABLE = sorted(name for name, row in MODEL_ZOO.items() if row[-1] is None)
 
 
 @pytest.fixture(scope="module")
@@ -64,7 +74,7 @@ def coco_postprocess():
 def test_the_table_is_deeplab2s_model_zoo(coco_postprocess):
     table = {**KMAX_DEEPLAB_PRESETS, **KMAX_DEEPLAB_UNAVAILABLE}
     assert list(table) == list(MODEL_ZOO)
-    assert sorted(KMAX_DEEPLAB_PRESETS) == ["kmax_axial_r50_coco", "kmax_r50_coco"]
+    assert sorted(KMAX_DEEPLAB_PRESETS) == LOADABLE and len(LOADABLE) == 7
     for name, (archive, config, crop, pq, reason) in MODEL_ZOO.items():
         entry = table[name]
         dataset = next(d for d in DATASETS if f"_{d}" in name)
@@ -79,11 +89,12 @@ def test_the_table_is_deeplab2s_model_zoo(coco_postprocess):
         assert entry["handle"] == f"hf://keras-maxdeeplab/{name}"
         if reason is None:
             assert entry["config"] in KMAX_DEEPLAB_CONFIGS and "reason" not in entry
-            assert entry["metadata"]["params"] == FULL[name][1]
+            params = FULL[name][1] if name in FULL else CONVNEXT_PARAMS[name]
+            assert entry["metadata"]["params"] == params
             assert entry["postprocess_options"] == coco_postprocess
         else:
             assert entry["reason"].startswith(reason), name
-            assert (entry["config"] is None) == (reason == CONVNEXT)
+            assert entry["config"] in KMAX_DEEPLAB_CONFIGS
 
 
 @pytest.mark.parametrize("name", sorted(KMAX_DEEPLAB_UNAVAILABLE))
@@ -97,7 +108,7 @@ def test_names_not_available_yet_say_why(name):
             f"Preset {name!r} (deeplab2's {entry['source_url']}) is not available yet: "
             f"{entry['reason']}." in message
         )
-        assert "available now: kmax_axial_r50_coco, kmax_r50_coco." in message
+        assert f"available now: {', '.join(LOADABLE)}." in message
 
 
 def test_unknown_and_other_family_names():
@@ -106,7 +117,7 @@ def test_unknown_and_other_family_names():
     message = str(error.value)
     assert "Unknown kMaX-DeepLab preset 'kmax_r101_coco'" in message
     assert "kmax_r50_coco" in message and "max_deeplab_s_coco" in message
-    assert "(not yet available: kmax_convnext_tiny_coco," in message
+    assert "(not yet available: kmax_r50_cityscapes," in message
     with pytest.raises(ValueError, match=r"is a kMaX-DeepLab model; load it with KMaXDeepLab"):
         MaXDeepLab.from_preset("kmax_r50_coco", load_weights=False)
     with pytest.raises(ValueError, match=r"is a MaX-DeepLab model; load it with MaXDeepLab"):
@@ -117,7 +128,7 @@ def test_unknown_and_other_family_names():
 
 def test_presets_property():
     for cls in (KMaXDeepLab, KMaXDeepLabBackbone):
-        assert sorted(cls.presets) == ["kmax_axial_r50_coco", "kmax_r50_coco"]
+        assert sorted(cls.presets) == LOADABLE
         preset = cls.presets["kmax_r50_coco"]
         assert preset["handle"] == "hf://keras-maxdeeplab/kmax_r50_coco"
         assert preset["metadata"]["params"] == 72_650_796

@@ -5,6 +5,8 @@ keyword arguments and `KMAX_DEEPLAB_HEAD_CONFIGS[name]` the task's
 (transformer decoder and heads):
 * `kmax_r50`: deeplab2's `kmax_meta_r50_os32` COCO model (ResNet-50);
 * `kmax_axial_r50`: `kmax_meta_axial_r50_os32` (Axial-ResNet-50, GeLU);
+* `kmax_convnext_tiny|small|base|large`: `kmax_meta_convnext_*_os32`
+  (ConvNeXt-T/S/B/L, with the COCO configs' drop path);
 * `kmax_r50_tiny`, `kmax_axial_r50_tiny`: the same shrunk with deeplab2's
   own knobs, the architectures of the reference checkpoints in
   `shared/reference/kmax_deeplab_tiny` (and its `axial_r50/`; tests).
@@ -30,6 +32,21 @@ KMAX_DEEPLAB_CONFIGS["kmax_axial_r50"] = dict(
     activation="gelu",
     drop_path_keep_prob=0.8,
 )
+# ConvNeXt sizes (deeplab2's `convnext.get_model`) and the COCO configs' keep probabilities.
+_CONVNEXT = {
+    "tiny": ((3, 3, 9, 3), (96, 192, 384, 768), 0.7),
+    "small": ((3, 3, 27, 3), (96, 192, 384, 768), 0.6),
+    "base": ((3, 3, 27, 3), (128, 256, 512, 1024), 0.5),
+    "large": ((3, 3, 27, 3), (192, 384, 768, 1536), 0.4),
+}
+for _size, (_depths, _dims, _keep_prob) in _CONVNEXT.items():
+    KMAX_DEEPLAB_CONFIGS[f"kmax_convnext_{_size}"] = dict(
+        KMAX_DEEPLAB_CONFIGS["kmax_r50"],
+        backbone_type="convnext",
+        num_blocks=_depths,
+        convnext_dims=_dims,
+        drop_path_keep_prob=_keep_prob,
+    )
 KMAX_DEEPLAB_CONFIGS["kmax_r50_tiny"] = dict(
     KMAX_DEEPLAB_CONFIGS["kmax_r50"],
     stem_width_multiplier=0.125,
@@ -78,6 +95,7 @@ _TINY_HEADS = dict(
 KMAX_DEEPLAB_HEAD_CONFIGS = {
     "kmax_r50": dict(_COCO_HEADS),
     "kmax_axial_r50": dict(_COCO_HEADS),
+    **{f"kmax_convnext_{size}": dict(_COCO_HEADS) for size in _CONVNEXT},
     "kmax_r50_tiny": dict(_TINY_HEADS),
     "kmax_axial_r50_tiny": dict(_TINY_HEADS),
 }

@@ -405,7 +405,7 @@ class KMaXDeepLab(PanopticTask):
         Raises:
             ValueError: an unknown name (the known ones are listed), one of
                 deeplab2's kMaX checkpoints not available yet (with the
-                reason, e.g. a ConvNeXt backbone), a MaX-DeepLab preset, or
+                reason, e.g. a Cityscapes model), a MaX-DeepLab preset, or
                 weights nowhere to be had, corrupt or unreadable.
 
         Example:

@@ -1,6 +1,8 @@
-"""KMaXDeepLabBackbone: kMaX-DeepLab's pixel encoder (ResNet-50) and pixel decoder."""
+"""KMaXDeepLabBackbone: kMaX-DeepLab's pixel encoder (ResNet-50, Axial-ResNet-50
+or ConvNeXt) and pixel decoder."""
 
 import keras
+import numpy as np
 from keras_hub.models import Backbone
 from keras_hub.src.utils.python_utils import classproperty
 
@@ -9,13 +11,15 @@ from keras_maxdeeplab.layers.blocks import InceptionStem
 from keras_maxdeeplab.layers.convolutions import Conv2DSame
 from keras_maxdeeplab.layers.convolutions import activate
 from keras_maxdeeplab.layers.convolutions import check_activation
+from keras_maxdeeplab.layers.convnext import ConvNeXtBlock
+from keras_maxdeeplab.layers.convnext import ConvNeXtDownsampling
 from keras_maxdeeplab.layers.kmax_pixel_decoder import KMaXPixelDecoder
 from keras_maxdeeplab.models.kmax_deeplab.kmax_presets import listed_kmax_presets
 from keras_maxdeeplab.models.max_deeplab.input_checks import check_images
 from keras_maxdeeplab.models.max_deeplab.max_deeplab_backbone import stage_layout
 
 OUTPUT_STRIDE = 32
-BACKBONE_TYPES = ("resnet", "resnet_beta")
+BACKBONE_TYPES = ("resnet", "resnet_beta", "convnext")
 
 
 def check_kmax_image_shape(image_shape):
@@ -32,10 +36,101 @@ def check_kmax_image_shape(image_shape):
     return (int(image_shape[0]), int(image_shape[1]), 3)
 
 
+def resnet_endpoints(
+    images,
+    num_blocks,
+    backbone_type,
+    stem_width_multiplier,
+    backbone_width_multiplier,
+    backbone_layer_multiplier,
+    use_axial_beyond_stride,
+    activation,
+    drop_path_keep_prob,
+    dtype=None,
+):
+    """deeplab2's kMaX ResNet-50 / Axial-ResNet-50 encoder on `images`:
+    endpoints `stage1..5` (pre-activation) and `res1..5` (activated).
+
+    Example:
+    >>> endpoints = resnet_endpoints(keras.Input((65, 65, 3)), (3, 4, 6, 3), "resnet",
+    ...     1.0, 1.0, 1.0, 0, "relu", 1.0)
+    >>> endpoints["stage5"].shape
+    (None, 3, 3, 2048)
+    """
+    filters, block_counts, strides, total_strides, first_stage = stage_layout(
+        num_blocks,
+        backbone_type,
+        stem_width_multiplier,
+        backbone_width_multiplier,
+        backbone_layer_multiplier,
+    )
+    if backbone_type == "resnet":
+        stem = Conv2DSame(
+            int(round(64 * stem_width_multiplier)), 7, strides=2, dtype=dtype, name="stem"
+        )
+    else:
+        stem = InceptionStem(stem_width_multiplier, activation, dtype=dtype, name="stem")
+    x = stem(images)
+    endpoints = {"stage1": x, "res1": activate(x, activation)}
+    for index in range(first_stage, 5):
+        x = BlockGroup(
+            filters[index],
+            block_counts[index],
+            original_resnet_stride=strides[index],
+            original_resnet_input_stride=total_strides[index],
+            output_stride=OUTPUT_STRIDE,
+            backbone_type=backbone_type,
+            use_axial_beyond_stride=use_axial_beyond_stride,
+            use_transformer_beyond_stride=0,
+            drop_path_keep_prob=drop_path_keep_prob,
+            drop_path_beyond_stride=16,
+            drop_path_schedule="linear",
+            activation=activation,
+            dtype=dtype,
+            name=f"stage{index + 1}",
+        )(x)
+        endpoints[f"stage{index + 1}"] = x
+        endpoints[f"res{index + 1}"] = activate(x, activation)
+    return endpoints
+
+
+def convnext_endpoints(images, depths, dims, drop_path_keep_prob, dtype=None):
+    """deeplab2's ConvNeXt encoder (`zero_padding_for_downstream=True`) on
+    `images`: endpoints `stage1` (the stem's output), `stage2..5` (the
+    stages') and `res1..5` (their exact GeLU).
+
+    Drop path keep probabilities fall linearly over all blocks, from 1.0 at
+    the first to `drop_path_keep_prob` at the last (deeplab2 computes them
+    with `tf.linspace` in float32; so does this).
+
+    Example:
+    >>> endpoints = convnext_endpoints(keras.Input((65, 65, 3)), (3, 3, 9, 3), (96, 192, 384, 768), 0.7)
+    >>> endpoints["stage5"].shape
+    (None, 3, 3, 768)
+    """
+    keep_probs = np.linspace(1.0, drop_path_keep_prob, sum(depths), dtype=np.float32)
+    x = images
+    endpoints = {}
+    for stage, (depth, filters) in enumerate(zip(depths, dims)):
+        name = "stem" if stage == 0 else f"downsampling_block_{stage - 1}"
+        x = ConvNeXtDownsampling(filters, stem=stage == 0, dtype=dtype, name=name)(x)
+        if stage == 0:
+            endpoints["stage1"] = x
+            endpoints["res1"] = activate(x, "gelu")
+        for block in range(depth):
+            keep_prob = float(keep_probs[sum(depths[:stage]) + block])
+            x = ConvNeXtBlock(
+                filters, keep_prob, dtype=dtype, name=f"convnext_block_{stage}_{block}"
+            )(x)
+        endpoints[f"stage{stage + 2}"] = x
+        endpoints[f"res{stage + 2}"] = activate(x, "gelu")
+    return endpoints
+
+
 @keras.saving.register_keras_serializable(package="keras_maxdeeplab")
 class KMaXDeepLabBackbone(Backbone):
     """The kMaX-DeepLab pixel encoder and pixel decoder (deeplab2
-    `kmax_resnet50` / `kmax_axial_resnet50`).
+    `kmax_resnet50` / `kmax_axial_resnet50` / `kmax_convnext_*`).
 
     Encoder, `backbone_type="resnet"`: deeplab2's ResNet-50 as kMaX builds
     it: a 7x7 stride-2 `Conv2DSame` + BN stem (no activation, no max-pool),
@@ -43,7 +138,11 @@ class KMaXDeepLabBackbone(Backbone):
     3x3 conv; output stride 32. `backbone_type="resnet_beta"` with
     `use_axial_beyond_stride=16` and `activation="gelu"`: Axial-ResNet-50
     (MaX-DeepLab-S's encoder with exact GeLU: Inception stem, axial blocks
-    from stride 16, the stride-32 one striding by subsampling). Decoder:
+    from stride 16, the stride-32 one striding by subsampling).
+    `backbone_type="convnext"` with `convnext_dims`: ConvNeXt with
+    `num_blocks` blocks per stage (`convnext_endpoints`; T: (3, 3, 9, 3) x
+    (96, 192, 384, 768), S: (3, 3, 27, 3) x the same, B: (3, 3, 27, 3) x
+    (128, 256, 512, 1024), L: (3, 3, 27, 3) x (192, 384, 768, 1536)). Decoder:
     `KMaXPixelDecoder` on the pre-activation encoder endpoints `stage5..stage2`.
 
     Inputs are images normalised to [-1, 1] (`x / 127.5 - 1`) of a fixed size
@@ -52,13 +151,15 @@ class KMaXDeepLabBackbone(Backbone):
     Args:
         image_shape: `(H, W, 3)`, H and W of the form 32k + 1.
         num_blocks: blocks of stages 2-5 before `backbone_layer_multiplier`.
-        backbone_type: "resnet" or "resnet_beta".
+        backbone_type: "resnet", "resnet_beta" or "convnext".
         stem_width_multiplier, backbone_width_multiplier,
-        backbone_layer_multiplier: deeplab2's shrinking knobs.
+        backbone_layer_multiplier: deeplab2's shrinking knobs (ResNets).
+        convnext_dims: ConvNeXt's channels of stages 2-5 (ConvNeXt only).
         use_axial_beyond_stride: axial blocks from this stride (0: none).
         activation: the encoder's "relu" or "gelu" (exact).
-        drop_path_keep_prob: encoder stochastic depth (linear schedule from
-            stride 16; 1.0 for ResNet-50, 0.8 for Axial-ResNet-50).
+        drop_path_keep_prob: encoder stochastic depth (ResNets: linear
+            schedule from stride 16, 1.0 for ResNet-50, 0.8 for
+            Axial-ResNet-50; ConvNeXt: linear over all blocks).
         pixel_decoder_dims, pixel_decoder_num_blocks,
         pixel_decoder_block_types: `KMaXPixelDecoder`'s stages.
 
@@ -87,6 +188,7 @@ class KMaXDeepLabBackbone(Backbone):
         use_axial_beyond_stride=0,
         activation="relu",
         drop_path_keep_prob=1.0,
+        convnext_dims=None,
         dtype=None,
         **kwargs,
     ):
@@ -98,43 +200,34 @@ class KMaXDeepLabBackbone(Backbone):
             )
         if len(num_blocks) != 4:
             raise ValueError(f"num_blocks needs 4 entries (stages 2-5); got {num_blocks}.")
-        filters, block_counts, strides, total_strides, first_stage = stage_layout(
-            num_blocks,
-            backbone_type,
-            stem_width_multiplier,
-            backbone_width_multiplier,
-            backbone_layer_multiplier,
-        )
+        if (backbone_type == "convnext") != (convnext_dims is not None):
+            raise ValueError(
+                "convnext_dims (4 channel counts) is needed by, and only by, "
+                f"backbone_type='convnext'; got backbone_type={backbone_type!r}, "
+                f"convnext_dims={convnext_dims}."
+            )
+        if convnext_dims is not None and len(convnext_dims) != 4:
+            raise ValueError(f"convnext_dims needs 4 entries (stages 2-5); got {convnext_dims}.")
 
         # === Functional model ===
         images = keras.Input(shape=image_shape, name="images")
-        if backbone_type == "resnet":
-            stem = Conv2DSame(
-                int(round(64 * stem_width_multiplier)), 7, strides=2, dtype=dtype, name="stem"
+        if backbone_type == "convnext":
+            endpoints = convnext_endpoints(
+                images, num_blocks, convnext_dims, drop_path_keep_prob, dtype
             )
         else:
-            stem = InceptionStem(stem_width_multiplier, activation, dtype=dtype, name="stem")
-        x = stem(images)
-        endpoints = {"stage1": x, "res1": activate(x, activation)}
-        for index in range(first_stage, 5):
-            x = BlockGroup(
-                filters[index],
-                block_counts[index],
-                original_resnet_stride=strides[index],
-                original_resnet_input_stride=total_strides[index],
-                output_stride=OUTPUT_STRIDE,
-                backbone_type=backbone_type,
-                use_axial_beyond_stride=use_axial_beyond_stride,
-                use_transformer_beyond_stride=0,
-                drop_path_keep_prob=drop_path_keep_prob,
-                drop_path_beyond_stride=16,
-                drop_path_schedule="linear",
-                activation=activation,
-                dtype=dtype,
-                name=f"stage{index + 1}",
-            )(x)
-            endpoints[f"stage{index + 1}"] = x
-            endpoints[f"res{index + 1}"] = activate(x, activation)
+            endpoints = resnet_endpoints(
+                images,
+                num_blocks,
+                backbone_type,
+                stem_width_multiplier,
+                backbone_width_multiplier,
+                backbone_layer_multiplier,
+                use_axial_beyond_stride,
+                activation,
+                drop_path_keep_prob,
+                dtype,
+            )
         decoded = KMaXPixelDecoder(
             pixel_decoder_dims,
             pixel_decoder_num_blocks,
@@ -159,6 +252,7 @@ class KMaXDeepLabBackbone(Backbone):
         self.use_axial_beyond_stride = use_axial_beyond_stride
         self.activation = activation
         self.drop_path_keep_prob = drop_path_keep_prob
+        self.convnext_dims = None if convnext_dims is None else tuple(convnext_dims)
         self.pixel_decoder_dims = tuple(pixel_decoder_dims)
         self.pixel_decoder_num_blocks = tuple(pixel_decoder_num_blocks)
         self.pixel_decoder_block_types = tuple(pixel_decoder_block_types)
@@ -206,6 +300,7 @@ class KMaXDeepLabBackbone(Backbone):
                 "use_axial_beyond_stride": self.use_axial_beyond_stride,
                 "activation": self.activation,
                 "drop_path_keep_prob": self.drop_path_keep_prob,
+                "convnext_dims": self.convnext_dims,
                 "pixel_decoder_dims": self.pixel_decoder_dims,
                 "pixel_decoder_num_blocks": self.pixel_decoder_num_blocks,
                 "pixel_decoder_block_types": self.pixel_decoder_block_types,

@@ -21,9 +21,7 @@ its void label being 255) and `backbone` (in words).
 `KMAX_DEEPLAB_UNAVAILABLE` holds the other rows, with the same fields and a
 `reason`: their names are listed (`maxdeeplab presets`) and `from_preset`
 refuses them with that reason, so no published name leads nowhere unexplained.
-* ConvNeXt backbones are not ported (9 rows).
-* Cityscapes and ADE20K rows with a ported backbone (4 rows) need their
-  datasets' class layouts: Cityscapes has 19 classes with void label 255 and
+* Cityscapes and ADE20K rows (10 rows) need their datasets' class layouts: Cityscapes has 19 classes with void label 255 and
   a 1025x2049 crop, ADE20K 150 classes; `KMaXDeepLab` knows COCO's layout
   only (void 0, things first) and the package has no Cityscapes or ADE20K
   category lists.
@@ -39,10 +37,10 @@ from keras_maxdeeplab.models.max_deeplab.max_deeplab_presets import deeplab2_arc
 _BACKBONES = {
     "r50": ("r50", "kmax_r50", "ResNet-50", "resnet50"),
     "axial_r50": ("axial_r50", "kmax_axial_r50", "Axial-ResNet-50 (MaX-S w/ GeLU)", "maxs_gelu"),
-    "convnext_tiny": ("convnext_tiny", None, "ConvNeXt-T", "convnext_tiny"),
-    "convnext_small": ("convnext_small", None, "ConvNeXt-S", "convnext_small"),
-    "convnext_base": ("convnext_base", None, "ConvNeXt-B", "convnext_base"),
-    "convnext_large": ("convnext_large", None, "ConvNeXt-L", "convnext_large"),
+    "convnext_tiny": ("convnext_tiny", "kmax_convnext_tiny", "ConvNeXt-T", "convnext_tiny"),
+    "convnext_small": ("convnext_small", "kmax_convnext_small", "ConvNeXt-S", "convnext_small"),
+    "convnext_base": ("convnext_base", "kmax_convnext_base", "ConvNeXt-B", "convnext_base"),
+    "convnext_large": ("convnext_large", "kmax_convnext_large", "ConvNeXt-L", "convnext_large"),
 }
 _DATASETS = {
     # dataset: (deeplab2's name, class channels, training steps, title)
@@ -50,9 +48,17 @@ _DATASETS = {
     "cityscapes": ("cityscapes_panoptic", 19, 60_000, "Cityscapes panoptic (19 classes)"),
     "ade20k": ("ade20k_panoptic", 151, 100_000, "ADE20K panoptic (150 classes)"),
 }
-# Model sizes counted on the built models (deeplab2's own counts:
-# shared/reference/kmax_deeplab_tiny README section 2e).
-_PARAMS = {"kmax_r50": 72_650_796, "kmax_axial_r50": 90_577_452}
+# Model sizes counted on the built models, deeplab2's own counts
+# (shared/reference/kmax_deeplab_tiny README section 2e;
+# tests/models/deeplab2_convnext/params_full.json).
+_PARAMS = {
+    "kmax_r50": 72_650_796,
+    "kmax_axial_r50": 90_577_452,
+    "kmax_convnext_tiny": 67_430_412,
+    "kmax_convnext_small": 89_064_972,
+    "kmax_convnext_base": 129_912_300,
+    "kmax_convnext_large": 244_047_276,
+}
 # deeplab2's evaluator options of the kMaX COCO configs (maskwise post-processing).
 _COCO_POSTPROCESS = {
     "transformer_post_processing": "maskwise",
@@ -65,7 +71,6 @@ _COCO_POSTPROCESS = {
     "thing_area_limit": 400,
     "stuff_area_limit": 6400,
 }
-_CONVNEXT_REASON = "ConvNeXt backbone not ported"
 _DATASET_REASON = {
     "cityscapes": (
         "Cityscapes' class layout (19 classes, void label 255, 1025x2049 crop) and category "
@@ -107,9 +112,7 @@ def _row(backbone, dataset, crop_size, pq, archive_stem, config_suffix="", name_
         "deeplab2_name": f"kmax_meta_{deeplab2_config}_os32{config_suffix}",
         "pq": {"pq": official, "pq_thing": things, "pq_stuff": stuff, "pq_deeplab2": deeplab2},
     }
-    if config is None:
-        entry["reason"] = _CONVNEXT_REASON
-    elif dataset != "coco":
+    if dataset != "coco":
         entry["reason"] = _DATASET_REASON[dataset]
     return name, entry
 
@@ -170,8 +173,8 @@ def unavailable_reason(name):
     """Why a published kMaX checkpoint has no preset yet, or None.
 
     Example:
-    >>> unavailable_reason("kmax_convnext_large_coco")
-    'ConvNeXt backbone not ported'
+    >>> unavailable_reason("kmax_convnext_large_ade20k_641")
+    "ADE20K's 150-category panoptic list is not in the package yet"
     """
     entry = KMAX_DEEPLAB_UNAVAILABLE.get(name) if isinstance(name, str) else None
     return entry["reason"] if entry else None
