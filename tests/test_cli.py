@@ -1,5 +1,6 @@
 import os
 
+import pytest
 
 from keras_maxdeeplab.cli import main
 from keras_maxdeeplab.conversion import convert_checkpoint
@@ -300,7 +301,7 @@ def test_convert_predict_and_evaluate_a_kmax_checkpoint(tmp_path, capsys):
     assert capsys.readouterr().out.endswith(format_results(expected) + "\n")
 
 
-def test_train_and_export_refuse_a_kmax_preset_before_loading(tmp_path, capsys):
+def test_export_refuses_a_kmax_preset_before_loading(tmp_path, capsys):
     from keras_maxdeeplab.backend_seam import export_formats
 
     output = str(tmp_path / "served")
@@ -309,9 +310,64 @@ def test_train_and_export_refuse_a_kmax_preset_before_loading(tmp_path, capsys):
     assert "'kmax_r50_coco' is a kMaX-DeepLab preset; export takes MaX-DeepLab" in (
         capsys.readouterr().err
     )
-    data = str(tmp_path / "data")
-    assert main(["train", data, "--output", output, "--preset", "kmax_r50_coco"]) == 1
-    assert "'kmax_r50_coco' is a kMaX-DeepLab preset; train takes MaX-DeepLab" in (
-        capsys.readouterr().err
-    )
     assert not os.listdir(tmp_path)
+
+
+def test_train_a_kmax_config_with_its_recipe(tmp_path, capsys):
+    """kMaX-DeepLab from scratch: deeplab2's kMaX recipe (AdamW 5e-4, weight
+    decay 0.05), the sample count checked against the crop, a kMaX preset out."""
+    import json
+
+    from keras_maxdeeplab import KMaXDeepLab
+    from keras_maxdeeplab.data import SYNTHETIC_CATEGORIES
+    from keras_maxdeeplab.data import write_synthetic_panoptic_dataset
+    from keras_maxdeeplab.hub import task_class
+
+    data = os.path.join(tmp_path, "data")
+    write_synthetic_panoptic_dataset(data, 2, seed=0)
+    output = os.path.join(tmp_path, "run")
+    command = ["train", data, "--output", output, "--config", "kmax_r50_tiny", "--crop-size", "65"]
+    command += ["--batch-size", "2", "--quiet", "--steps", "1", "--steps-per-epoch", "1"]
+    # deeplab2's 4096 sampled pixels do not fit in a 65 crop's 17 x 17 at stride 4.
+    assert main(command) == 1
+    assert "instance_discrimination_sample_k=4096 must be in 1..289" in capsys.readouterr().err
+    assert main(command + ["--instance-discrimination-sample-k", "64"]) == 0
+    with open(os.path.join(output, "training.json")) as f:
+        assert json.load(f)["steps_done"] == 1
+    preset = os.path.join(output, "preset")
+    assert task_class(preset) is KMaXDeepLab
+    model = KMaXDeepLab.from_preset(preset)
+    assert [c["id"] for c in model.categories] == [c["id"] for c in SYNTHETIC_CATEGORIES]
+    assert os.listdir(os.path.join(output, "checkpoints"))
+    assert main(["train", data, "--output", output, "--config", "max_deeplab_tiny",
+                 "--instance-discrimination-sample-k", "64"]) == 1  # fmt: skip
+    assert "--instance-discrimination-sample-k is a kMaX-DeepLab option" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    "config, extra, recipe",
+    [
+        ("kmax_r50_tiny", ["--instance-discrimination-sample-k", "64"], (5e-4, 0.05, 1.0)),
+        ("kmax_r50_tiny", ["--learning-rate", "1e-4", "--instance-discrimination-sample-k", "8"], (1e-4, 0.05, 1.0)),
+        ("max_deeplab_tiny", [], (1e-3, 0.0, 1.0)),
+    ],
+)  # fmt: skip
+def test_train_compiles_each_familys_deeplab2_recipe(config, extra, recipe):
+    from keras_maxdeeplab.cli import build_parser
+    from keras_maxdeeplab.cli.train import _compile
+    from keras_maxdeeplab.cli.train import build_model
+    from keras_maxdeeplab.data import SYNTHETIC_CATEGORIES
+
+    command = ["train", "data", "--output", "out", "--config", config, "--crop-size", "65"]
+    args = build_parser().parse_args(command + ["--steps", "300", "--warmup-steps", "30"] + extra)
+    model = build_model(args, SYNTHETIC_CATEGORIES)
+    _compile(model, args)
+    optimizer = model.optimizer
+    schedule = optimizer.get_config()["learning_rate"]["config"]
+    learning_rate, weight_decay, multiplier = recipe
+    assert (schedule["initial_learning_rate"], schedule["decay_steps"]) == (learning_rate, 300)
+    assert schedule["warmup_steps"] == 30
+    assert optimizer.weight_decay_rate == weight_decay
+    assert optimizer.learning_rate_multiplier == multiplier  # from scratch: no pretrained part
+    if config.startswith("kmax"):
+        assert model.max_deeplab_loss.instance_discrimination_sample_k == int(extra[-1])

@@ -1,5 +1,9 @@
 """`maxdeeplab train`: fine-tune a preset, or train from scratch, on a COCO-panoptic folder.
 
+MaX-DeepLab and kMaX-DeepLab presets and configurations alike, each with its
+family's deeplab2 recipe (`compile()`'s defaults: Adam at 1e-3 for MaX-DeepLab;
+AdamW at 5e-4 with weight decay 0.05 for kMaX-DeepLab).
+
 Checkpoints (`output/checkpoints/`, `TrainingCheckpoint`: counted in steps,
 written atomically) are written every epoch; running the same command again
 resumes from the last one, the data stream where it stopped (with any
@@ -7,7 +11,8 @@ resumes from the last one, the data stream where it stopped (with any
 infinite loss stops training with an error, keeping the last good checkpoint.
 The result is a preset folder
 (`output/preset/`) with the dataset's categories, loadable with
-`MaXDeepLab.from_preset`, and `output/training.json` (steps done, last logs).
+`MaXDeepLab.from_preset` / `KMaXDeepLab.from_preset`, and
+`output/training.json` (steps done, last logs).
 
 `--devices N` trains data-parallel on N local devices (JAX:
 `keras.distribution.DataParallel`; TensorFlow: `tf.distribute.MirroredStrategy`
@@ -43,19 +48,52 @@ def _dataset_paths(args):
     return paths
 
 
+def _configs():
+    from keras_maxdeeplab.models.kmax_deeplab.kmax_configs import KMAX_DEEPLAB_CONFIGS
+    from keras_maxdeeplab.models.max_deeplab.max_deeplab_configs import MAX_DEEPLAB_CONFIGS
+
+    return {**MAX_DEEPLAB_CONFIGS, **KMAX_DEEPLAB_CONFIGS}
+
+
 def build_model(args, categories):
     """A preset fine-tuned to `categories` (at its own input size unless
     `--crop-size` is given), or a fresh `--config` model."""
-    from keras_maxdeeplab import MaXDeepLab
     from keras_maxdeeplab import build_model as build_named_model
+    from keras_maxdeeplab.hub import task_class
+    from keras_maxdeeplab.models.kmax_deeplab.kmax_builder import build_kmax_model
+    from keras_maxdeeplab.models.kmax_deeplab.kmax_configs import KMAX_DEEPLAB_CONFIGS
 
     if not args.preset:
         crop_size = args.crop_size or SCRATCH_CROP_SIZE
-        return build_named_model(args.config, crop_size, {"categories": categories})
+        build = build_kmax_model if args.config in KMAX_DEEPLAB_CONFIGS else build_named_model
+        return build(args.config, crop_size, overrides={"categories": categories})
+    cls = task_class(args.preset)
     if not args.crop_size:
-        return MaXDeepLab.from_preset(args.preset, categories=categories)
+        return cls.from_preset(args.preset, categories=categories)
     crop = (args.crop_size, args.crop_size, 3)
-    return MaXDeepLab.from_preset(args.preset, categories=categories, image_shape=crop)
+    return cls.from_preset(args.preset, categories=categories, image_shape=crop)
+
+
+def _compile(model, args):
+    """deeplab2's recipe of the model's family, with the command's schedule."""
+    from keras_maxdeeplab import KMaXDeepLab
+
+    options = {
+        "training_steps": args.steps,
+        "warmup_steps": args.warmup_steps,
+        # Only a preset's ImageNet-pretrained backbone part learns 10x slower.
+        "backbone_learning_rate_multiplier": 0.1 if args.preset else 1.0,
+    }
+    if args.learning_rate is not None:
+        options["learning_rate"] = args.learning_rate
+    if args.instance_discrimination_sample_k is not None:
+        if not isinstance(model, KMaXDeepLab):
+            raise ValueError(
+                "--instance-discrimination-sample-k is a kMaX-DeepLab option; "
+                f"{type(model).__name__} has no instance discrimination loss."
+            )
+        options["instance_discrimination_sample_k"] = args.instance_discrimination_sample_k
+    model.compile(**options)
 
 
 def _fit(model, dataset, **fit_args):
@@ -85,19 +123,11 @@ def _fit(model, dataset, **fit_args):
 def run(args):
     import keras
 
-    from keras_maxdeeplab import MaXDeepLab
     from keras_maxdeeplab import backend_seam
     from keras_maxdeeplab.data import COCOPanopticDataset
-    from keras_maxdeeplab.hub import task_class
 
     if bool(args.preset) == bool(args.config):
         raise ValueError("train needs exactly one of --preset (fine-tune) or --config (scratch).")
-    if args.preset and task_class(args.preset) is not MaXDeepLab:
-        raise ValueError(
-            f"{args.preset!r} is a kMaX-DeepLab preset; train takes MaX-DeepLab presets only. "
-            "Fine-tune a kMaX-DeepLab preset in Python: KMaXDeepLab.from_preset(name, "
-            "categories=...), compile(), fit()."
-        )
     if args.batch_size % args.devices:
         raise ValueError(
             f"--batch-size {args.batch_size} (the global batch) cannot be split evenly over "
@@ -126,13 +156,7 @@ def _train(args, data):
     from keras_maxdeeplab.training_checkpoint import TrainingCheckpoint
 
     model = build_model(args, data.categories)
-    model.compile(
-        learning_rate=args.learning_rate,
-        training_steps=args.steps,
-        warmup_steps=args.warmup_steps,
-        # Only a preset's ImageNet-pretrained backbone part learns 10x slower.
-        backbone_learning_rate_multiplier=0.1 if args.preset else 1.0,
-    )
+    _compile(model, args)
     checkpoint = TrainingCheckpoint(os.path.join(args.output, "checkpoints"), args.steps_per_epoch)
     done = checkpoint.restore(model)
     history = {}
@@ -159,7 +183,7 @@ def _train(args, data):
             "--learning-rate (or more --warmup-steps) usually helps."
         )
     steps_done = int(keras.ops.convert_to_numpy(model.optimizer.iterations))
-    model.compile()  # the preset keeps the weights, not the optimizer's moments
+    _compile(model, args)  # a fresh optimizer: the preset keeps the weights, not the moments
     preset = os.path.join(args.output, "preset")
     write_folder_atomically(preset, model.save_to_preset)
     logs = {key: float(values[-1]) for key, values in history.items()}
@@ -177,8 +201,6 @@ def _train(args, data):
 
 
 def add_parser(commands):
-    from keras_maxdeeplab.models.max_deeplab.max_deeplab_configs import MAX_DEEPLAB_CONFIGS
-
     parser = commands.add_parser(
         "train",
         help="fine-tune a preset (or train a --config from scratch) on a COCO-panoptic folder",
@@ -186,12 +208,12 @@ def add_parser(commands):
     parser.add_argument("data", help="dataset folder with images/, panoptic/ and panoptic.json")
     parser.add_argument("--output", required=True, help="folder for checkpoints and the preset")
     parser.add_argument("--preset", help="preset name, hf:// handle or folder to fine-tune")
-    parser.add_argument("--config", choices=sorted(MAX_DEEPLAB_CONFIGS), help="train from scratch")
+    parser.add_argument("--config", choices=sorted(_configs()), help="train from scratch")
     parser.add_argument(
         "--crop-size",
         type=int,
-        help=f"16k+1 training crop (default: the preset's input size; {SCRATCH_CROP_SIZE} "
-        "with --config)",
+        help=f"training crop, 16k+1 (kMaX-DeepLab: 32k+1; default: the preset's input size; "
+        f"{SCRATCH_CROP_SIZE} with --config)",
     )
     parser.add_argument(
         "--batch-size", type=int, default=8, help="global batch, split evenly over --devices"
@@ -212,7 +234,17 @@ def add_parser(commands):
     parser.add_argument(
         "--steps-per-epoch", type=int, default=1000, help="steps per epoch and per checkpoint"
     )
-    parser.add_argument("--learning-rate", type=float, default=1e-3)
+    parser.add_argument(
+        "--learning-rate",
+        type=float,
+        help="peak learning rate (default: deeplab2's, 1e-3 for MaX-DeepLab, 5e-4 for kMaX-DeepLab)",
+    )
+    parser.add_argument(
+        "--instance-discrimination-sample-k",
+        type=int,
+        help="kMaX-DeepLab: pixels sampled for its instance discrimination loss (default "
+        "deeplab2's 4096; at most the stride-4 pixel count, 161x161 at crop 641)",
+    )
     parser.add_argument("--warmup-steps", type=int, default=1000)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--quiet", action="store_true", help="one log line per epoch")

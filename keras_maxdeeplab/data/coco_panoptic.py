@@ -339,8 +339,10 @@ class COCOPanopticDataset:
         """A `tf.data.Dataset` of `(images, y_true)` batches for `MaXDeepLab`.
 
         `images` `[B, crop, crop, 3]` float32 in 0..255 (padding 127.5): the
-        model's preprocessor normalises them (a model built without one takes
-        `images / 127.5 - 1`). `y_true`: `semantic_gt`, `thing_id_mask_gt`,
+        model's preprocessor normalises them. For a `model` without one (a
+        `KMaXDeepLab`, or a `MaXDeepLab` built with `preprocessor=None`) the
+        images come normalised already, `images / 127.5 - 1`, as its network
+        takes them. `y_true`: `semantic_gt`, `thing_id_mask_gt`,
         `thing_id_class_gt` `[B, max_thing_id]`, `semantic_loss_weight`,
         `panoptic_gt`, `is_crowd_gt` (see `keras_maxdeeplab.data.targets`).
 
@@ -363,8 +365,9 @@ class COCOPanopticDataset:
                 of small thing instances (deeplab2's MaX-DeepLab-L: 4096, 3.0).
             num_parallel_calls: decoding / augmentation workers (default
                 `tf.data.AUTOTUNE`).
-            model: the `MaXDeepLab` to feed: its input size is the crop
-                (a `crop_size` it cannot take is an error).
+            model: the `MaXDeepLab` or `KMaXDeepLab` to feed: its input size
+                is the crop (a `crop_size` it cannot take is an error); without
+                a preprocessor it gets normalised images.
             start: samples of the stream to skip, e.g. `steps * batch_size`
                 when resuming training after `steps`: the stream then goes on
                 exactly where it was (same order, same augmentation).
@@ -397,6 +400,9 @@ class COCOPanopticDataset:
         drop_remainder = training if drop_remainder is None else drop_remainder
         parallel = tf.data.AUTOTUNE if num_parallel_calls is None else num_parallel_calls
         things = self.thing_class_ids
+        # keras-hub's fit applies a model's preprocessor; a model without one
+        # would otherwise see 0..255 pixels.
+        normalise = model is not None and getattr(model, "preprocessor", None) is None
 
         def load(index):
             image, label, ok = tf.numpy_function(
@@ -411,6 +417,8 @@ class COCOPanopticDataset:
                 )
             else:
                 image, label = preprocess_for_evaluation(image, label, crop_size)
+            if normalise:
+                image = image / 127.5 - 1.0
             targets = panoptic_targets(
                 label,
                 things,

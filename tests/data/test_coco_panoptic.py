@@ -37,6 +37,26 @@ def _numpy(tree):
     return {key: value.numpy() for key, value in tree.items()}
 
 
+def test_a_model_without_preprocessor_gets_normalised_images():
+    """keras-hub's fit applies a model's preprocessor; kMaX-DeepLab has none,
+    so its batches come as its network takes them: deeplab2's x / 127.5 - 1."""
+    from keras_maxdeeplab import build_model
+    from keras_maxdeeplab.models.kmax_deeplab.kmax_builder import build_kmax_model
+
+    data = _coco_sample()
+    raw = [b[0].numpy() for b in data.as_dataset(crop_size=65, training=False)]
+    kmax = build_kmax_model("kmax_r50_tiny", 65)
+    normalised = [b[0].numpy() for b in data.as_dataset(model=kmax, training=False)]
+    assert kmax.preprocessor is None and len(raw) == len(normalised) == 2
+    for image, expected in zip(normalised, raw):
+        np.testing.assert_array_equal(image, expected / np.float32(127.5) - np.float32(1))
+        assert image.min() >= -1 and expected.max() > 1
+    max_deeplab = build_model("max_deeplab_tiny", 65)
+    assert max_deeplab.preprocessor is not None
+    fed = [b[0].numpy() for b in data.as_dataset(model=max_deeplab, training=False)]
+    np.testing.assert_array_equal(fed[0], raw[0])
+
+
 def test_evaluation_targets_equal_deeplab2():
     """loss_case_439180: deeplab2's eval-mode input and targets at 129x129."""
     reference = np.load(shared_path("reference", "max_deeplab_s", "loss_case_439180.npz"))
