@@ -300,17 +300,23 @@ def test_convert_predict_and_evaluate_a_kmax_checkpoint(tmp_path, capsys):
     expected = pq_compute(annotations, os.path.join(output, "panoptic.json"), gt_folder)
     assert capsys.readouterr().out.endswith(format_results(expected) + "\n")
 
+    # export: the maskwise pipeline in an artifact, run by its own runtime.
+    import importlib.util
 
-def test_export_refuses_a_kmax_preset_before_loading(tmp_path, capsys):
     from keras_maxdeeplab.backend_seam import export_formats
+    from tests.models.export_runtimes import RUNTIMES
+    from tests.models.test_max_deeplab_export import RUNTIME_MODULES
 
-    output = str(tmp_path / "served")
-    command = ["export", "kmax_r50_coco", "--output", output, "--format", export_formats()[0]]
-    assert main(command) == 1
-    assert "'kmax_r50_coco' is a kMaX-DeepLab preset; export takes MaX-DeepLab" in (
-        capsys.readouterr().err
-    )
-    assert not os.listdir(tmp_path)
+    format = next(f for f in export_formats() if importlib.util.find_spec(RUNTIME_MODULES[f]))
+    served = str(tmp_path / "served")
+    assert main(["export", preset, "--output", served, "--format", format]) == 0
+    path = capsys.readouterr().out.split(f"Wrote {format} artifact ", 1)[1].split(":")[0]
+    io = np.load(shared_path("reference", "kmax_deeplab_tiny", "io.npz"))
+    image = np.ceil(io["s65/input/image_0_255"]).astype("uint8")
+    (result,) = model.predict_panoptic(image)
+    got = RUNTIMES[format](path)(image)["panoptic_pred"][0]
+    np.testing.assert_array_equal(got, result["panoptic_pred"])
+    assert len(np.unique(got)) >= 2  # a segment and void (deeplab2's default thresholds)
 
 
 def test_train_a_kmax_config_with_its_recipe(tmp_path, capsys):

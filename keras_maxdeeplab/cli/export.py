@@ -5,7 +5,6 @@ from keras_maxdeeplab.models.max_deeplab.max_deeplab_export import INPUT_DTYPES
 
 
 def run(args):
-    from keras_maxdeeplab import MaXDeepLab
     from keras_maxdeeplab.backend_seam import check_export_format
     from keras_maxdeeplab.hub import task_class
     from keras_maxdeeplab.models.max_deeplab.max_deeplab_export import check_input
@@ -13,13 +12,7 @@ def run(args):
     # Before the model loads: a refusal is quick.
     check_input(args.input_size, args.input_dtype)
     check_export_format(args.format, EXPORT_FORMATS)
-    if task_class(args.preset) is not MaXDeepLab:
-        raise ValueError(
-            f"{args.preset!r} is a kMaX-DeepLab preset; export takes MaX-DeepLab presets only "
-            "(kMaX-DeepLab's maskwise post-processor is not in the exported graph yet). "
-            "Use `maxdeeplab predict` or KMaXDeepLab.predict_panoptic instead."
-        )
-    model = MaXDeepLab.from_preset(args.preset)
+    model = task_class(args.preset).from_preset(args.preset)
     path = model.export(
         args.output, format=args.format, input_size=args.input_size, input_dtype=args.input_dtype
     )

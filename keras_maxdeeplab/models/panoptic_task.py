@@ -20,6 +20,7 @@ from keras_maxdeeplab.models.max_deeplab.max_deeplab_image_converter import (
     MaXDeepLabImageConverter,
 )
 from keras_maxdeeplab.models.max_deeplab.max_deeplab_export import PanopticPostProcessor
+from keras_maxdeeplab.models.max_deeplab.max_deeplab_export import export_panoptic
 from keras_maxdeeplab.optimizers import MaXDeepLabAdam
 from keras_maxdeeplab.optimizers import WarmUpPolynomialDecay
 from keras_maxdeeplab.postprocessing.segments import panoptic_results
@@ -196,6 +197,75 @@ class PanopticTask(ImageSegmenter):
             self.thing_class_ids,
             postprocess_options=options,
             method=self.post_processing_method,
+        )
+
+    def export(
+        self,
+        filepath,
+        format="tf_saved_model",
+        verbose=None,
+        input_signature=None,
+        input_size=None,
+        input_dtype="uint8",
+        postprocess=True,
+        **postprocess_options,
+    ):
+        """Exports the whole panoptic pipeline, deeplab2's post-processor inside.
+
+        The artifact takes `images` `[B, height, width, 3]` uint8 (any batch
+        size; `input_size`, default the crop size), resizes and pads them as
+        `MaXDeepLabImageConverter` does, runs the network and its deeplab2
+        post-processor (pixelwise for MaX-DeepLab, maskwise for kMaX-DeepLab),
+        and returns `panoptic_pred`,
+        `semantic_pred`, `instance_pred` (int32), `instance_scores` and
+        `semantic_scores` (float32), each `[B, height, width]`: the maps
+        `predict_panoptic` returns for the same images. Running it needs
+        only the format's runtime (TensorFlow, ONNX Runtime, OpenVINO,
+        LiteRT, PyTorch); the README has a client for each.
+
+        Args:
+            filepath: a folder for `"tf_saved_model"`; else a file (given its
+                format's ending, `.onnx`, `.tflite`, `.pt2`, `.xml`, when it
+                lacks one). Written atomically.
+            format: `"tf_saved_model"`, `"onnx"`, `"openvino"`, `"litert"` or
+                `"torch"`, as far as the Keras backend in use can export it
+                (`keras_maxdeeplab.backend_seam.export_formats()`); any other
+                is refused with a ValueError saying which backend can.
+            verbose: Keras' export messages.
+            input_signature: must be None: the artifact's input is fixed by
+                `input_size` and `input_dtype` (the batch size is free).
+            input_size: `(height, width)` of the images the artifact takes
+                (a camera's frames, say); default the crop size.
+            input_dtype: `"uint8"` (default) or `"float32"` pixels 0..255
+                (for a client that resizes images of several sizes itself,
+                at `input_size` = the crop size); see `serving_model`.
+            postprocess: False exports the network's raw outputs on the crop
+                instead, for `postprocess_panoptic` (or, for kMaX-DeepLab,
+                `postprocess_panoptic_maskwise`) outside the artifact.
+            **postprocess_options: overrides of `self.postprocess_options`.
+
+        Returns:
+            the artifact's path.
+
+        Example:
+        >>> model.export("served/max_deeplab", format="tf_saved_model", input_size=(480, 640))
+        >>> serve = tf.saved_model.load("served/max_deeplab").signatures["serving_default"]
+        >>> serve(images=tf.zeros((2, 480, 640, 3), tf.uint8))["panoptic_pred"].shape  # (2, 480, 640)
+        """
+        if input_signature is not None:
+            raise ValueError(
+                "export fixes the artifact's input ([B, height, width, 3] images "
+                "of input_dtype); pass input_size and input_dtype instead of input_signature."
+            )
+        return export_panoptic(
+            self,
+            filepath,
+            format,
+            input_size=input_size,
+            input_dtype=input_dtype,
+            postprocess=postprocess,
+            verbose=bool(verbose),
+            **postprocess_options,
         )
 
     def panoptic_quality(self, rules="coco"):

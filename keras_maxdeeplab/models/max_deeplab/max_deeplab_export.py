@@ -1,12 +1,12 @@
 """Serving artifacts of the whole panoptic pipeline: uint8 images in,
 deeplab2's panoptic maps out, with the post-processor inside the graph.
 
-`serving_model` wraps a `MaXDeepLab` into a Keras model that takes
-`[B, height, width, 3]` images of a fixed `input_size` (default the crop size),
-resizes, pads and normalises them as `MaXDeepLabImageConverter` does
-(`convert_images`, the same code), runs the network and deeplab2's
-post-processor (`postprocess_panoptic`, the same code `predict_panoptic`
-runs), and restores the maps to the input size as `predict_panoptic` does.
+`serving_model` wraps a `MaXDeepLab` or `KMaXDeepLab` into a Keras model that
+takes `[B, height, width, 3]` images of a fixed `input_size` (default the crop
+size), resizes, pads and normalises them as `MaXDeepLabImageConverter` does
+(`convert_images`, the same code), runs the network and the model's deeplab2
+post-processor (`postprocess_panoptic` or `postprocess_panoptic_maskwise`, the
+same code `predict_panoptic` runs), and restores the maps to the input size as `predict_panoptic` does.
 `export_panoptic` hands that model to Keras' exporters, one file or folder per
 format, written atomically.
 """
@@ -136,7 +136,7 @@ class PanopticPostProcessor(keras.layers.Layer):
         method: `"pixelwise"` (`postprocess_panoptic`, MaX-DeepLab) or
             `"maskwise"` (`postprocess_panoptic_maskwise`, kMaX-DeepLab).
 
-    Inputs: the `MaXDeepLab` output dict (`pixel_space_mask_logits`
+    Inputs: the `MaXDeepLab` / `KMaXDeepLab` output dict (`pixel_space_mask_logits`
     `[B, h, w, N]`, `transformer_class_logits` `[B, N, K]`). Outputs: a dict of
     `[B, crop_height, crop_width]` maps, `SERVING_OUTPUTS` (int32 ids, float32
     scores).
@@ -226,7 +226,7 @@ def serving_model(
     on the same images.
 
     Args:
-        model: a `MaXDeepLab`.
+        model: a `MaXDeepLab` or `KMaXDeepLab`.
         input_size: `(height, width)` of the images the artifact takes
             (a camera's frame size, say); default the crop size.
         input_dtype: `"uint8"` (default) or `"float32"` pixels 0..255. With
@@ -264,6 +264,7 @@ def serving_model(
             crop_size,
             model.thing_class_ids,
             postprocess_options={**model.postprocess_options, **postprocess_options},
+            method=model.post_processing_method,
             name="panoptic_postprocess",
         )(outputs)
         if input_size != crop_size:
@@ -292,7 +293,7 @@ def export_panoptic(
     """Exports `model`'s whole panoptic pipeline (`serving_model`) as `format`.
 
     Args:
-        model: a `MaXDeepLab`.
+        model: a `MaXDeepLab` or `KMaXDeepLab`.
         path: the artifact: a folder for `tf_saved_model`; a file otherwise,
             given its format's ending when it lacks it (`.onnx`, `.tflite`,
             `.pt2`, `.xml`). Written atomically (a temporary name, then a
