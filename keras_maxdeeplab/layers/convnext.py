@@ -64,8 +64,11 @@ class ConvNeXtDownsampling(keras.layers.Layer):
         self._padding = ((1, 2), (1, 2)) if stem else ((0, 1), (0, 1))
 
     def _padded_shape(self, input_shape):
+        batch, height, width, channels = input_shape
         (top, bottom), (left, right) = self._padding
-        return (input_shape[0], input_shape[1] + top + bottom, input_shape[2] + left + right, input_shape[3])
+        height = None if height is None else height + top + bottom
+        width = None if width is None else width + left + right
+        return (batch, height, width, channels)
 
     def build(self, input_shape):
         padded = self._padded_shape(input_shape)

@@ -1,21 +1,18 @@
 """kMaX-DeepLab's exported pipeline (maskwise post-processor inside) against the Keras path.
 
 deeplab2's tiny kMaX-DeepLab (../shared/reference/kmax_deeplab_tiny) at 65x65
-with the reference's tuned thresholds. One artifact per backend, in the first
-format it can export and run; the whole format matrix is MaX-DeepLab's
-(tests/models/test_max_deeplab_export.py): the exporters see the same layers.
+with the reference's tuned thresholds. The graph every format exports is
+checked here; an artifact of it run by its own runtime in
+tests/test_cli.py (`maxdeeplab export` of a converted kMaX checkpoint), and
+the whole format matrix with MaX-DeepLab (tests/models/test_max_deeplab_export.py):
+the exporters see the same layers.
 """
 
-import importlib.util
 import json
-import os
 
 import numpy as np
 import pytest
 
-import keras
-
-from keras_maxdeeplab.backend_seam import export_formats
 from keras_maxdeeplab.conversion.deeplab2 import load_kmax_checkpoint
 from keras_maxdeeplab.models.kmax_deeplab.kmax_builder import build_kmax_model
 from keras_maxdeeplab.models.max_deeplab.max_deeplab_export import SERVING_OUTPUTS
@@ -24,8 +21,6 @@ from keras_maxdeeplab.postprocessing.panoptic import postprocess_panoptic
 from keras_maxdeeplab.postprocessing.panoptic import postprocess_panoptic_maskwise
 from tests.helpers import shared_path
 from tests.helpers import to_numpy
-from tests.models.export_runtimes import RUNTIMES
-from tests.models.test_max_deeplab_export import RUNTIME_MODULES
 from tests.models.test_max_deeplab_export import SCORE_ATOL
 
 REFERENCE = ("reference", "kmax_deeplab_tiny")
@@ -114,17 +109,3 @@ def test_serving_model_post_processes_maskwise(model, images, expected):
         )
     )
     assert not np.array_equal(pixelwise["panoptic_pred"], expected["crop"]["panoptic_pred"])
-
-
-def test_an_artifact_run_by_its_runtime_matches_predict_panoptic(model, images, expected, tmp_path):
-    """The uint8 frame-size artifact in the first format this backend can
-    export and run, run by that runtime alone."""
-    runnable = [
-        f for f in export_formats() if importlib.util.find_spec(RUNTIME_MODULES[f]) is not None
-    ]
-    if not runnable:
-        pytest.skip(f"no export format with its runtime on {keras.backend.backend()}")
-    format = runnable[0]
-    path = model.export(str(tmp_path / "kmax"), format=format, input_size=FRAME)
-    run = RUNTIMES[format](path)
-    _assert_same_maps(run(images["frame"]), expected["frame"])

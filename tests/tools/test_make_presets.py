@@ -42,13 +42,17 @@ def test_presets_folder_is_generated_from_the_table():
     readme = expected["README.md"]
     assert "`max_deeplab_s_coco_1025_400k` (`max_deeplab_s_coco`)" in readme
     assert "| `kmax_r50_coco` | ResNet-50 | coco_panoptic | 1281 | 53.0 | 58.3 | 44.9 | 53.5 | yes |" in readme
-    assert "| `kmax_convnext_tiny_coco` | ConvNeXt-T | coco_panoptic | 1281 | 55.3 | 61.0 | 46.7 | 55.8 | no: ConvNeXt backbone not ported |" in readme
+    assert "| `kmax_convnext_tiny_coco` | ConvNeXt-T | coco_panoptic | 1281 | 55.3 | 61.0 | 46.7 | 55.8 | yes |" in readme
     kmax_r50 = json.loads(expected["kmax_r50_coco.json"])
     assert (kmax_r50["available"], kmax_r50["reason"], kmax_r50["params"]) == (True, None, 72_650_796)
     assert kmax_r50["backbone_arguments"]["backbone_type"] == "resnet"
-    convnext = json.loads(expected["kmax_convnext_large_ade20k_1281.json"])
-    assert (convnext["available"], convnext["backbone_arguments"]) == (False, None)
-    assert convnext["reason"] == "ConvNeXt backbone not ported"
+    convnext = json.loads(expected["kmax_convnext_tiny_coco.json"])
+    assert (convnext["available"], convnext["reason"], convnext["params"]) == (True, None, 67_430_412)
+    arguments = convnext["backbone_arguments"]
+    assert (arguments["backbone_type"], arguments["convnext_dims"]) == ("convnext", [96, 192, 384, 768])
+    ade20k = json.loads(expected["kmax_convnext_large_ade20k_1281.json"])
+    assert (ade20k["available"], ade20k["params"]) == (False, None)
+    assert ade20k["reason"] == "ADE20K's 150-category panoptic list is not in the package yet"
 
 
 def test_write_definitions_replaces_stale_files(tmp_path):
