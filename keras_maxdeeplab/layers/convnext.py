@@ -11,6 +11,7 @@ import keras
 from keras import ops
 
 from keras_maxdeeplab import backend_seam
+from keras_maxdeeplab.layers.convolutions import activate
 from keras_maxdeeplab.layers.drop_path import DropPath
 
 LAYER_NORM_EPSILON = 1e-6
@@ -164,7 +165,7 @@ class ConvNeXtBlock(keras.layers.Layer):
         x = backend_seam.depthwise_conv_same(inputs, kernel)
         x = x + ops.cast(self.depthwise_conv.bias, x.dtype)
         x = self.pointwise_conv1(self.norm(x))
-        x = self.pointwise_conv2(ops.gelu(x, approximate=False))
+        x = self.pointwise_conv2(activate(x, "gelu"))
         x = ops.cast(self.layer_scale, x.dtype) * x
         if self.drop_path is not None:
             x = self.drop_path(x, training=training)
