@@ -49,6 +49,7 @@ from keras_maxdeeplab.models.kmax_deeplab.kmax_deeplab_backbone import KMaXDeepL
 from keras_maxdeeplab.models.kmax_deeplab.kmax_presets import KMAX_DEEPLAB_PRESETS
 from keras_maxdeeplab.models.kmax_deeplab.kmax_presets import KMAX_DEEPLAB_UNAVAILABLE
 from keras_maxdeeplab.models.kmax_deeplab.kmax_presets import get_kmax_preset
+from keras_maxdeeplab.models.kmax_deeplab.kmax_presets import kmax_task_overrides
 from keras_maxdeeplab.models.kmax_deeplab.kmax_presets import unavailable_reason
 from keras_maxdeeplab.models.max_deeplab.max_deeplab import MaXDeepLab
 from keras_maxdeeplab.models.max_deeplab.max_deeplab_backbone import MaXDeepLabBackbone
@@ -119,7 +120,10 @@ FAMILIES = {
             entry["config"], entry["crop_size"], kwargs, cls
         ),
         lambda entry, kwargs, cls: build_kmax_model(
-            entry["config"], entry["crop_size"], overrides=kwargs, cls=cls
+            entry["config"],
+            entry["crop_size"],
+            overrides={**kmax_task_overrides(entry), **kwargs},
+            cls=cls,
         ),
     ),
 }

@@ -267,6 +267,13 @@ def test_convert_predict_and_evaluate_a_kmax_checkpoint(tmp_path, capsys):
     command = ["convert", checkpoint, "--config", "kmax_r50_tiny", "--output", preset]
     assert main(command + ["--crop-size", "65", "--override", "num_mask_slots=8"]) == 1
     assert "--override applies to MaX-DeepLab configs" in capsys.readouterr().err
+    # A COCO checkpoint read as ADE20K's: its class heads have 134 channels, not 151.
+    assert main(command + ["--crop-size", "65", "--dataset", "ade20k"]) == 1
+    error = capsys.readouterr().err
+    assert "134" in error and "151" in error and not os.path.exists(preset)
+    max_command = ["convert", checkpoint, "--output", preset, "--dataset", "ade20k"]
+    assert main(max_command) == 1
+    assert "--dataset applies to kMaX-DeepLab configs" in capsys.readouterr().err
     assert main(command + ["--crop-size", "65"]) == 0
     model = KMaXDeepLab.from_preset(preset)
     assert model.backbone.image_shape == (65, 65, 3)

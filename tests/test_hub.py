@@ -217,9 +217,18 @@ def test_new_categories_reinitialise_only_the_class_heads(saved):
     outputs = to_numpy(model(saved.images))
     assert outputs["transformer_class_logits"].shape == (1, 32, 4)
 
-    # As many classes but other ones: the class heads still start afresh.
-    renamed = [dict(c, name=c["name"] + " (other)") for c in COCO_PANOPTIC_CATEGORIES]
-    tuned = _weights(MaXDeepLab.from_preset(saved.folder, categories=renamed))
+    # The same ids and thing flags under other names (a dataset's own file,
+    # e.g. with COCO's `supercategory` fields): the heads are kept and the
+    # predictions take the given names.
+    renamed = [
+        dict(c, name=c["name"] + " (other)", supercategory="x") for c in COCO_PANOPTIC_CATEGORIES
+    ]
+    same_layout = MaXDeepLab.from_preset(saved.folder, categories=renamed)
+    _assert_same_outputs(same_layout, saved)
+    assert same_layout.categories == renamed
+    # As many classes but another thing / stuff split: the class heads start afresh.
+    flipped = [dict(c, isthing=int(c["id"] == 200)) for c in COCO_PANOPTIC_CATEGORIES]
+    tuned = _weights(MaXDeepLab.from_preset(saved.folder, categories=flipped))
     for path in ("transformer_class_head/conv/kernel", "semantic_head/final_conv/kernel"):
         assert tuned[path].shape == source[path].shape
         assert not np.array_equal(tuned[path], source[path]), path

@@ -241,6 +241,19 @@ def _pq_cells(entry):
     return [str(pq.get(key, "-")) for key in ("pq", "pq_thing", "pq_stuff", "pq_deeplab2")]
 
 
+def _kmax_head_arguments(entry, config_heads):
+    """The config's head arguments with the row's dataset overrides (the
+    drop path deeplab2 hard-codes per dataset; the categories and evaluator
+    options have their own fields)."""
+    from keras_maxdeeplab.models.kmax_deeplab.kmax_presets import kmax_task_overrides
+
+    if "reason" in entry:
+        return config_heads
+    overrides = kmax_task_overrides(entry)
+    keep_prob = overrides["transformer_drop_path_keep_prob"]
+    return {**config_heads, "transformer_drop_path_keep_prob": keep_prob}
+
+
 def _kmax_definitions(files):
     """kMaX-DeepLab's JSON files into `files`; returns its README lines."""
     from keras_maxdeeplab import KMAX_DEEPLAB_CONFIGS
@@ -261,7 +274,7 @@ def _kmax_definitions(files):
             available=reason is None,
             reason=reason,
             backbone_arguments=KMAX_DEEPLAB_CONFIGS.get(config),
-            head_arguments=KMAX_DEEPLAB_HEAD_CONFIGS.get(config),
+            head_arguments=_kmax_head_arguments(entry, KMAX_DEEPLAB_HEAD_CONFIGS.get(config)),
         )
         crop = entry["crop_size"]
         cells = [

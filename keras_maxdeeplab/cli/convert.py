@@ -5,6 +5,8 @@ import json
 import os
 
 from keras_maxdeeplab.models.kmax_deeplab.kmax_configs import KMAX_DEEPLAB_CONFIGS
+from keras_maxdeeplab.models.kmax_deeplab.kmax_presets import KMAX_DATASETS
+from keras_maxdeeplab.models.kmax_deeplab.kmax_presets import kmax_dataset_overrides
 from keras_maxdeeplab.models.max_deeplab.max_deeplab_configs import MAX_DEEPLAB_CONFIGS
 
 # deeplab2's COCO training crops, the default --crop-size of each family.
@@ -34,8 +36,16 @@ def run(args):
                 f"({args.config}) is converted as deeplab2 defines it."
             )
         crop_size = args.crop_size or KMAX_DEEPLAB_CROP_SIZE
-        convert_kmax_checkpoint(args.checkpoint, args.output, args.config, crop_size, **common)
+        overrides = kmax_dataset_overrides(args.dataset or "coco")
+        convert_kmax_checkpoint(
+            args.checkpoint, args.output, args.config, crop_size, overrides, **common
+        )
     else:
+        if args.dataset is not None:
+            raise ValueError(
+                "--dataset applies to kMaX-DeepLab configs; a MaX-DeepLab checkpoint's classes "
+                "are COCO's (or set with --override)."
+            )
         crop_size = args.crop_size or MAX_DEEPLAB_CROP_SIZE
         overrides = dict(args.override)
         convert_checkpoint(args.checkpoint, args.output, args.config, crop_size, overrides, **common)
@@ -59,6 +69,13 @@ def add_parser(commands):
         type=int,
         help=f"16k+1 (default {MAX_DEEPLAB_CROP_SIZE} for MaX-DeepLab, "
         f"{KMAX_DEEPLAB_CROP_SIZE} for kMaX-DeepLab: deeplab2's COCO crops)",
+    )
+    parser.add_argument(
+        "--dataset",
+        choices=KMAX_DATASETS,
+        help="kMaX-DeepLab only: the dataset the checkpoint was trained on, for its classes, "
+        "evaluator options and transformer drop path (default coco; ade20k for deeplab2's "
+        "kmax_*_ade20k_train checkpoints, with --crop-size 641 or 1281)",
     )
     parser.add_argument("--output", required=True, help="preset folder to write")
     parser.add_argument("--source-url", help="where the checkpoint was downloaded from")

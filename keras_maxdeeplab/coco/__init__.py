@@ -4,6 +4,7 @@ Every other part (data, evaluation, post-processing, visualisation, the loss)
 takes these from here and none from another.
 """
 
+from keras_maxdeeplab.coco.categories import ADE20K_PANOPTIC_CATEGORIES
 from keras_maxdeeplab.coco.categories import COCO_PANOPTIC_CATEGORIES
 from keras_maxdeeplab.coco.categories import COCO_THING_CLASS_IDS
 from keras_maxdeeplab.coco.categories import LABEL_DIVISOR

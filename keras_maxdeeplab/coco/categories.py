@@ -3,7 +3,9 @@
 A category is a COCO-style dict `{"id", "name", "isthing"}` (optionally
 `"color": [r, g, b]`). Models and datasets keep the list sorted by `id`; the
 contiguous class id of `categories[k]` is `k + 1` and 0 is void, as deeplab2
-maps COCO (things 1..80, stuff 81..133). Panoptic labels are
+maps COCO (things 1..80, stuff 81..133) and ADE20K (category ids 0..149 of
+Mask2Former's COCO-format conversion, which deeplab2 reads as classes 1..150,
+things and stuff interleaved). Panoptic labels are
 `class * LABEL_DIVISOR + instance`, and the class head orders its channels
 things first, then stuff (`thing_stuff_class_ids`).
 """
@@ -15,13 +17,16 @@ import os
 LABEL_DIVISOR = 256
 
 _COCO_FILE = os.path.join(os.path.dirname(__file__), "coco_panoptic_categories.json")
+_ADE20K_FILE = os.path.join(os.path.dirname(__file__), "ade20k_panoptic_categories.json")
 
 
 def check_categories(categories, source="categories"):
     """Validates a category list and returns it sorted by id, as plain dicts.
 
     Raises `ValueError` naming `source` for an empty list, a category without
-    an integer `id` >= 1, a `name` or an `isthing` flag, or duplicate ids.
+    an integer `id` >= 0, a `name` or an `isthing` flag, or duplicate ids.
+    (Category ids may start at 0, as in ADE20K's COCO-format files: the
+    panoptic PNGs' void is segment id 0, not a category.)
 
     Example:
     >>> check_categories([{"id": 7, "name": "road", "isthing": 0}])
@@ -35,10 +40,11 @@ def check_categories(categories, source="categories"):
         if missing:
             raise ValueError(
                 f"{source}: category {category!r} lacks {missing}; each category needs "
-                "'id' (int >= 1), 'name' and 'isthing' (0 or 1)."
+                "'id' (int >= 0), 'name' and 'isthing' (0 or 1)."
             )
-        if not isinstance(category["id"], int) or category["id"] < 1:
-            raise ValueError(f"{source}: category id {category['id']!r} is not an integer >= 1.")
+        identifier = category["id"]
+        if not isinstance(identifier, int) or isinstance(identifier, bool) or identifier < 0:
+            raise ValueError(f"{source}: category id {category['id']!r} is not an integer >= 0.")
         checked.append(dict(category))
     ids = [c["id"] for c in checked]
     duplicates = sorted({i for i in ids if ids.count(i) > 1})
@@ -85,14 +91,20 @@ def thing_stuff_class_ids(num_class_head_channels, thing_class_ids, void_label=0
     return things + stuff
 
 
-def _load_coco_categories():
-    with open(_COCO_FILE) as f:
-        return check_categories(json.load(f), _COCO_FILE)
+def _load_categories(path):
+    with open(path) as f:
+        return check_categories(json.load(f), path)
 
 
 # COCO panoptic's 133 categories with their official colours (deeplab2's
 # `coco_constants`): 80 things, then 53 stuff.
-COCO_PANOPTIC_CATEGORIES = _load_coco_categories()
+COCO_PANOPTIC_CATEGORIES = _load_categories(_COCO_FILE)
+
+# ADE20K panoptic's 150 categories (100 things, 50 stuff, interleaved):
+# deeplab2's `ade20k_constants` names and colours, with the ids of
+# Mask2Former's `prepare_ade20k_pan_seg.py` COCO-format files (deeplab2's
+# class k is category k - 1; its class 0 "other-objects" is void).
+ADE20K_PANOPTIC_CATEGORIES = _load_categories(_ADE20K_FILE)
 
 # Contiguous ids of COCO's thing classes: 1..80.
 COCO_THING_CLASS_IDS = thing_class_ids(COCO_PANOPTIC_CATEGORIES)

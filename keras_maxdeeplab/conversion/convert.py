@@ -10,6 +10,7 @@ from keras_maxdeeplab.conversion.deeplab2 import load_deeplab2_checkpoint
 from keras_maxdeeplab.conversion.deeplab2 import load_kmax_checkpoint
 from keras_maxdeeplab.conversion.imagenet import load_imagenet_backbone
 from keras_maxdeeplab.models.kmax_deeplab.kmax_builder import build_kmax_model
+from keras_maxdeeplab.models.kmax_deeplab.kmax_presets import kmax_task_overrides
 from keras_maxdeeplab.models.max_deeplab.max_deeplab_builder import build_backbone
 from keras_maxdeeplab.models.max_deeplab.max_deeplab_builder import build_model
 from keras_maxdeeplab.models.max_deeplab.max_deeplab_image_converter import (
@@ -73,6 +74,7 @@ def convert_kmax_checkpoint(
     output_dir,
     config="kmax_r50",
     crop_size=1281,
+    overrides=None,
     source_url=None,
     overwrite=False,
     record=None,
@@ -80,16 +82,18 @@ def convert_kmax_checkpoint(
     """Converts a deeplab2 kMaX-DeepLab checkpoint into a keras-hub preset
     folder and returns the converted `KMaXDeepLab`: strict
     (`load_kmax_checkpoint`) and atomic like `convert_checkpoint`, with the
-    same `conversion.json`.
+    same `conversion.json`. `overrides`: `KMaXDeepLab` arguments of another
+    dataset than COCO (`kmax_task_overrides` of a preset row: its
+    categories, evaluator options and transformer drop path).
 
     Example:
     >>> model = convert_kmax_checkpoint("kmax_resnet50_coco_train", "presets/kmax_r50_coco")
     """
 
     def build():
-        return build_kmax_model(config, crop_size)
+        return build_kmax_model(config, crop_size, overrides=overrides)
 
-    options = (config, crop_size, None, source_url, overwrite, record)
+    options = (config, crop_size, overrides, source_url, overwrite, record)
     return _convert_task(build, load_kmax_checkpoint, checkpoint, output_dir, options)
 
 
@@ -162,8 +166,9 @@ def convert_preset(entry, checkpoint, output_dir, source_url=None, record=None, 
     """
     config, crop = entry["config"], entry["crop_size"]
     if entry["family"] == "kmax_deeplab":
+        overrides = kmax_task_overrides(entry)
         return convert_kmax_checkpoint(
-            checkpoint, output_dir, config, crop, source_url, overwrite, record
+            checkpoint, output_dir, config, crop, overrides, source_url, overwrite, record
         )
     if entry["kind"] == "backbone":
         return convert_imagenet_backbone(

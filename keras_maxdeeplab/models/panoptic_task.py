@@ -72,6 +72,11 @@ def resolve_categories(categories, num_classes, source):
     return categories, num_classes
 
 
+def _class_layout(categories):
+    # What the class heads depend on: each channel's category id and thing flag.
+    return [(c["id"], bool(c["isthing"])) for c in categories]
+
+
 class PanopticTask(ImageSegmenter):
     """Base of `MaXDeepLab` and `KMaXDeepLab`: compile / loss / metrics and
     `predict_panoptic`.
@@ -157,7 +162,10 @@ class PanopticTask(ImageSegmenter):
         The backbone is shared, every class-independent head weight copied;
         the class heads (`_class_head_weights()`: the transformer's class
         heads and the semantic head's last convolution) are freshly
-        initialised. Returns `self` when the classes are the same.
+        initialised. Returns `self` when the class layout is the same (the
+        same ids with the same thing flags: e.g. COCO's or ADE20K's own
+        files, whose names, colours or extra fields may differ from the
+        preset's); it then names its predictions by the given categories.
         """
         if categories is None:
             if num_classes in (None, self.num_classes):
@@ -166,8 +174,10 @@ class PanopticTask(ImageSegmenter):
                 f"num_classes={num_classes} differs from the preset's {self.num_classes}: pass "
                 "the new dataset's `categories` (num_classes follows from them)."
             )
-        if check_categories(categories, "categories") == self.categories:
+        checked = check_categories(categories, "categories")
+        if _class_layout(checked) == _class_layout(self.categories):
             if num_classes in (None, self.num_classes):
+                self.categories = checked
                 return self
         config = self.get_config()
         for key in ("backbone", "preprocessor", "name", "categories", "num_classes"):

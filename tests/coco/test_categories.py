@@ -2,6 +2,7 @@ import json
 
 import pytest
 
+from keras_maxdeeplab.coco import ADE20K_PANOPTIC_CATEGORIES
 from keras_maxdeeplab.coco import COCO_PANOPTIC_CATEGORIES
 from keras_maxdeeplab.coco import check_categories
 from keras_maxdeeplab.coco import contiguous_categories
@@ -33,12 +34,24 @@ def test_contiguous_ids_follow_deeplab2():
     assert thing_class_ids(custom) == (1,)
 
 
+def test_ade20k_categories_start_at_id_0_with_things_interleaved():
+    """Mask2Former's COCO-format ADE20K files number the 150 classes 0..149;
+    deeplab2's class k is category k - 1 (its class 0 is void)."""
+    by_class = contiguous_categories(ADE20K_PANOPTIC_CATEGORIES)
+    assert [c["id"] for c in by_class.values()] == list(range(150))
+    assert [by_class[k]["name"] for k in (1, 13, 150)] == ["wall", "person", "flag"]
+    things = thing_class_ids(ADE20K_PANOPTIC_CATEGORIES)
+    assert len(things) == 100 and things[:5] == (8, 9, 11, 13, 15)
+
+
 @pytest.mark.parametrize(
     "categories, message",
     [
         ([], "empty"),
         ([{"id": 1, "name": "a"}], "lacks \\['isthing'\\]"),
-        ([{"id": 0, "name": "a", "isthing": 1}], "not an integer >= 1"),
+        ([{"id": -1, "name": "a", "isthing": 1}], "not an integer >= 0"),
+        ([{"id": True, "name": "a", "isthing": 1}], "not an integer >= 0"),
+        ([{"id": "7", "name": "a", "isthing": 1}], "not an integer >= 0"),
         (
             [{"id": 2, "name": "a", "isthing": 1}, {"id": 2, "name": "b", "isthing": 0}],
             "duplicate category ids \\[2\\]",

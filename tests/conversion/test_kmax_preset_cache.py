@@ -144,3 +144,80 @@ def test_bad_archives_are_refused_and_nothing_is_cached(
     assert f"deeplab2's archive of preset {NAME!r}" in message and expected in message
     assert cached_preset(NAME) is None
     assert cache_listing() == ["downloads", "presets"]
+
+
+def _ade20k_checkpoint(folder):
+    """The tiny COCO checkpoint with ADE20K's 151 class channels: every class
+    head keeps COCO's channels 0..132, repeats 0..16 as 133..149 and moves the
+    "no object" channel 133 to 150; the other variables as they are (written
+    with TensorFlow's checkpoint op, keys unchanged)."""
+    import tensorflow as tf
+
+    reader = tf.train.load_checkpoint(shared_path(*REFERENCE, "ckpt"))
+    names, tensors = [], []
+    for name in sorted(reader.get_variable_to_shape_map()):
+        value = reader.get_tensor(name)
+        if "class_head" in name or "semantic_last_layer" in name:
+            assert value.shape[-1] == 134, name
+            value = np.concatenate([value[..., :133], value[..., :17], value[..., 133:]], -1)
+        names.append(name)
+        tensors.append(tf.constant(value))
+    prefix = os.path.join(folder, "ckpt-0")
+    tf.raw_ops.SaveV2(
+        prefix=prefix, tensor_names=names, shape_and_slices=[""] * len(names), tensors=tensors
+    )
+    return {name: os.path.join(folder, name) for name in os.listdir(folder)}
+
+
+def test_an_ade20k_row_converts_with_ade20ks_classes(monkeypatch, tmp_path, io):
+    """An ADE20K row (`kmax_r50_ade20k_641`, tiny architecture at 65x65):
+    first-use conversion builds ADE20K's 151 classes, deeplab2's ADE20K
+    evaluator options and drop path, loads the checkpoint strictly, and
+    predictions name ADE20K's categories (ids 0..149)."""
+    from keras_maxdeeplab.coco import ADE20K_PANOPTIC_CATEGORIES
+    from keras_maxdeeplab.coco import LABEL_DIVISOR
+
+    offline_hf_cache(tmp_path, monkeypatch)
+    name, archive_name = "kmax_r50_tiny_ade20k_65", "kmax_resnet50_tiny_ade20k_train.tar.gz"
+    entry = dict(
+        KMAX_DEEPLAB_PRESETS["kmax_r50_ade20k_641"],
+        config="kmax_r50_tiny",
+        crop_size=65,
+        archive=archive_name,
+        handle=f"hf://keras-maxdeeplab/{name}",
+    )
+    TableSetter(monkeypatch, KMAX_DEEPLAB_PRESETS)[name] = entry
+    os.makedirs(tmp_path / "ckpt")
+    files = _ade20k_checkpoint(str(tmp_path / "ckpt"))
+    archive = checkpoint_archive(str(tmp_path / archive_name), "kmax_tiny_ade20k", files)
+    with ArchiveServer({f"/mirror/{archive_name}": archive}) as server:
+        monkeypatch.setenv("KERAS_MAXDEEPLAB_CHECKPOINT_URL", server.url + "/mirror/")
+        model = KMaXDeepLab.from_preset(name)
+    assert (model.num_classes, model.categories) == (151, ADE20K_PANOPTIC_CATEGORIES)
+    assert model.transformer_drop_path_keep_prob == 1.0
+    assert model.postprocess_options["transformer_class_confidence_threshold_thing"] == 0.4
+    assert model.postprocess_options["thing_area_limit"] == 0
+
+    outputs = to_numpy(model(_images(io, 65)))
+    coco = io["s65/output/transformer_class_logits"]
+    tolerance = _tolerance("output/transformer_class_logits", coco)
+    classes = outputs["transformer_class_logits"]
+    np.testing.assert_allclose(classes[..., :133], coco[..., :133], rtol=0, atol=tolerance)
+    np.testing.assert_allclose(classes[..., 133:150], coco[..., :17], rtol=0, atol=tolerance)
+    # deeplab2 adds a constant "no object" bias, log(0.9 (C - 1) / 0.1), to the
+    # last channel: 150 classes instead of 133 raise it by log(150 / 133).
+    no_object = coco[..., 133] + np.log(150 / 133)
+    np.testing.assert_allclose(classes[..., 150], no_object, rtol=0, atol=tolerance)
+    masks = io["s65/output/pixel_space_mask_logits"]
+    tolerance = _tolerance("output/pixel_space_mask_logits", masks)
+    np.testing.assert_allclose(outputs["pixel_space_mask_logits"], masks, rtol=0, atol=tolerance)
+
+    # Segments come back in ADE20K's ids: class k is category k - 1.
+    (result,) = model.predict_panoptic(io["s65/input/image_0_255"][0], thing_area_limit=0)
+    semantic = np.asarray(result["panoptic_pred"]) // LABEL_DIVISOR
+    assert result["segments_info"]
+    for segment in result["segments_info"]:
+        classes_here = np.unique(semantic[result["segmentation"] == segment["id"]])
+        assert classes_here.tolist() == [segment["category_id"] + 1]
+        category = ADE20K_PANOPTIC_CATEGORIES[segment["category_id"]]
+        assert segment["isthing"] == bool(category["isthing"])

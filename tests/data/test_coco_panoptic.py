@@ -245,3 +245,59 @@ def test_skip_option_leaves_out_bad_samples_with_a_counted_warning(tmp_path):
 def test_crop_size_must_be_16k_plus_1():
     with pytest.raises(ValueError, match="16k \\+ 1"):
         _coco_sample().as_dataset(crop_size=128)
+
+
+def test_ade20k_format_reads_with_category_id_0_and_string_image_ids(tmp_path):
+    """ADE20K in COCO format (Mask2Former's `prepare_ade20k_pan_seg.py`, the
+    files deeplab2 converts): category ids 0..149 and string image ids. The
+    COCO sample relabelled with ADE20K ids (things to things, stuff to stuff,
+    one stuff class to id 0 "wall") gives the same targets under the new
+    classes: ADE20K's class k is category k - 1."""
+    from keras_maxdeeplab.coco import ADE20K_PANOPTIC_CATEGORIES
+
+    annotations = _copy_sample(tmp_path)
+    segments = [s for a in annotations["annotations"] for s in a["segments_info"]]
+    used = sorted({s["category_id"] for s in segments})
+    coco = {c["id"]: c for c in annotations["categories"]}
+    ade_things = [c["id"] for c in ADE20K_PANOPTIC_CATEGORIES if c["isthing"]]
+    ade_stuff = [c["id"] for c in ADE20K_PANOPTIC_CATEGORIES if not c["isthing"]]
+    to_ade = {}
+    for category in used:
+        pool = ade_things if coco[category]["isthing"] else ade_stuff
+        to_ade[category] = pool.pop(0)
+    assert 0 in to_ade.values()  # ADE20K's "wall"
+    relabelled = json.loads(json.dumps(annotations))
+    relabelled["categories"] = ADE20K_PANOPTIC_CATEGORIES
+    names = {}
+    for image in relabelled["images"]:
+        names[image["id"]] = f"ADE_val_{image['id']:08d}"
+        image["id"] = names[image["id"]]
+    for annotation in relabelled["annotations"]:
+        annotation["image_id"] = names[annotation["image_id"]]
+        for segment in annotation["segments_info"]:
+            segment["category_id"] = to_ade[segment["category_id"]]
+
+    original = COCOPanopticDataset(
+        str(tmp_path / "input_images"),
+        str(tmp_path / "panoptic_examples"),
+        os.path.join(shared_path("data", "coco_panoptic_sample"), "panoptic_examples.json"),
+    )
+    ade20k = _dataset(tmp_path, relabelled)
+    expected_ids = [names[s["image_id"]] for s in original.samples]
+    assert [s["image_id"] for s in ade20k.samples] == expected_ids
+    # Contiguous classes: COCO's by its id order, ADE20K's = id + 1.
+    coco_ids = sorted(coco)
+    class_map = np.zeros(max(coco_ids) + 2, np.int32)
+    for index, category in enumerate(coco_ids):
+        class_map[index + 1] = to_ade.get(category, -1) + 1
+    batches = zip(
+        original.as_dataset(crop_size=65, training=False),
+        ade20k.as_dataset(crop_size=65, training=False),
+    )
+    for (_, want), (_, got) in batches:
+        want, got = _numpy(want), _numpy(got)
+        np.testing.assert_array_equal(got["semantic_gt"], class_map[want["semantic_gt"]])
+        np.testing.assert_array_equal(got["thing_id_mask_gt"], want["thing_id_mask_gt"])
+        classes = want["thing_id_class_gt"].astype(int)
+        expected = np.where(classes >= 0, class_map[np.maximum(classes, 0)], -1)
+        np.testing.assert_array_equal(got["thing_id_class_gt"], expected)

@@ -11,6 +11,7 @@ from keras_maxdeeplab import KMAX_DEEPLAB_UNAVAILABLE
 from keras_maxdeeplab import KMaXDeepLab
 from keras_maxdeeplab import KMaXDeepLabBackbone
 from keras_maxdeeplab import MaXDeepLab
+from keras_maxdeeplab.coco import ADE20K_PANOPTIC_CATEGORIES
 from keras_maxdeeplab.conversion.deeplab2 import is_model_variable
 from keras_maxdeeplab.conversion.deeplab2 import kmax_key_to_path
 from keras_maxdeeplab.conversion.deeplab2 import match_checkpoint
@@ -20,8 +21,7 @@ from tests.helpers import shared_path
 from tests.hub_helpers import offline_hf_cache
 
 CHECKPOINTS = "https://storage.googleapis.com/gresearch/tf-deeplab/checkpoint/"
-CITYSCAPES = "Cityscapes' class layout"
-ADE20K = "ADE20K's 150-category"
+CITYSCAPES = "deeplab2's Cityscapes kMaX"
 # deeplab2's model zoo (g3doc/projects/kmax_deeplab.md): archive, deeplab2
 # config, crop, val PQ / PQ things / PQ stuff (official script) and PQ (its
 # evaluator); None where the preset loads, else why not.
@@ -39,10 +39,10 @@ MODEL_ZOO = {
     "kmax_convnext_small_cityscapes": ("kmax_convnext_small_cityscapes_train", "kmax_meta_convnext_small_os32", (1025, 2049), (67.3, 61.6, 71.5, 67.71), CITYSCAPES),
     "kmax_convnext_base_cityscapes": ("kmax_convnext_base_cityscapes_train", "kmax_meta_convnext_base_os32", (1025, 2049), (68.0, 62.6, 72.0, 68.30), CITYSCAPES),
     "kmax_convnext_large_cityscapes": ("kmax_convnext_large_cityscapes_train", "kmax_meta_convnext_large_os32", (1025, 2049), (68.4, 62.9, 72.4, 68.73), CITYSCAPES),
-    "kmax_r50_ade20k_641": ("kmax_resnet50_res641_ade20k_train", "kmax_meta_r50_os32", 641, (41.5, 40.4, 43.7, 41.47), ADE20K),
-    "kmax_r50_ade20k_1281": ("kmax_resnet50_res1281_ade20k_train", "kmax_meta_r50_os32_res1281", 1281, (42.3, 42.2, 42.5, 42.37), ADE20K),
-    "kmax_convnext_large_ade20k_641": ("kmax_convnext_large_res641_ade20k_train", "kmax_meta_convnext_large_os32", 641, (48.7, 48.0, 50.0, 48.75), ADE20K),
-    "kmax_convnext_large_ade20k_1281": ("kmax_convnext_large_res1281_ade20k_train", "kmax_meta_convnext_large_os32_res1281", 1281, (50.9, 51.0, 50.7, 50.92), ADE20K),
+    "kmax_r50_ade20k_641": ("kmax_resnet50_res641_ade20k_train", "kmax_meta_r50_os32", 641, (41.5, 40.4, 43.7, 41.47), None),
+    "kmax_r50_ade20k_1281": ("kmax_resnet50_res1281_ade20k_train", "kmax_meta_r50_os32_res1281", 1281, (42.3, 42.2, 42.5, 42.37), None),
+    "kmax_convnext_large_ade20k_641": ("kmax_convnext_large_res641_ade20k_train", "kmax_meta_convnext_large_os32", 641, (48.7, 48.0, 50.0, 48.75), None),
+    "kmax_convnext_large_ade20k_1281": ("kmax_convnext_large_res1281_ade20k_train", "kmax_meta_convnext_large_os32_res1281", 1281, (50.9, 51.0, 50.7, 50.92), None),
 }  # fmt: skip
 # deeplab2's datasets: its configs' semantic output channels and training steps.
 DATASETS = {"coco": (134, 150_000), "cityscapes": (19, 60_000), "ade20k": (151, 100_000)}
@@ -60,6 +60,25 @@ CONVNEXT_PARAMS = {
     "kmax_convnext_large_coco": 243_882_366 + 164_910,
     "kmax_convnext_large_coco_unlabeled": 243_882_366 + 164_910,
 }
+# ADE20K's models: counted on the built models (test_ade20k_rows_build_...).
+ADE20K_PARAMS = {
+    "kmax_r50_ade20k_641": 72_685_748,
+    "kmax_r50_ade20k_1281": 72_685_748,
+    "kmax_convnext_large_ade20k_641": 244_082_228,
+    "kmax_convnext_large_ade20k_1281": 244_082_228,
+}
+# deeplab2's evaluator options of configs/ade20k/kmax_deeplab/*.textproto.
+ADE20K_POSTPROCESS = {
+    "transformer_post_processing": "maskwise",
+    "pixel_confidence_threshold": 0.4,
+    "transformer_class_confidence_threshold_thing": 0.4,
+    "transformer_class_confidence_threshold_stuff": 0.4,
+    "overlapping_threshold": 0.8,
+    "reorder_class_weight": 1.0,
+    "reorder_mask_weight": 1.0,
+    "thing_area_limit": 0,
+    "stuff_area_limit": 0,
+}
 LOADABLE = sorted(name for name, row in MODEL_ZOO.items() if row[-1] is None)
 
 
@@ -73,8 +92,10 @@ def coco_postprocess():
 
 def test_the_table_is_deeplab2s_model_zoo(coco_postprocess):
     table = {**KMAX_DEEPLAB_PRESETS, **KMAX_DEEPLAB_UNAVAILABLE}
-    assert list(table) == list(MODEL_ZOO)
-    assert sorted(KMAX_DEEPLAB_PRESETS) == LOADABLE and len(LOADABLE) == 7
+    # Each table in the zoo's order.
+    assert list(KMAX_DEEPLAB_PRESETS) == [n for n, row in MODEL_ZOO.items() if row[-1] is None]
+    assert list(KMAX_DEEPLAB_UNAVAILABLE) == [n for n, r in MODEL_ZOO.items() if r[-1] is not None]
+    assert sorted(KMAX_DEEPLAB_PRESETS) == LOADABLE and len(LOADABLE) == 11
     for name, (archive, config, crop, pq, reason) in MODEL_ZOO.items():
         entry = table[name]
         dataset = next(d for d in DATASETS if f"_{d}" in name)
@@ -89,12 +110,15 @@ def test_the_table_is_deeplab2s_model_zoo(coco_postprocess):
         assert entry["handle"] == f"hf://keras-maxdeeplab/{name}"
         if reason is None:
             assert entry["config"] in KMAX_DEEPLAB_CONFIGS and "reason" not in entry
-            params = FULL[name][1] if name in FULL else CONVNEXT_PARAMS[name]
+            params = {**CONVNEXT_PARAMS, **ADE20K_PARAMS}.get(name) or FULL[name][1]
             assert entry["metadata"]["params"] == params
-            assert entry["postprocess_options"] == coco_postprocess
+            ade20k = dataset == "ade20k"
+            expected = ADE20K_POSTPROCESS if ade20k else coco_postprocess
+            assert entry["postprocess_options"] == expected
         else:
             assert entry["reason"].startswith(reason), name
             assert entry["config"] in KMAX_DEEPLAB_CONFIGS
+            assert entry["metadata"]["params"] is None
 
 
 @pytest.mark.parametrize("name", sorted(KMAX_DEEPLAB_UNAVAILABLE))
@@ -164,6 +188,28 @@ def test_full_models_map_one_to_one_onto_the_published_checkpoints(name):
     assert len({id(variable) for variable, _ in pairs}) == len(pairs)
     total = sum(int(np.prod(shape)) for shape in checkpoint.values())
     assert model.count_params() == total == params == KMAX_DEEPLAB_PRESETS[name]["metadata"]["params"]
+
+
+def _ade20k_row_builds(name):
+    entry = KMAX_DEEPLAB_PRESETS[name]
+    model = KMaXDeepLab.from_preset(name, load_weights=False, image_shape=(65, 65, 3))
+    assert model.count_params() == ADE20K_PARAMS[name] == entry["metadata"]["params"]
+    assert (model.num_classes, len(model.thing_class_ids)) == (151, 100)
+    assert model.categories == ADE20K_PANOPTIC_CATEGORIES
+    assert model.transformer_drop_path_keep_prob == 1.0  # deeplab2's for ADE20K (0.8 elsewhere)
+    options = {k: v for k, v in ADE20K_POSTPROCESS.items() if k != "transformer_post_processing"}
+    assert model.postprocess_options == options
+
+
+def test_ade20k_rows_build_with_ade20ks_classes_and_options():
+    """By name: ADE20K's 150 categories (ids 0..149, things interleaved), its
+    evaluator options and drop path, and the count the table states."""
+    _ade20k_row_builds("kmax_r50_ade20k_641")
+
+
+@pytest.mark.large
+def test_convnext_large_ade20k_row_builds():
+    _ade20k_row_builds("kmax_convnext_large_ade20k_1281")
 
 
 @pytest.mark.large

@@ -51,8 +51,15 @@ def test_presets_folder_is_generated_from_the_table():
     arguments = convnext["backbone_arguments"]
     assert (arguments["backbone_type"], arguments["convnext_dims"]) == ("convnext", [96, 192, 384, 768])
     ade20k = json.loads(expected["kmax_convnext_large_ade20k_1281.json"])
-    assert (ade20k["available"], ade20k["params"]) == (False, None)
-    assert ade20k["reason"] == "ADE20K's 150-category panoptic list is not in the package yet"
+    assert (ade20k["available"], ade20k["reason"], ade20k["params"]) == (True, None, 244_082_228)
+    assert ade20k["num_classes"] == 151
+    assert ade20k["postprocess_options"]["transformer_class_confidence_threshold_thing"] == 0.4
+    # deeplab2 hard-codes the transformer drop path per dataset: 1.0 for ADE20K.
+    assert ade20k["head_arguments"]["transformer_drop_path_keep_prob"] == 1.0
+    assert convnext["head_arguments"]["transformer_drop_path_keep_prob"] == 0.8
+    cityscapes = json.loads(expected["kmax_r50_cityscapes.json"])
+    assert (cityscapes["available"], cityscapes["params"]) == (False, None)
+    assert cityscapes["reason"].startswith("deeplab2's Cityscapes kMaX (a stride-2 pixel decoder")
 
 
 def test_write_definitions_replaces_stale_files(tmp_path):

@@ -382,7 +382,7 @@ class KMaXDeepLab(PanopticTask):
     @classproperty
     def presets(cls):
         """kMaX-DeepLab's presets, `{name: {"metadata": {...}, "handle": "hf://..."}}`:
-        deeplab2's COCO models whose backbones are ported (`KMAX_DEEPLAB_PRESETS`)."""
+        deeplab2's COCO and ADE20K models (`KMAX_DEEPLAB_PRESETS`)."""
         return listed_kmax_presets()
 
     @classmethod

@@ -21,15 +21,21 @@ its void label being 255) and `backbone` (in words).
 `KMAX_DEEPLAB_UNAVAILABLE` holds the other rows, with the same fields and a
 `reason`: their names are listed (`maxdeeplab presets`) and `from_preset`
 refuses them with that reason, so no published name leads nowhere unexplained.
-* Cityscapes and ADE20K rows (10 rows) need their datasets' class layouts: Cityscapes has 19 classes with void label 255 and
-  a 1025x2049 crop, ADE20K 150 classes; `KMaXDeepLab` knows COCO's layout
-  only (void 0, things first) and the package has no Cityscapes or ADE20K
-  category lists.
+* The 6 Cityscapes rows: deeplab2 builds kMaX differently for Cityscapes (a
+  stride-2 pixel decoder stage, 256 mask slots, no auxiliary semantic
+  decoder) and labels it with 19 classes and void 255; neither is ported yet.
+
+`kmax_task_overrides(entry)` gives the `KMaXDeepLab` arguments a row builds
+with besides its config (`kmax_dataset_overrides` of its dataset): the
+dataset's categories, the evaluator options, and the transformer drop path
+deeplab2 hard-codes per dataset.
 
 `pq` holds deeplab2's val PQ, PQ things, PQ stuff by the official script and
 PQ by deeplab2's own evaluator (single scale).
 """
 
+from keras_maxdeeplab.coco.categories import ADE20K_PANOPTIC_CATEGORIES
+from keras_maxdeeplab.coco.categories import COCO_PANOPTIC_CATEGORIES
 from keras_maxdeeplab.models.max_deeplab.max_deeplab_presets import HF_ORG
 from keras_maxdeeplab.models.max_deeplab.max_deeplab_presets import deeplab2_archive
 
@@ -59,6 +65,10 @@ _PARAMS = {
     "kmax_convnext_base": 129_912_300,
     "kmax_convnext_large": 244_047_276,
 }
+# ADE20K's 151 class channels against COCO's 134: each class has 257 weights
+# (kernel row of 256 + bias) in the final class head, the six k-means blocks'
+# auxiliary class heads and the semantic head's last convolution.
+_CLASS_WEIGHTS = 257 * 8
 # deeplab2's evaluator options of the kMaX COCO configs (maskwise post-processing).
 _COCO_POSTPROCESS = {
     "transformer_post_processing": "maskwise",
@@ -71,12 +81,26 @@ _COCO_POSTPROCESS = {
     "thing_area_limit": 400,
     "stuff_area_limit": 6400,
 }
+# deeplab2's evaluator options of the kMaX ADE20K configs (no area limits).
+_ADE20K_POSTPROCESS = {
+    **_COCO_POSTPROCESS,
+    "transformer_class_confidence_threshold_thing": 0.4,
+    "transformer_class_confidence_threshold_stuff": 0.4,
+    "thing_area_limit": 0,
+    "stuff_area_limit": 0,
+}
+_DATASET_POSTPROCESS = {"coco": _COCO_POSTPROCESS, "ade20k": _ADE20K_POSTPROCESS}
+_DATASET_CATEGORIES = {"coco": COCO_PANOPTIC_CATEGORIES, "ade20k": ADE20K_PANOPTIC_CATEGORIES}
+# deeplab2 hard-codes the transformer decoder's drop path per dataset
+# (`model/kmax_deeplab.py`): keep probability 0.8, 1.0 for ADE20K.
+_TRANSFORMER_DROP_PATH_KEEP_PROB = {"coco": 0.8, "ade20k": 1.0}
+# The datasets whose kMaX checkpoints this package builds.
+KMAX_DATASETS = ("coco", "ade20k")
 _DATASET_REASON = {
     "cityscapes": (
-        "Cityscapes' class layout (19 classes, void label 255, 1025x2049 crop) and category "
-        "list are not in the package yet"
+        "deeplab2's Cityscapes kMaX (a stride-2 pixel decoder stage, 256 mask slots, no "
+        "auxiliary semantic decoder; 19 classes with void label 255) is not ported yet"
     ),
-    "ade20k": "ADE20K's 150-category panoptic list is not in the package yet",
 }
 
 
@@ -94,8 +118,11 @@ def _row(backbone, dataset, crop_size, pq, archive_stem, config_suffix="", name_
     entry = {
         "metadata": {
             "description": description,
-            # Other datasets' class heads differ in size: no count without a built model.
-            "params": _PARAMS.get(config) if dataset == "coco" else None,
+            "params": (
+                None
+                if dataset in _DATASET_REASON
+                else _PARAMS[config] + _CLASS_WEIGHTS * (num_classes - 134)
+            ),
             "path": "kmax_deeplab",
         },
         "kind": "task",
@@ -107,12 +134,12 @@ def _row(backbone, dataset, crop_size, pq, archive_stem, config_suffix="", name_
         "num_classes": num_classes,
         "crop_size": crop_size,
         "training_steps": steps,
-        "postprocess_options": dict(_COCO_POSTPROCESS) if dataset == "coco" else {},
+        "postprocess_options": dict(_DATASET_POSTPROCESS.get(dataset, {})),
         **deeplab2_archive(archive_stem),
         "deeplab2_name": f"kmax_meta_{deeplab2_config}_os32{config_suffix}",
         "pq": {"pq": official, "pq_thing": things, "pq_stuff": stuff, "pq_deeplab2": deeplab2},
     }
-    if dataset != "coco":
+    if dataset in _DATASET_REASON:
         entry["reason"] = _DATASET_REASON[dataset]
     return name, entry
 
@@ -169,12 +196,45 @@ def get_kmax_preset(name):
     return KMAX_DEEPLAB_PRESETS.get(name) if isinstance(name, str) else None
 
 
+def kmax_dataset_overrides(dataset):
+    """The `KMaXDeepLab` keyword arguments deeplab2's kMaX configs of a
+    dataset (`"coco"` or `"ade20k"`) imply besides the architecture: its
+    `categories`, the evaluator options (`postprocess_options`) and
+    `transformer_drop_path_keep_prob`.
+
+    Example:
+    >>> kmax_dataset_overrides("ade20k")["postprocess_options"]["thing_area_limit"]
+    0
+    """
+    if dataset not in KMAX_DATASETS:
+        raise ValueError(
+            f"Unknown kMaX-DeepLab dataset {dataset!r}; expected one of {KMAX_DATASETS}."
+        )
+    options = dict(_DATASET_POSTPROCESS[dataset])
+    options.pop("transformer_post_processing")  # KMaXDeepLab post-processes maskwise.
+    return {
+        "categories": _DATASET_CATEGORIES[dataset],
+        "postprocess_options": options,
+        "transformer_drop_path_keep_prob": _TRANSFORMER_DROP_PATH_KEEP_PROB[dataset],
+    }
+
+
+def kmax_task_overrides(entry):
+    """`kmax_dataset_overrides` of a table row's dataset.
+
+    Example:
+    >>> kmax_task_overrides(get_kmax_preset("kmax_r50_ade20k_641"))["categories"][0]["name"]
+    'wall'
+    """
+    return kmax_dataset_overrides(entry["dataset"].removesuffix("_panoptic"))
+
+
 def unavailable_reason(name):
     """Why a published kMaX checkpoint has no preset yet, or None.
 
     Example:
-    >>> unavailable_reason("kmax_convnext_large_ade20k_641")
-    "ADE20K's 150-category panoptic list is not in the package yet"
+    >>> unavailable_reason("kmax_r50_cityscapes")
+    "deeplab2's Cityscapes kMaX (a stride-2 pixel decoder stage, ...) is not ported yet"
     """
     entry = KMAX_DEEPLAB_UNAVAILABLE.get(name) if isinstance(name, str) else None
     return entry["reason"] if entry else None

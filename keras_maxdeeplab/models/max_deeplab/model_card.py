@@ -117,8 +117,10 @@ def _source(conversion, entry):
             f"Not converted: {len(conversion['skipped_variables'])} checkpoint variables that "
             "MaX-DeepLab has no weight for (e.g. the ImageNet classifier), listed in `conversion.json`"
         )
-    if conversion.get("overrides"):
-        rows.append(f"Architecture overrides: `{json.dumps(conversion['overrides'])}`")
+    # The categories are the card's own section (and task.json's).
+    overrides = {k: v for k, v in (conversion.get("overrides") or {}).items() if k != "categories"}
+    if overrides:
+        rows.append(f"Architecture overrides: `{json.dumps(overrides)}`")
     for filename, digest in sorted((conversion.get("source_sha256") or {}).items()):
         rows.append(f"SHA-256 of `{filename}`: `{digest}`")
     return "\n".join(f"- {row}" for row in rows)
