@@ -243,6 +243,62 @@ def take(x, indices, axis):
     return keras.ops.take(x, indices, axis=axis)
 
 
+def first_argmax(values):
+    """`argmax` over the last axis as int32: the first index holding the
+    maximum, -0.0 tying with 0.0 (as `tf.argmax` in deeplab2).
+
+    PyTorch's and JAX's own argmax already are that, in one pass. On
+    TensorFlow it is a comparison with the maximum and a min: Keras'
+    TensorFlow `argmax` orders -0.0 below 0.0 with `Bitcast`/`BitwiseAnd`,
+    which exported graphs (ONNX, LiteRT) cannot hold. Keras' JAX `argmax`
+    does the same ordering on CPU, so JAX's is called directly. An all-NaN
+    row gives an index in range (NaN's own on PyTorch and JAX).
+
+    Example:
+    >>> first_argmax(keras.ops.convert_to_tensor([[0.0, 2.0, 2.0]]))  # [1]
+    """
+    backend = keras.backend.backend()
+    if backend == "torch":
+        return keras.ops.argmax(values, axis=-1)
+    if backend == "jax":
+        import jax.numpy as jnp
+
+        return jnp.argmax(values, axis=-1).astype("int32")
+    size = values.shape[-1]
+    maximum = keras.ops.max(values, axis=-1, keepdims=True)
+    first = keras.ops.min(
+        keras.ops.where(values == maximum, keras.ops.arange(size, dtype="int32"), size), axis=-1
+    )
+    return keras.ops.minimum(first, size - 1)  # In range even for all-NaN rows.
+
+
+def count_by_index(index, weights, depth):
+    """Per image, the sum of `weights` at each index value: `[B, ...]` int
+    `index` in `0..depth-1` and float `weights` -> `[B, depth]` float32
+    (exact counts for 0/1 weights).
+
+    PyTorch runs eagerly and would build Keras' `[B, ..., depth]` one-hot
+    in int64, mask it and cast it: a scatter-add reads each pixel once
+    instead (at 641x641 with 128 slots, ~20 ms against ~0.8 s). Elsewhere
+    the one-hot sum, which XLA and TensorFlow fuse and every exporter holds.
+
+    Example:
+    >>> count_by_index(mask_id, ops.cast(confident, "float32"), 128)  # pixels per slot
+    """
+    weights = keras.ops.cast(weights, "float32")
+    if keras.backend.backend() == "torch":
+        import torch
+
+        batch = index.shape[0]
+        flat_index = keras.ops.convert_to_tensor(index).reshape(batch, -1).long()
+        flat_weights = weights.reshape(batch, -1)
+        counts = torch.zeros((batch, depth), dtype=flat_weights.dtype, device=flat_weights.device)
+        return counts.scatter_add(1, flat_index, flat_weights)
+    one_hot = keras.ops.one_hot(index, depth, dtype="float32")
+    axes = tuple(range(1, len(index.shape)))
+    return keras.ops.sum(one_hot * weights[..., None], axis=axes)
+
+
 def depthwise_conv_same(inputs, kernel):
     """A stride-1 "same" depthwise convolution: `[B, H, W, C]` inputs, a
     `[kh, kw, C, 1]` kernel (`keras.layers.DepthwiseConv2D`'s), `[B, H, W, C]` out.

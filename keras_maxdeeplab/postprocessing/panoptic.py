@@ -6,6 +6,8 @@ runs eagerly or inside a compiled function on every backend.
 
 from keras import ops
 
+from keras_maxdeeplab.backend_seam import count_by_index
+from keras_maxdeeplab.backend_seam import first_argmax
 from keras_maxdeeplab.coco.categories import COCO_THING_CLASS_IDS
 from keras_maxdeeplab.coco.categories import LABEL_DIVISOR
 from keras_maxdeeplab.coco.categories import thing_stuff_class_ids
@@ -54,23 +56,6 @@ def _gather(values, index):
     """
     offsets = ops.arange(ops.shape(index)[0], dtype="int32") * values.shape[1]
     return _lookup(values, index + offsets[:, None, None])
-
-
-def _argmax(values, maximum=None):
-    """`argmax` over the last axis, as int32: the first index holding the maximum.
-
-    Written with a comparison and a min so the exported graph has no
-    `Bitcast`/`BitwiseAnd` (Keras' TensorFlow `argmax` uses them to order -0.0
-    below 0.0; ONNX has neither). It ties -0.0 with 0.0, as `tf.argmax` in
-    deeplab2 does. `maximum`: the max over the last axis, when already known.
-    """
-    size = values.shape[-1]
-    if maximum is None:
-        maximum = ops.max(values, axis=-1)
-    first = ops.min(
-        ops.where(values == maximum[..., None], ops.arange(size, dtype="int32"), size), axis=-1
-    )
-    return ops.minimum(first, size - 1)  # In range even for all-NaN rows.
 
 
 def postprocess_panoptic(
@@ -128,7 +113,7 @@ def postprocess_panoptic(
 
     probs = ops.softmax(class_logits, axis=-1)[..., :-1]
     class_confidence = ops.max(probs, axis=-1)  # [B, N]
-    class_pred = _argmax(probs, class_confidence)  # [B, N]
+    class_pred = first_argmax(probs)  # [B, N]
     detected = class_confidence >= transformer_class_confidence_threshold
     any_detected = ops.any(detected, axis=-1)[:, None, None]  # [B, 1, 1]
 
@@ -136,7 +121,7 @@ def postprocess_panoptic(
     detected_logits = ops.where(detected[:, None, None, :], logits, _SMALL_CONSTANT_FOR_SOFTMAX)
     pixel_confidence = ops.max(ops.softmax(detected_logits, axis=-1), axis=-1)
     top_detected_logit = ops.max(detected_logits, axis=-1)
-    mask_id = _argmax(detected_logits, top_detected_logit)  # [B, H, W]
+    mask_id = first_argmax(detected_logits)  # [B, H, W]
     top_logit = ops.max(logits, axis=-1)
     confident = ops.logical_and(
         pixel_confidence > pixel_confidence_threshold, top_logit == top_detected_logit
@@ -160,7 +145,7 @@ def postprocess_panoptic(
     )
 
     # The "semantic" pass of deeplab2: every threshold 0, so every slot counts.
-    all_slots_id = _argmax(logits, top_logit)
+    all_slots_id = first_argmax(logits)
     semantic_pred = _lookup(class_ids, _gather(class_pred, all_slots_id))
     return {
         "panoptic_pred": panoptic,
@@ -245,7 +230,7 @@ def postprocess_panoptic_maskwise(
 
     probs = ops.softmax(class_logits, axis=-1)[..., :-1]
     class_confidence = ops.max(probs, axis=-1)  # [B, N]
-    class_pred = _argmax(probs, class_confidence)  # [B, N]
+    class_pred = first_argmax(probs)  # [B, N]
     any_detected = ops.any(
         ops.logical_or(
             class_confidence >= transformer_class_confidence_threshold_thing,
@@ -275,28 +260,37 @@ def postprocess_panoptic_maskwise(
     )
     sorted_confident = sorted_confidence >= threshold
 
-    probs_full = ops.softmax(resize_bilinear_align_corners(mask_logits, image_size), axis=-1)
+    logits = resize_bilinear_align_corners(mask_logits, image_size)  # [B, H, W, N]
+    probs_full = ops.softmax(logits, axis=-1)
     instance_scores = ops.max(probs_full, axis=-1)
+    height, width = instance_scores.shape[1], instance_scores.shape[2]
     binary = ops.cast(probs_full > pixel_confidence_threshold, "float32")
-    binary = ops.einsum("bhws,bsr->bhwr", binary, order)  # exact 0/1 in rank order
+    # Exact 0/1 in rank order, each rank's mask contiguous: [B, rank, H * W].
+    binary = ops.einsum("bhws,bsr->brhw", binary, order)
+    binary = ops.reshape(binary, (-1, num_slots, height * width))
+    mask_area = ops.sum(binary, axis=-1)  # [B, rank]
 
-    # Pasting is sequential: each mask sees the pixels its predecessors took.
-    canvas = ops.zeros_like(instance_scores)  # rank + 1 of the pasted mask, 0 = free
-    semantic_scores = ops.zeros_like(instance_scores)
+    # Pasting is sequential: each mask keeps the pixels its predecessors left
+    # free, and is kept if they are more than `overlapping_threshold` of it.
+    free = ops.ones_like(binary[:, 0])  # [B, H * W]
+    kept = []
     for rank in range(num_slots):
-        mask = binary[..., rank]
-        new = mask * ops.cast(canvas == 0, "float32")
+        new = binary[:, rank] * free
         keep = ops.logical_and(
-            ops.sum(new, axis=(1, 2)) > ops.sum(mask, axis=(1, 2)) * overlapping_threshold,
+            ops.sum(new, axis=-1) > mask_area[:, rank] * overlapping_threshold,
             sorted_confident[:, rank],
         )
-        new = new * ops.cast(keep, "float32")[:, None, None]
-        canvas = canvas + new * float(rank + 1)
-        confidence = sorted_confidence[:, rank, None, None]
-        semantic_scores = (1.0 - new) * semantic_scores + new * confidence
+        kept.append(keep)
+        free = free - new * ops.cast(keep, "float32")[:, None]
+    # A pixel shows the first kept mask (in rank order) that covers it.
+    pasted = binary * ops.cast(ops.stack(kept, axis=1), "float32")[..., None]
+    covered = ops.max(pasted, axis=1) > 0  # [B, H * W]
+    first = first_argmax(ops.transpose(pasted, (0, 2, 1)))
+    mask_id = ops.reshape(ops.where(covered, first, 0), (-1, height, width))
+    covered = ops.reshape(covered, (-1, height, width))
+    semantic_scores = ops.where(covered, _gather(sorted_confidence, mask_id), 0.0)
 
-    confident = ops.logical_and(canvas > 0, any_detected)
-    mask_id = ops.cast(ops.maximum(canvas - 1.0, 0.0), "int32")
+    confident = ops.logical_and(covered, any_detected)
     panoptic = _filtered_panoptic(
         mask_id,
         confident,
@@ -309,18 +303,9 @@ def postprocess_panoptic_maskwise(
         thing_area_limit,
         stuff_area_limit,
     )
-    semantic_pred = postprocess_panoptic(
-        mask_logits,
-        class_logits,
-        image_size,
-        thing_class_ids,
-        void_label,
-        label_divisor,
-        transformer_class_confidence_threshold=0.0,
-        pixel_confidence_threshold=0.0,
-        thing_area_limit=0,
-        stuff_area_limit=0,
-    )["semantic_pred"]
+    # deeplab2's "semantic" pass: every threshold 0, so every slot counts.
+    all_slots_id = first_argmax(logits)
+    semantic_pred = ops.cast(_lookup(class_ids, _gather(class_pred, all_slots_id)), "int32")
     return {
         "panoptic_pred": panoptic,
         "semantic_pred": semantic_pred,
@@ -358,12 +343,12 @@ def _filtered_panoptic(
     stuff_mask = ops.logical_and(ops.logical_not(is_thing), confident)
     semantic = _lookup(class_ids, pixel_class)
 
-    # Area filters: pixels per slot for things, per class for stuff.
-    slot_one_hot = ops.one_hot(mask_id, num_slots, dtype="float32")  # [B, H, W, N]
-    # Products and sums rather than einsums (the same exact integer counts):
-    # TensorFlow Lite's converter mis-shapes these einsums' batched matmuls.
-    thing_slot_area = ops.sum(slot_one_hot * ops.cast(thing_mask, "float32")[..., None], (1, 2))
-    stuff_slot_area = ops.sum(slot_one_hot * ops.cast(stuff_mask, "float32")[..., None], (1, 2))
+    # Area filters: pixels per slot for things, per class for stuff. A slot
+    # has one class, so its confident pixels are all thing or all stuff.
+    slot_area = count_by_index(mask_id, confident, num_slots)  # [B, N]
+    slot_is_thing = class_pred < num_things
+    thing_slot_area = ops.where(slot_is_thing, slot_area, 0.0)
+    stuff_slot_area = ops.where(slot_is_thing, 0.0, slot_area)
     class_one_hot = ops.one_hot(class_pred, num_classes, dtype="float32")  # [B, N, K-1]
     stuff_class_area = ops.sum(stuff_slot_area[..., None] * class_one_hot, axis=1)
     stuff_area = _gather(stuff_class_area, pixel_class)

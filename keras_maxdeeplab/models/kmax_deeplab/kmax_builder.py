@@ -12,7 +12,7 @@ def build_kmax_backbone(config="kmax_r50", crop_size=1281, overrides=None, cls=K
 
     Args:
         config: a name of `KMAX_DEEPLAB_CONFIGS`.
-        crop_size: int, 32k + 1 (deeplab2's COCO models: 1281; ADE20K: 641 or 1281).
+        crop_size: int, 32k + 1 (deeplab2's COCO models: 1281, ADE20K's: 641 or 1281).
         overrides: optional dict of backbone keyword arguments (`image_shape`,
             `dtype`, deeplab2's knobs) replacing the configuration's.
         cls: the class to build (a subclass calling `from_preset`).
@@ -34,7 +34,7 @@ def build_kmax_model(config="kmax_r50", crop_size=1281, dtype=None, overrides=No
 
     Args:
         config: a name of `KMAX_DEEPLAB_CONFIGS` (`"kmax_r50"`, `"kmax_r50_tiny"`).
-        crop_size: int, 32k + 1 (deeplab2's COCO models: 1281; ADE20K: 641 or 1281).
+        crop_size: int, 32k + 1 (deeplab2's COCO models: 1281, ADE20K's: 641 or 1281).
         dtype: optional dtype policy.
         overrides: optional dict of backbone or head keyword arguments
             (`image_shape`, deeplab2's knobs) replacing the configuration's.

@@ -118,7 +118,8 @@ def _source(conversion, entry):
             "MaX-DeepLab has no weight for (e.g. the ImageNet classifier), listed in `conversion.json`"
         )
     # The categories are the card's own section (and task.json's).
-    overrides = {k: v for k, v in (conversion.get("overrides") or {}).items() if k != "categories"}
+    overrides = dict(conversion.get("overrides") or {})
+    overrides.pop("categories", None)
     if overrides:
         rows.append(f"Architecture overrides: `{json.dumps(overrides)}`")
     for filename, digest in sorted((conversion.get("source_sha256") or {}).items()):
