@@ -243,9 +243,9 @@ def take(x, indices, axis):
     return keras.ops.take(x, indices, axis=axis)
 
 
-def first_argmax(values):
-    """`argmax` over the last axis as int32: the first index holding the
-    maximum, -0.0 tying with 0.0 (as `tf.argmax` in deeplab2).
+def first_argmax(values, axis=-1):
+    """`argmax` over `axis` as int32: the first index holding the maximum,
+    -0.0 tying with 0.0 (as `tf.argmax` in deeplab2).
 
     PyTorch's and JAX's own argmax already are that, in one pass. On
     TensorFlow it is a comparison with the maximum and a min: Keras'
@@ -259,16 +259,19 @@ def first_argmax(values):
     """
     backend = keras.backend.backend()
     if backend == "torch":
-        return keras.ops.argmax(values, axis=-1)
+        return keras.ops.argmax(values, axis=axis)
     if backend == "jax":
         import jax.numpy as jnp
 
-        return jnp.argmax(values, axis=-1).astype("int32")
-    size = values.shape[-1]
-    maximum = keras.ops.max(values, axis=-1, keepdims=True)
-    first = keras.ops.min(
-        keras.ops.where(values == maximum, keras.ops.arange(size, dtype="int32"), size), axis=-1
+        return jnp.argmax(values, axis=axis).astype("int32")
+    rank = len(values.shape)
+    axis = axis % rank
+    size = values.shape[axis]
+    positions = keras.ops.reshape(
+        keras.ops.arange(size, dtype="int32"), [size if i == axis else 1 for i in range(rank)]
     )
+    maximum = keras.ops.max(values, axis=axis, keepdims=True)
+    first = keras.ops.min(keras.ops.where(values == maximum, positions, size), axis=axis)
     return keras.ops.minimum(first, size - 1)  # In range even for all-NaN rows.
 
 

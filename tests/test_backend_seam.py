@@ -52,6 +52,7 @@ def test_first_argmax_takes_the_first_maximum_and_ties_signed_zeros():
     rng = np.random.RandomState(0)
     maps = np.round(rng.randn(2, 5, 7, 6), 1).astype("float32")
     np.testing.assert_array_equal(to_numpy(first_argmax(maps)), np.argmax(maps, axis=-1))
+    np.testing.assert_array_equal(to_numpy(first_argmax(maps, axis=1)), np.argmax(maps, axis=1))
 
 
 def test_count_by_index_sums_weights_per_index_per_image():

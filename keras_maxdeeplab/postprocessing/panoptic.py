@@ -263,31 +263,26 @@ def postprocess_panoptic_maskwise(
     logits = resize_bilinear_align_corners(mask_logits, image_size)  # [B, H, W, N]
     probs_full = ops.softmax(logits, axis=-1)
     instance_scores = ops.max(probs_full, axis=-1)
-    height, width = instance_scores.shape[1], instance_scores.shape[2]
     binary = ops.cast(probs_full > pixel_confidence_threshold, "float32")
-    # Exact 0/1 in rank order, each rank's mask contiguous: [B, rank, H * W].
-    binary = ops.einsum("bhws,bsr->brhw", binary, order)
-    binary = ops.reshape(binary, (-1, num_slots, height * width))
-    mask_area = ops.sum(binary, axis=-1)  # [B, rank]
+    binary = ops.einsum("bhws,bsr->bhwr", binary, order)  # exact 0/1 in rank order
+    mask_area = ops.sum(binary, axis=(1, 2))  # [B, rank]
 
     # Pasting is sequential: each mask keeps the pixels its predecessors left
     # free, and is kept if they are more than `overlapping_threshold` of it.
-    free = ops.ones_like(binary[:, 0])  # [B, H * W]
+    free = ops.ones_like(instance_scores)  # [B, H, W]
     kept = []
     for rank in range(num_slots):
-        new = binary[:, rank] * free
+        new = binary[..., rank] * free
         keep = ops.logical_and(
-            ops.sum(new, axis=-1) > mask_area[:, rank] * overlapping_threshold,
+            ops.sum(new, axis=(1, 2)) > mask_area[:, rank] * overlapping_threshold,
             sorted_confident[:, rank],
         )
         kept.append(keep)
-        free = free - new * ops.cast(keep, "float32")[:, None]
+        free = free - new * ops.cast(keep, "float32")[:, None, None]
     # A pixel shows the first kept mask (in rank order) that covers it.
-    pasted = binary * ops.cast(ops.stack(kept, axis=1), "float32")[..., None]
-    covered = ops.max(pasted, axis=1) > 0  # [B, H * W]
-    first = first_argmax(ops.transpose(pasted, (0, 2, 1)))
-    mask_id = ops.reshape(ops.where(covered, first, 0), (-1, height, width))
-    covered = ops.reshape(covered, (-1, height, width))
+    pasted = binary * ops.cast(ops.stack(kept, axis=1), "float32")[:, None, None, :]
+    covered = ops.max(pasted, axis=-1) > 0  # [B, H, W]
+    mask_id = ops.where(covered, first_argmax(pasted), 0)
     semantic_scores = ops.where(covered, _gather(sorted_confidence, mask_id), 0.0)
 
     confident = ops.logical_and(covered, any_detected)
