@@ -30,19 +30,25 @@ ARCHIVE = "kmax_resnet50_tiny_coco_train.tar.gz"
 REFERENCE = ("reference", "kmax_deeplab_tiny")
 
 
+def _tiny_row(monkeypatch, tmp_path, row, name, archive):
+    """Table row `row` as preset `name`: the tiny architecture at 65x65, its
+    archive named `archive`, offline (the Hub step finds nothing)."""
+    offline_hf_cache(tmp_path, monkeypatch)
+    entry = dict(
+        KMAX_DEEPLAB_PRESETS[row],
+        config="kmax_r50_tiny",
+        crop_size=65,
+        archive=archive,
+        handle=f"hf://keras-maxdeeplab/{name}",
+    )
+    TableSetter(monkeypatch, KMAX_DEEPLAB_PRESETS)[name] = entry
+    return entry
+
+
 @pytest.fixture
 def tiny_preset(monkeypatch, tmp_path):
     """`kmax_r50_coco`'s entry with the tiny architecture at 65x65 and its archive name."""
-    offline_hf_cache(tmp_path, monkeypatch)  # The Hub step finds nothing, offline.
-    entry = dict(
-        KMAX_DEEPLAB_PRESETS["kmax_r50_coco"],
-        config="kmax_r50_tiny",
-        crop_size=65,
-        archive=ARCHIVE,
-        handle=f"hf://keras-maxdeeplab/{NAME}",
-    )
-    TableSetter(monkeypatch, KMAX_DEEPLAB_PRESETS)[NAME] = entry
-    return entry
+    return _tiny_row(monkeypatch, tmp_path, "kmax_r50_coco", NAME, ARCHIVE)
 
 
 def _archive(tmp_path, reference):
@@ -177,16 +183,8 @@ def test_an_ade20k_row_converts_with_ade20ks_classes(monkeypatch, tmp_path, io):
     from keras_maxdeeplab.coco import ADE20K_PANOPTIC_CATEGORIES
     from keras_maxdeeplab.coco import LABEL_DIVISOR
 
-    offline_hf_cache(tmp_path, monkeypatch)
     name, archive_name = "kmax_r50_tiny_ade20k_65", "kmax_resnet50_tiny_ade20k_train.tar.gz"
-    entry = dict(
-        KMAX_DEEPLAB_PRESETS["kmax_r50_ade20k_641"],
-        config="kmax_r50_tiny",
-        crop_size=65,
-        archive=archive_name,
-        handle=f"hf://keras-maxdeeplab/{name}",
-    )
-    TableSetter(monkeypatch, KMAX_DEEPLAB_PRESETS)[name] = entry
+    _tiny_row(monkeypatch, tmp_path, "kmax_r50_ade20k_641", name, archive_name)
     os.makedirs(tmp_path / "ckpt")
     files = _ade20k_checkpoint(str(tmp_path / "ckpt"))
     archive = checkpoint_archive(str(tmp_path / archive_name), "kmax_tiny_ade20k", files)
