@@ -74,19 +74,18 @@ def test_presets_lists_deeplab2s_kmax_checkpoints(capsys):
         "-",
     ]
     assert rows["kmax_convnext_large_coco"] == "task 244.0M 1281 150k 57.9 64.0 48.6 58.38 no -".split()
-    assert rows["kmax_convnext_large_ade20k_1281"][-2:] == ["unavailable", "-"]
+    assert rows["kmax_convnext_large_ade20k_1281"] == (
+        "task 244.1M 1281 100k 50.9 51.0 50.7 50.92 no -".split()
+    )
+    assert rows["kmax_r50_ade20k_641"] == "task 72.7M 641 100k 41.5 40.4 43.7 41.47 no -".split()
     reasons = lines[lines.index(
         "Not yet available (published by deeplab2; from_preset refuses them with the reason):"
     ) + 1 :]
-    assert len(reasons) == 2
+    assert len(reasons) == 1
     assert reasons[0].endswith(
         ": kmax_r50_cityscapes, kmax_axial_r50_cityscapes, kmax_convnext_tiny_cityscapes, "
         "kmax_convnext_small_cityscapes, kmax_convnext_base_cityscapes, "
         "kmax_convnext_large_cityscapes"
-    )
-    assert reasons[1].endswith(
-        ": kmax_r50_ade20k_641, kmax_r50_ade20k_1281, kmax_convnext_large_ade20k_641, "
-        "kmax_convnext_large_ade20k_1281"
     )
 
 
