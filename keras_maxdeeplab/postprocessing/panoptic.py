@@ -58,6 +58,13 @@ def _gather(values, index):
     return _lookup(values, index + offsets[:, None, None])
 
 
+def _semantic_pass(logits, class_pred, class_ids):
+    """deeplab2's "semantic" pass, every threshold 0 so that every slot
+    counts: each pixel's class is that of its top slot in the upsampled
+    `[B, H, W, N]` logits (int32 `[B, H, W]`)."""
+    return ops.cast(_lookup(class_ids, _gather(class_pred, first_argmax(logits))), "int32")
+
+
 def postprocess_panoptic(
     pixel_space_mask_logits,
     transformer_class_logits,
@@ -144,12 +151,9 @@ def postprocess_panoptic(
         stuff_area_limit,
     )
 
-    # The "semantic" pass of deeplab2: every threshold 0, so every slot counts.
-    all_slots_id = first_argmax(logits)
-    semantic_pred = _lookup(class_ids, _gather(class_pred, all_slots_id))
     return {
         "panoptic_pred": panoptic,
-        "semantic_pred": ops.cast(semantic_pred, "int32"),
+        "semantic_pred": _semantic_pass(logits, class_pred, class_ids),
         "instance_pred": ops.where(any_detected, mask_id + 1, 1),
         "instance_scores": ops.where(any_detected, pixel_confidence, 0.0),
         "semantic_scores": ops.where(any_detected, per_pixel(class_confidence), 0.0),
@@ -298,12 +302,9 @@ def postprocess_panoptic_maskwise(
         thing_area_limit,
         stuff_area_limit,
     )
-    # deeplab2's "semantic" pass: every threshold 0, so every slot counts.
-    all_slots_id = first_argmax(logits)
-    semantic_pred = ops.cast(_lookup(class_ids, _gather(class_pred, all_slots_id)), "int32")
     return {
         "panoptic_pred": panoptic,
-        "semantic_pred": semantic_pred,
+        "semantic_pred": _semantic_pass(logits, class_pred, class_ids),
         "instance_pred": ops.where(any_detected, mask_id + 1, 1),
         "instance_scores": ops.where(any_detected, instance_scores, 0.0),
         "semantic_scores": ops.where(any_detected, semantic_scores, 0.0),

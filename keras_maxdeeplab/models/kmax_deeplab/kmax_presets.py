@@ -95,7 +95,7 @@ _DATASET_CATEGORIES = {"coco": COCO_PANOPTIC_CATEGORIES, "ade20k": ADE20K_PANOPT
 # (`model/kmax_deeplab.py`): keep probability 0.8, 1.0 for ADE20K.
 _TRANSFORMER_DROP_PATH_KEEP_PROB = {"coco": 0.8, "ade20k": 1.0}
 # The datasets whose kMaX checkpoints this package builds.
-KMAX_DATASETS = ("coco", "ade20k")
+KMAX_DATASETS = tuple(_DATASET_CATEGORIES)
 _DATASET_REASON = {
     "cityscapes": (
         "deeplab2's Cityscapes kMaX (a stride-2 pixel decoder stage, 256 mask slots, no "
