@@ -17,7 +17,6 @@ from keras_maxdeeplab.models.kmax_deeplab.kmax_configs import KMAX_DEEPLAB_HEAD_
 from keras_maxdeeplab.models.kmax_deeplab.kmax_deeplab import KMaXDeepLab
 from keras_maxdeeplab.models.kmax_deeplab.kmax_deeplab_backbone import KMaXDeepLabBackbone
 from keras_maxdeeplab.models.kmax_deeplab.kmax_presets import KMAX_DEEPLAB_PRESETS
-from keras_maxdeeplab.models.kmax_deeplab.kmax_presets import KMAX_DEEPLAB_UNAVAILABLE
 from keras_maxdeeplab.models.max_deeplab.max_deeplab import MaXDeepLab
 from keras_maxdeeplab.models.max_deeplab.max_deeplab_backbone import MaXDeepLabBackbone
 from keras_maxdeeplab.models.max_deeplab.max_deeplab_builder import build_backbone

@@ -15,8 +15,6 @@ counterparts run `load_task` / `load_backbone`:
   offline), then built by keras-hub's loader; the weights are read here so
   that a truncated file or another model's weights fail with a clear error;
 * a name of `EMBEDDED_PRESETS` (shipped inside the package) is its folder;
-* a name of `KMAX_DEEPLAB_UNAVAILABLE` (a published kMaX checkpoint this
-  package cannot load yet) is refused with the reason;
 * other keras-hub handles (`kaggle://`, `gs://`, ...) go to keras-hub as they
   are.
 
@@ -47,10 +45,8 @@ from keras_maxdeeplab.models.kmax_deeplab.kmax_builder import build_kmax_model
 from keras_maxdeeplab.models.kmax_deeplab.kmax_deeplab import KMaXDeepLab
 from keras_maxdeeplab.models.kmax_deeplab.kmax_deeplab_backbone import KMaXDeepLabBackbone
 from keras_maxdeeplab.models.kmax_deeplab.kmax_presets import KMAX_DEEPLAB_PRESETS
-from keras_maxdeeplab.models.kmax_deeplab.kmax_presets import KMAX_DEEPLAB_UNAVAILABLE
 from keras_maxdeeplab.models.kmax_deeplab.kmax_presets import get_kmax_preset
 from keras_maxdeeplab.models.kmax_deeplab.kmax_presets import kmax_task_overrides
-from keras_maxdeeplab.models.kmax_deeplab.kmax_presets import unavailable_reason
 from keras_maxdeeplab.models.max_deeplab.max_deeplab import MaXDeepLab
 from keras_maxdeeplab.models.max_deeplab.max_deeplab_backbone import MaXDeepLabBackbone
 from keras_maxdeeplab.models.max_deeplab.max_deeplab_builder import build_backbone
@@ -159,8 +155,7 @@ def resolve_preset(preset, title=None):
     unknown name.
 
     Raises:
-        ValueError: for a published kMaX checkpoint not available yet (with
-            the reason), or anything else (listing the known preset names).
+        ValueError: for anything else (listing the known preset names).
 
     Example:
     >>> resolve_preset("max_deeplab_s_coco")["handle"]
@@ -171,17 +166,9 @@ def resolve_preset(preset, title=None):
     entry = table_entry(preset)
     if entry is not None or "://" in preset or os.path.exists(preset):
         return entry
-    reason = unavailable_reason(preset)
-    if reason is not None:
-        raise ValueError(
-            f"Preset {preset!r} (deeplab2's {KMAX_DEEPLAB_UNAVAILABLE[preset]['source_url']}) "
-            f"is not available yet: {reason}. kMaX-DeepLab presets available now: "
-            f"{', '.join(sorted(KMAX_DEEPLAB_PRESETS))}."
-        )
     raise ValueError(
         f"Unknown {title + ' ' if title else ''}preset {preset!r}: not a preset name, an existing folder or a handle such "
-        f"as 'hf://org/name'. Known presets: {', '.join(all_preset_names())} (not yet "
-        f"available: {', '.join(KMAX_DEEPLAB_UNAVAILABLE)})."
+        f"as 'hf://org/name'. Known presets: {', '.join(all_preset_names())}."
     )
 
 
@@ -206,9 +193,9 @@ def task_class(preset):
     either generation without being told which.
 
     Raises:
-        ValueError: an unknown name (listing the known ones), a name not
-            available yet (with the reason), or a preset whose config.json
-            is missing, unreadable or of no model of this package.
+        ValueError: an unknown name (listing the known ones), or a preset
+            whose config.json is missing, unreadable or of no model of this
+            package.
 
     Example:
     >>> task_class("kmax_r50_coco").__name__

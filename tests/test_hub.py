@@ -421,5 +421,4 @@ def test_task_class_tells_the_family_of_any_preset(saved, tmp_path, hf_cache):
     with pytest.raises(ValueError, match="Unknown preset 'kmax_r51_coco'.*kmax_r50_coco"):
         task_class("kmax_r51_coco")
     assert task_class("kmax_convnext_tiny_coco") is KMaXDeepLab
-    with pytest.raises(ValueError, match="'kmax_r50_cityscapes' .* is not available yet"):
-        task_class("kmax_r50_cityscapes")
+    assert task_class("kmax_r50_cityscapes") is KMaXDeepLab

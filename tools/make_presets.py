@@ -247,8 +247,6 @@ def _kmax_head_arguments(entry, config_heads):
     options have their own fields)."""
     from keras_maxdeeplab.models.kmax_deeplab.kmax_presets import kmax_task_overrides
 
-    if "reason" in entry:
-        return config_heads
     overrides = kmax_task_overrides(entry)
     keep_prob = overrides["transformer_drop_path_keep_prob"]
     return {**config_heads, "transformer_drop_path_keep_prob": keep_prob}
@@ -259,11 +257,9 @@ def _kmax_definitions(files):
     from keras_maxdeeplab import KMAX_DEEPLAB_CONFIGS
     from keras_maxdeeplab import KMAX_DEEPLAB_HEAD_CONFIGS
     from keras_maxdeeplab import KMAX_DEEPLAB_PRESETS
-    from keras_maxdeeplab import KMAX_DEEPLAB_UNAVAILABLE
 
     rows = []
-    for name, entry in {**KMAX_DEEPLAB_PRESETS, **KMAX_DEEPLAB_UNAVAILABLE}.items():
-        reason = entry.get("reason")
+    for name, entry in KMAX_DEEPLAB_PRESETS.items():
         config = entry["config"]
         files[f"{name}.json"] = _definition(
             name,
@@ -271,10 +267,8 @@ def _kmax_definitions(files):
             dataset=entry["dataset"],
             num_classes=entry["num_classes"],
             backbone=entry["backbone"],
-            available=reason is None,
-            reason=reason,
-            backbone_arguments=KMAX_DEEPLAB_CONFIGS.get(config),
-            head_arguments=_kmax_head_arguments(entry, KMAX_DEEPLAB_HEAD_CONFIGS.get(config)),
+            backbone_arguments=KMAX_DEEPLAB_CONFIGS[config],
+            head_arguments=_kmax_head_arguments(entry, KMAX_DEEPLAB_HEAD_CONFIGS[config]),
         )
         crop = entry["crop_size"]
         cells = [
@@ -283,7 +277,6 @@ def _kmax_definitions(files):
             entry["dataset"],
             "x".join(map(str, crop)) if isinstance(crop, tuple) else str(crop),
             *_pq_cells(entry),
-            "yes" if reason is None else f"no: {reason}",
             f"[{entry['archive']}]({entry['source_url']})",
         ]
         rows.append("| " + " | ".join(cells) + " |")
@@ -292,12 +285,12 @@ def _kmax_definitions(files):
         "",
         "From `keras_maxdeeplab/models/kmax_deeplab/kmax_presets.py`: deeplab2's 17 published",
         "kMaX-DeepLab checkpoints. PQ: val set of the dataset, single scale, as deeplab2 reports it.",
-        "Loadable ones load by name (`KMaXDeepLab.from_preset(NAME)`, converted on first use like",
-        "MaX-DeepLab's); `from_preset` refuses the others with the reason given here.",
+        "Each loads by name (`KMaXDeepLab.from_preset(NAME)`), converted on first use like",
+        "MaX-DeepLab's.",
         "",
         "| preset | backbone | dataset | crop | PQ | PQ things | PQ stuff | PQ (deeplab2) "
-        "| loadable | deeplab2 checkpoint |",
-        "|---|---|---|---|---|---|---|---|---|---|",
+        "| deeplab2 checkpoint |",
+        "|---|---|---|---|---|---|---|---|---|",
         *rows,
         "",
     ]

@@ -44,7 +44,6 @@ def _list(args):
     from keras_maxdeeplab.conversion.preset_cache import cache_root
     from keras_maxdeeplab.conversion.preset_cache import folder_size
     from keras_maxdeeplab.models.kmax_deeplab.kmax_presets import KMAX_DEEPLAB_PRESETS
-    from keras_maxdeeplab.models.kmax_deeplab.kmax_presets import KMAX_DEEPLAB_UNAVAILABLE
     from keras_maxdeeplab.models.max_deeplab.max_deeplab_presets import EMBEDDED_PRESETS
     from keras_maxdeeplab.models.max_deeplab.max_deeplab_presets import MAX_DEEPLAB_PRESET_ALIASES
     from keras_maxdeeplab.models.max_deeplab.max_deeplab_presets import MAX_DEEPLAB_PRESETS
@@ -59,7 +58,6 @@ def _list(args):
         crop = str(entry["crop_size"])
         rows.append((name, "task", params, crop, steps, *["-"] * 4, "embedded", f"{size / 1e6:.0f} MB"))
     rows += [_row(name, entry, *_cached(entry, name)) for name, entry in KMAX_DEEPLAB_PRESETS.items()]
-    rows += [_row(name, entry, "unavailable", None) for name, entry in KMAX_DEEPLAB_UNAVAILABLE.items()]
     widths = [max(len(row[i]) for row in [header, *rows]) for i in range(len(header))]
     for row in [header, *rows]:
         print("  ".join(cell.ljust(width) for cell, width in zip(row, widths)).rstrip())
@@ -74,12 +72,6 @@ def _list(args):
         "--fetch NAME` does it ahead of time. Embedded: shipped inside the package (synthetic "
         "scenes, for the demo and tests)."
     )
-    reasons = {}
-    for name, entry in KMAX_DEEPLAB_UNAVAILABLE.items():
-        reasons.setdefault(entry["reason"], []).append(name)
-    print("Not yet available (published by deeplab2; from_preset refuses them with the reason):")
-    for reason, names in reasons.items():
-        print(f"  {reason}: {', '.join(names)}")
 
 
 def _fetch(args):

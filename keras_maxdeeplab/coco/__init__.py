@@ -5,6 +5,7 @@ takes these from here and none from another.
 """
 
 from keras_maxdeeplab.coco.categories import ADE20K_PANOPTIC_CATEGORIES
+from keras_maxdeeplab.coco.categories import CITYSCAPES_PANOPTIC_CATEGORIES
 from keras_maxdeeplab.coco.categories import COCO_PANOPTIC_CATEGORIES
 from keras_maxdeeplab.coco.categories import COCO_THING_CLASS_IDS
 from keras_maxdeeplab.coco.categories import LABEL_DIVISOR

@@ -5,7 +5,8 @@ A category is a COCO-style dict `{"id", "name", "isthing"}` (optionally
 contiguous class id of `categories[k]` is `k + 1` and 0 is void, as deeplab2
 maps COCO (things 1..80, stuff 81..133) and ADE20K (category ids 0..149 of
 Mask2Former's COCO-format conversion, which deeplab2 reads as classes 1..150,
-things and stuff interleaved). Panoptic labels are
+things and stuff interleaved). Cityscapes' classes are deeplab2's train ids
+0..18 plus one (deeplab2's void there is 255, here 0). Panoptic labels are
 `class * LABEL_DIVISOR + instance`, and the class head orders its channels
 things first, then stuff (`thing_stuff_class_ids`).
 """
@@ -15,9 +16,12 @@ import os
 
 # deeplab2's panoptic label: `class * LABEL_DIVISOR + instance`.
 LABEL_DIVISOR = 256
+# deeplab2's Cityscapes divisor: its kMaX models' 256 mask slots do not fit under 256.
+CITYSCAPES_LABEL_DIVISOR = 1000
 
 _COCO_FILE = os.path.join(os.path.dirname(__file__), "coco_panoptic_categories.json")
 _ADE20K_FILE = os.path.join(os.path.dirname(__file__), "ade20k_panoptic_categories.json")
+_CITYSCAPES_FILE = os.path.join(os.path.dirname(__file__), "cityscapes_panoptic_categories.json")
 
 
 def check_categories(categories, source="categories"):
@@ -105,6 +109,10 @@ COCO_PANOPTIC_CATEGORIES = _load_categories(_COCO_FILE)
 # Mask2Former's `prepare_ade20k_pan_seg.py` COCO-format files (deeplab2's
 # class k is category k - 1; its class 0 "other-objects" is void).
 ADE20K_PANOPTIC_CATEGORIES = _load_categories(_ADE20K_FILE)
+# Cityscapes' 19 evaluated classes with the label ids, names and colours of
+# cityscapesscripts (`createPanopticImgs` writes these ids); deeplab2's train
+# ids 0..18 are classes 1..19 here, things (person..bicycle) the last 8.
+CITYSCAPES_PANOPTIC_CATEGORIES = _load_categories(_CITYSCAPES_FILE)
 
 # Contiguous ids of COCO's thing classes: 1..80.
 COCO_THING_CLASS_IDS = thing_class_ids(COCO_PANOPTIC_CATEGORIES)

@@ -12,6 +12,7 @@ multi-axis BN parameters in broadcast shape are kept as they are).
 """
 
 import contextlib
+import functools
 import os
 
 import numpy as np
@@ -300,18 +301,57 @@ def _problem(names, what, shown=10):
     return f"{len(names)} {what}: {names[:shown]}{more}"
 
 
-def assign_from_checkpoint(reader, pairs):
+def assign_from_checkpoint(reader, pairs, transforms=None):
     """Assigns each `(variable, key)` pair its checkpoint value, all or nothing.
 
     Values are streamed one variable at a time, twice: a first pass reads
     (and so checksums) every value without keeping it, so that a truncated or
     corrupt data file fails before any variable changes; the second assigns.
-    Peak memory stays one variable above the model's.
+    Peak memory stays one variable above the model's. `transforms` maps a
+    key to a function applied to its value before assignment.
     """
+    transforms = transforms or {}
     for _, key in pairs:
         reader.get_tensor(key)
     for variable, key in pairs:
-        variable.assign(np.asarray(reader.get_tensor(key), dtype=variable.dtype))
+        value = reader.get_tensor(key)
+        if key in transforms:
+            value = transforms[key](value)
+        variable.assign(np.asarray(value, dtype=variable.dtype))
+
+
+# The void channel given to a semantic head that deeplab2 trained without one:
+# a logit no softmax gives weight to, as if the channel were absent.
+VOID_CHANNEL_LOGIT = -1e4
+
+
+def _with_void_channel(value, is_bias):
+    """deeplab2's semantic head of a dataset whose void label is not a class
+    channel (Cityscapes: 19 classes, void 255) with our void channel 0 in
+    front: a zero kernel column and a `VOID_CHANNEL_LOGIT` bias."""
+    pad = [(0, 0)] * (value.ndim - 1) + [(1, 0)]
+    return np.pad(value, pad, constant_values=VOID_CHANNEL_LOGIT if is_bias else 0.0)
+
+
+def void_channel_transforms(model, shapes):
+    """`({key: transform}, shapes)`: for the semantic head's last layer when
+    the checkpoint's has one channel fewer than the model's (deeplab2's
+    Cityscapes models), the transforms adding our void channel 0 and the
+    checkpoint `shapes` with it; else `({}, shapes)`.
+
+    Example:
+    >>> transforms, shapes = void_channel_transforms(model, open_checkpoint(path)[1])
+    """
+    head = getattr(model, "semantic_head", None)
+    keys = [k for k in shapes if k.startswith("semantic_last_layer/")]
+    if head is None or not keys:
+        return {}, shapes
+    channels = head.final_conv.kernel.shape[-1]
+    if any(shapes[k][-1] != channels - 1 for k in keys):
+        return {}, shapes
+    transforms = {k: functools.partial(_with_void_channel, is_bias="/bias/" in k) for k in keys}
+    shapes = {k: (*v[:-1], v[-1] + 1) if k in transforms else v for k, v in shapes.items()}
+    return transforms, shapes
 
 
 def load_deeplab2_checkpoint(model, path, allow_unused_prefixes=()):
@@ -332,18 +372,22 @@ def load_kmax_checkpoint(model, path):
     """Loads a deeplab2 kMaX-DeepLab checkpoint into a `KMaXDeepLab`, all or nothing.
 
     Strict as `load_deeplab2_checkpoint`: every checkpoint variable must find
-    exactly one weight of the same shape and every weight must be set.
+    exactly one weight of the same shape and every weight must be set. The
+    one exception: a semantic head with one channel fewer than the model's
+    (deeplab2's Cityscapes models, whose void label 255 has no channel) gets
+    our void channel 0 (`_with_void_channel`).
 
     Example:
     >>> load_kmax_checkpoint(model, "kmax_meta_r50_os32/ckpt-150000")
     """
     names = [block.name for block in model.transformer_blocks]
     reader, shapes = open_checkpoint(path)
+    transforms, shapes = void_channel_transforms(model, shapes)
     pairs = match_checkpoint(
         model,
         shapes,
         key_to_path=lambda key: kmax_key_to_path(key, names),
         model_name="kMaX-DeepLab",
     )
-    assign_from_checkpoint(reader, pairs)
+    assign_from_checkpoint(reader, pairs, transforms)
     return model

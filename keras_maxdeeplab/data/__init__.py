@@ -1,6 +1,7 @@
 """Datasets in COCO panoptic format, deeplab2's targets and augmentation."""
 
 from keras_maxdeeplab.coco.categories import ADE20K_PANOPTIC_CATEGORIES
+from keras_maxdeeplab.coco.categories import CITYSCAPES_PANOPTIC_CATEGORIES
 from keras_maxdeeplab.coco.categories import COCO_PANOPTIC_CATEGORIES
 from keras_maxdeeplab.coco.categories import check_categories
 from keras_maxdeeplab.coco.categories import contiguous_categories

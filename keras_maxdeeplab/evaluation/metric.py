@@ -1,11 +1,14 @@
 """A streaming panoptic-quality metric for `evaluate` and custom loops."""
 
+import functools
+
 import numpy as np
 
 import keras
 from keras import ops
 
 from keras_maxdeeplab import backend_seam
+from keras_maxdeeplab.coco.categories import CITYSCAPES_LABEL_DIVISOR
 from keras_maxdeeplab.coco.categories import COCO_THING_CLASS_IDS
 from keras_maxdeeplab.coco.categories import LABEL_DIVISOR
 from keras_maxdeeplab.evaluation.panoptic_quality import PQStat
@@ -76,7 +79,7 @@ class PanopticQuality(keras.metrics.Metric):
             shape=(len(_STATS), num_classes), initializer="zeros", name="stats", dtype="float32"
         )
 
-    def _batch_stats(self, gt, pred, crowd):
+    def _batch_stats(self, gt, pred, crowd, pred_label_divisor):
         stat = PQStat().add_label_maps(
             gt,
             pred,
@@ -84,6 +87,7 @@ class PanopticQuality(keras.metrics.Metric):
             gt_is_crowd=crowd,
             void_label=self.void_label,
             rules=self.rules,
+            pred_label_divisor=pred_label_divisor,
         )
         table = np.zeros((len(_STATS), self.num_classes), np.float32)
         for row, name in enumerate(_STATS):
@@ -104,20 +108,28 @@ class PanopticQuality(keras.metrics.Metric):
             crowd = y_true.get("is_crowd_gt")
             y_true = y_true["panoptic_gt"]
         gt = ops.cast(y_true, "int32")
+        pred_label_divisor = self.label_divisor
         if isinstance(y_pred, dict):
+            # Thing instances are mask slots + 1: 256 slots need a larger
+            # divisor for the predictions (deeplab2's Cityscapes 1000).
+            if y_pred["transformer_class_logits"].shape[1] >= self.label_divisor:
+                pred_label_divisor = max(self.label_divisor, CITYSCAPES_LABEL_DIVISOR)
             y_pred = POST_PROCESSORS[self.method](
                 y_pred["pixel_space_mask_logits"],
                 y_pred["transformer_class_logits"],
                 tuple(gt.shape[1:3]),
                 thing_class_ids=self.thing_class_ids,
                 void_label=self.void_label,
-                label_divisor=self.label_divisor,
+                label_divisor=pred_label_divisor,
                 **self.postprocess_options,
             )["panoptic_pred"]
         pred = ops.cast(y_pred, "int32")
         crowd = ops.zeros_like(gt, "bool") if crowd is None else ops.cast(crowd, "bool")
         table = backend_seam.host_call(
-            self._batch_stats, [gt, pred, crowd], self.stats.shape, "float32"
+            functools.partial(self._batch_stats, pred_label_divisor=pred_label_divisor),
+            [gt, pred, crowd],
+            self.stats.shape,
+            "float32",
         )
         self.stats.assign_add(table)
 

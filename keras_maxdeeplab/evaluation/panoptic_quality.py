@@ -151,6 +151,7 @@ class PQStat:
         void_label=0,
         rules="coco",
         name="image",
+        pred_label_divisor=None,
     ):
         """Accumulates images given as `category * label_divisor + instance` maps.
 
@@ -160,6 +161,9 @@ class PQStat:
         Args:
             gt_panoptic, pred_panoptic: `[H, W]` or `[B, H, W]` integer maps;
                 pixels of category `void_label` are unlabelled.
+            pred_label_divisor: the predictions' divisor where it differs
+                from the ground truth's `label_divisor` (a Cityscapes
+                kMaX-DeepLab's 1000 against the data's 256).
             gt_is_crowd: optional bool map of the same shape, crowd pixels of
                 the GT.
             rules: `"coco"` (panopticapi: a GT segment with crowd pixels is a
@@ -203,8 +207,9 @@ class PQStat:
         if rules == "deeplab2":
             gt_void |= is_crowd
         gt_index, gt_image, gt_id = _number_segments(image, gt_id, gt_void)
+        pred_divisor = pred_label_divisor or label_divisor
         pred_index, _, pred_id = _number_segments(
-            image, pred_id, pred_id // label_divisor == void_label
+            image, pred_id, pred_id // pred_divisor == void_label
         )
         gt_area = np.bincount(gt_index, counts, len(gt_id))
         gt_crowd = np.bincount(gt_index, is_crowd, len(gt_id)) > 0
@@ -217,7 +222,7 @@ class PQStat:
             gt_crowd,
             gt_area,
             gt_image,
-            pred_id // label_divisor,
+            pred_id // pred_divisor,
         )
 
     def _match(

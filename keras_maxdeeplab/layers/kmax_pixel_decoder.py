@@ -10,10 +10,11 @@ BLOCK_TYPES = ("axial", "bottleneck")
 
 @keras.saving.register_keras_serializable(package="keras_maxdeeplab")
 class KMaXPixelDecoder(keras.layers.Layer):
-    """deeplab2's `KMaXPixelDecoder`: from stride 32 back to stride 4.
+    """deeplab2's `KMaXPixelDecoder`: from stride 32 back to stride 4 (4
+    stages, COCO and ADE20K) or to the stem's stride (5 stages, Cityscapes).
 
     Every encoder endpoint (pre-activation `stage5`, `stage4`, `stage3`,
-    `stage2`) is layer-normalised (epsilon 1e-6, `backbone_norm{i}`). Stage
+    `stage2`, and `stage1` for a fifth stage) is layer-normalised (epsilon 1e-6, `backbone_norm{i}`). Stage
     `i` is a `BlockGroup` of `num_blocks[i]` axial or bottleneck blocks with
     base width `dims[i]` (output `4 * dims[i]` channels), exact GeLU, built as
     deeplab2 builds it (nominal input stride 32, output stride 16: bottleneck
@@ -23,14 +24,17 @@ class KMaXPixelDecoder(keras.layers.Layer):
     channels and sums them.
 
     Args:
-        dims: per stage (stride 32 first) base widths; kMaX: (512, 256, 128, 64).
-        num_blocks: per stage block counts; kMaX: (1, 5, 1, 1).
+        dims: per stage (stride 32 first) base widths; kMaX: (512, 256, 128,
+            64), for Cityscapes (512, 256, 128, 64, 32).
+        num_blocks: per stage block counts; kMaX: (1, 5, 1, 1), for
+            Cityscapes (1, 5, 1, 1, 1).
         block_types: per stage "axial" or "bottleneck".
 
-    Call: `decoder([stage5, stage4, stage3, stage2])`.
-    Returns `[decoder_stage1, decoder_stage2, decoder_stage3, decoder_output]`:
-    the block-group outputs (not activated) at strides 32, 16, 8, 4 with
-    `4 * dims[i]` channels.
+    Call: `decoder([stage5, stage4, stage3, stage2])` (4 stages) or
+    `decoder([stage5, stage4, stage3, stage2, stage1])` (5 stages).
+    Returns `[decoder_stage1, ..., decoder_output]`: the block-group outputs
+    (not activated) at the strides of the endpoints (32, 16, 8, 4, and the
+    stem's: 2 for the ResNets, 4 for ConvNeXt) with `4 * dims[i]` channels.
 
     Example:
     >>> outputs = KMaXPixelDecoder()([stage5, stage4, stage3, stage2])
@@ -48,10 +52,11 @@ class KMaXPixelDecoder(keras.layers.Layer):
         self.dims = tuple(int(d) for d in dims)
         self.num_blocks = tuple(int(n) for n in num_blocks)
         self.block_types = tuple(block_types)
-        if not len(self.dims) == len(self.num_blocks) == len(self.block_types) == 4:
+        if not len(self.dims) == len(self.num_blocks) == len(self.block_types) in (4, 5):
             raise ValueError(
-                "KMaXPixelDecoder needs 4 stages (strides 32, 16, 8, 4) in dims, num_blocks "
-                f"and block_types; got {self.dims}, {self.num_blocks}, {self.block_types}."
+                "KMaXPixelDecoder needs 4 stages (strides 32, 16, 8, 4) or 5 (and the stem's) "
+                f"in dims, num_blocks and block_types; got {self.dims}, {self.num_blocks}, "
+                f"{self.block_types}."
             )
         unknown = [t for t in self.block_types if t not in BLOCK_TYPES]
         if unknown:
@@ -60,7 +65,7 @@ class KMaXPixelDecoder(keras.layers.Layer):
             keras.layers.LayerNormalization(
                 epsilon=1e-6, dtype=self.dtype_policy, name=f"backbone_norm{i}"
             )
-            for i in range(4)
+            for i in range(len(self.dims))
         ]
         self.stages = [
             BlockGroup(

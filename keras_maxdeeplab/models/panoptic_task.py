@@ -12,6 +12,8 @@ from keras_hub.models import ImageSegmenter
 
 from keras_maxdeeplab import backend_seam
 from keras_maxdeeplab.coco.categories import COCO_PANOPTIC_CATEGORIES
+from keras_maxdeeplab.coco.categories import CITYSCAPES_LABEL_DIVISOR
+from keras_maxdeeplab.coco.categories import LABEL_DIVISOR
 from keras_maxdeeplab.coco.categories import check_categories
 from keras_maxdeeplab.coco.categories import thing_class_ids
 from keras_maxdeeplab.evaluation.metric import PanopticQuality
@@ -96,6 +98,22 @@ class PanopticTask(ImageSegmenter):
 
     post_processing_method = "pixelwise"
     default_postprocess_options = {}
+
+    @property
+    def label_divisor(self):
+        """The `D` of the predicted `panoptic_pred = class * D + instance`
+        maps, whose thing instances are mask slots + 1: deeplab2's COCO 256,
+        or its Cityscapes 1000 for models of 256 slots or more (Cityscapes
+        kMaX-DeepLab). Ground truth stays at 256 (`LABEL_DIVISOR`).
+
+        Example:
+        >>> model.label_divisor  # a COCO model
+        256
+        """
+        num_mask_slots = self.output["transformer_class_logits"].shape[1]
+        if num_mask_slots < LABEL_DIVISOR:
+            return LABEL_DIVISOR
+        return CITYSCAPES_LABEL_DIVISOR
 
     def compile(
         self,
@@ -211,6 +229,7 @@ class PanopticTask(ImageSegmenter):
             self.thing_class_ids,
             postprocess_options=options,
             method=self.post_processing_method,
+            label_divisor=self.label_divisor,
         )
 
     def export(
@@ -347,6 +366,7 @@ class PanopticTask(ImageSegmenter):
                 [keras.ops.shape(image)[:2] for image in chunk],
                 self.categories,
                 converter,
+                self.label_divisor,
             )
         return results
 

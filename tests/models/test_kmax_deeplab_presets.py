@@ -2,16 +2,18 @@
 models against the published checkpoints' variables (no download)."""
 
 import json
+import os
 
 import numpy as np
 import pytest
 
 from keras_maxdeeplab import KMAX_DEEPLAB_PRESETS
-from keras_maxdeeplab import KMAX_DEEPLAB_UNAVAILABLE
 from keras_maxdeeplab import KMaXDeepLab
 from keras_maxdeeplab import KMaXDeepLabBackbone
 from keras_maxdeeplab import MaXDeepLab
 from keras_maxdeeplab.coco import ADE20K_PANOPTIC_CATEGORIES
+from keras_maxdeeplab.coco import CITYSCAPES_PANOPTIC_CATEGORIES
+from keras_maxdeeplab.conversion.deeplab2 import void_channel_transforms
 from keras_maxdeeplab.conversion.deeplab2 import is_model_variable
 from keras_maxdeeplab.conversion.deeplab2 import kmax_key_to_path
 from keras_maxdeeplab.conversion.deeplab2 import match_checkpoint
@@ -21,28 +23,27 @@ from tests.helpers import shared_path
 from tests.hub_helpers import offline_hf_cache
 
 CHECKPOINTS = "https://storage.googleapis.com/gresearch/tf-deeplab/checkpoint/"
-CITYSCAPES = "deeplab2's Cityscapes kMaX"
 # deeplab2's model zoo (g3doc/projects/kmax_deeplab.md): archive, deeplab2
 # config, crop, val PQ / PQ things / PQ stuff (official script) and PQ (its
-# evaluator); None where the preset loads, else why not.
+# evaluator).
 MODEL_ZOO = {
-    "kmax_r50_coco": ("kmax_resnet50_coco_train", "kmax_meta_r50_os32", 1281, (53.0, 58.3, 44.9, 53.50), None),
-    "kmax_axial_r50_coco": ("kmax_maxs_gelu_coco_train", "kmax_meta_axial_r50_os32", 1281, (56.2, 62.2, 47.1, 56.71), None),
-    "kmax_convnext_tiny_coco": ("kmax_convnext_tiny_coco_train", "kmax_meta_convnext_tiny_os32", 1281, (55.3, 61.0, 46.7, 55.80), None),
-    "kmax_convnext_small_coco": ("kmax_convnext_small_coco_train", "kmax_meta_convnext_small_os32", 1281, (56.3, 62.2, 47.5, 56.86), None),
-    "kmax_convnext_base_coco": ("kmax_convnext_base_coco_train", "kmax_meta_convnext_base_os32", 1281, (57.2, 63.4, 47.8, 57.73), None),
-    "kmax_convnext_large_coco": ("kmax_convnext_large_coco_train", "kmax_meta_convnext_large_os32", 1281, (57.9, 64.0, 48.6, 58.38), None),
-    "kmax_convnext_large_coco_unlabeled": ("kmax_convnext_large_coco_train_unlabeled", "kmax_meta_convnext_large_os32", 1281, (58.1, 64.3, 48.8, 58.69), None),
-    "kmax_r50_cityscapes": ("kmax_resnet50_cityscapes_train", "kmax_meta_r50_os32", (1025, 2049), (64.3, 57.7, 69.1, 64.65), CITYSCAPES),
-    "kmax_axial_r50_cityscapes": ("kmax_maxs_gelu_cityscapes_train", "kmax_meta_axial_r50_os32", (1025, 2049), (66.4, 61.2, 70.2, 66.73), CITYSCAPES),
-    "kmax_convnext_tiny_cityscapes": ("kmax_convnext_tiny_cityscapes_train", "kmax_meta_convnext_tiny_os32", (1025, 2049), (66.3, 60.2, 70.8, 66.65), CITYSCAPES),
-    "kmax_convnext_small_cityscapes": ("kmax_convnext_small_cityscapes_train", "kmax_meta_convnext_small_os32", (1025, 2049), (67.3, 61.6, 71.5, 67.71), CITYSCAPES),
-    "kmax_convnext_base_cityscapes": ("kmax_convnext_base_cityscapes_train", "kmax_meta_convnext_base_os32", (1025, 2049), (68.0, 62.6, 72.0, 68.30), CITYSCAPES),
-    "kmax_convnext_large_cityscapes": ("kmax_convnext_large_cityscapes_train", "kmax_meta_convnext_large_os32", (1025, 2049), (68.4, 62.9, 72.4, 68.73), CITYSCAPES),
-    "kmax_r50_ade20k_641": ("kmax_resnet50_res641_ade20k_train", "kmax_meta_r50_os32", 641, (41.5, 40.4, 43.7, 41.47), None),
-    "kmax_r50_ade20k_1281": ("kmax_resnet50_res1281_ade20k_train", "kmax_meta_r50_os32_res1281", 1281, (42.3, 42.2, 42.5, 42.37), None),
-    "kmax_convnext_large_ade20k_641": ("kmax_convnext_large_res641_ade20k_train", "kmax_meta_convnext_large_os32", 641, (48.7, 48.0, 50.0, 48.75), None),
-    "kmax_convnext_large_ade20k_1281": ("kmax_convnext_large_res1281_ade20k_train", "kmax_meta_convnext_large_os32_res1281", 1281, (50.9, 51.0, 50.7, 50.92), None),
+    "kmax_r50_coco": ("kmax_resnet50_coco_train", "kmax_meta_r50_os32", 1281, (53.0, 58.3, 44.9, 53.50)),
+    "kmax_axial_r50_coco": ("kmax_maxs_gelu_coco_train", "kmax_meta_axial_r50_os32", 1281, (56.2, 62.2, 47.1, 56.71)),
+    "kmax_convnext_tiny_coco": ("kmax_convnext_tiny_coco_train", "kmax_meta_convnext_tiny_os32", 1281, (55.3, 61.0, 46.7, 55.80)),
+    "kmax_convnext_small_coco": ("kmax_convnext_small_coco_train", "kmax_meta_convnext_small_os32", 1281, (56.3, 62.2, 47.5, 56.86)),
+    "kmax_convnext_base_coco": ("kmax_convnext_base_coco_train", "kmax_meta_convnext_base_os32", 1281, (57.2, 63.4, 47.8, 57.73)),
+    "kmax_convnext_large_coco": ("kmax_convnext_large_coco_train", "kmax_meta_convnext_large_os32", 1281, (57.9, 64.0, 48.6, 58.38)),
+    "kmax_convnext_large_coco_unlabeled": ("kmax_convnext_large_coco_train_unlabeled", "kmax_meta_convnext_large_os32", 1281, (58.1, 64.3, 48.8, 58.69)),
+    "kmax_r50_cityscapes": ("kmax_resnet50_cityscapes_train", "kmax_meta_r50_os32", (1025, 2049), (64.3, 57.7, 69.1, 64.65)),
+    "kmax_axial_r50_cityscapes": ("kmax_maxs_gelu_cityscapes_train", "kmax_meta_axial_r50_os32", (1025, 2049), (66.4, 61.2, 70.2, 66.73)),
+    "kmax_convnext_tiny_cityscapes": ("kmax_convnext_tiny_cityscapes_train", "kmax_meta_convnext_tiny_os32", (1025, 2049), (66.3, 60.2, 70.8, 66.65)),
+    "kmax_convnext_small_cityscapes": ("kmax_convnext_small_cityscapes_train", "kmax_meta_convnext_small_os32", (1025, 2049), (67.3, 61.6, 71.5, 67.71)),
+    "kmax_convnext_base_cityscapes": ("kmax_convnext_base_cityscapes_train", "kmax_meta_convnext_base_os32", (1025, 2049), (68.0, 62.6, 72.0, 68.30)),
+    "kmax_convnext_large_cityscapes": ("kmax_convnext_large_cityscapes_train", "kmax_meta_convnext_large_os32", (1025, 2049), (68.4, 62.9, 72.4, 68.73)),
+    "kmax_r50_ade20k_641": ("kmax_resnet50_res641_ade20k_train", "kmax_meta_r50_os32", 641, (41.5, 40.4, 43.7, 41.47)),
+    "kmax_r50_ade20k_1281": ("kmax_resnet50_res1281_ade20k_train", "kmax_meta_r50_os32_res1281", 1281, (42.3, 42.2, 42.5, 42.37)),
+    "kmax_convnext_large_ade20k_641": ("kmax_convnext_large_res641_ade20k_train", "kmax_meta_convnext_large_os32", 641, (48.7, 48.0, 50.0, 48.75)),
+    "kmax_convnext_large_ade20k_1281": ("kmax_convnext_large_res1281_ade20k_train", "kmax_meta_convnext_large_os32_res1281", 1281, (50.9, 51.0, 50.7, 50.92)),
 }  # fmt: skip
 # deeplab2's datasets: its configs' semantic output channels and training steps.
 DATASETS = {"coco": (134, 150_000), "cityscapes": (19, 60_000), "ade20k": (151, 100_000)}
@@ -79,7 +80,29 @@ ADE20K_POSTPROCESS = {
     "thing_area_limit": 0,
     "stuff_area_limit": 0,
 }
-LOADABLE = sorted(name for name, row in MODEL_ZOO.items() if row[-1] is None)
+# ... and of configs/cityscapes/kmax_deeplab/*.textproto.
+CITYSCAPES_POSTPROCESS = {
+    "transformer_post_processing": "maskwise",
+    "pixel_confidence_threshold": 0.4,
+    "transformer_class_confidence_threshold_thing": 0.5,
+    "transformer_class_confidence_threshold_stuff": 0.3,
+    "overlapping_threshold": 0.9,
+    "reorder_class_weight": 1.0,
+    "reorder_mask_weight": 0.0,
+    "thing_area_limit": 256,
+    "stuff_area_limit": 2048,
+}
+# tests/models/deeplab2_cityscapes/params_full.json (trainable + non-trainable)
+# plus our void channel's 257 semantic-head weights.
+CITYSCAPES_PARAMS = {
+    "kmax_r50_cityscapes": 56_986_125 + 212_526 + 257,
+    "kmax_axial_r50_cityscapes": 74_823_693 + 303_790 + 257,
+    "kmax_convnext_tiny_cityscapes": 60_981_933 + 160_942 + 257,
+    "kmax_convnext_small_cityscapes": 82_616_493 + 160_942 + 257,
+    "kmax_convnext_base_cityscapes": 121_631_693 + 161_454 + 257,
+    "kmax_convnext_large_cityscapes": 232_102_413 + 162_478 + 257,
+}
+POSTPROCESS = {"ade20k": ADE20K_POSTPROCESS, "cityscapes": CITYSCAPES_POSTPROCESS}
 
 
 @pytest.fixture(scope="module")
@@ -91,13 +114,10 @@ def coco_postprocess():
 
 
 def test_the_table_is_deeplab2s_model_zoo(coco_postprocess):
-    table = {**KMAX_DEEPLAB_PRESETS, **KMAX_DEEPLAB_UNAVAILABLE}
-    # Each table in the zoo's order.
-    assert list(KMAX_DEEPLAB_PRESETS) == [n for n, row in MODEL_ZOO.items() if row[-1] is None]
-    assert list(KMAX_DEEPLAB_UNAVAILABLE) == [n for n, r in MODEL_ZOO.items() if r[-1] is not None]
-    assert sorted(KMAX_DEEPLAB_PRESETS) == LOADABLE and len(LOADABLE) == 11
-    for name, (archive, config, crop, pq, reason) in MODEL_ZOO.items():
-        entry = table[name]
+    # In the zoo's order.
+    assert list(KMAX_DEEPLAB_PRESETS) == list(MODEL_ZOO) and len(MODEL_ZOO) == 17
+    for name, (archive, config, crop, pq) in MODEL_ZOO.items():
+        entry = KMAX_DEEPLAB_PRESETS[name]
         dataset = next(d for d in DATASETS if f"_{d}" in name)
         assert (entry["num_classes"], entry["training_steps"]) == DATASETS[dataset], name
         assert entry["dataset"] == f"{dataset}_panoptic"
@@ -108,31 +128,11 @@ def test_the_table_is_deeplab2s_model_zoo(coco_postprocess):
         assert f"Val PQ {pq[0]} " in entry["metadata"]["description"]
         assert (entry["family"], entry["kind"]) == ("kmax_deeplab", "task")
         assert entry["handle"] == f"hf://keras-maxdeeplab/{name}"
-        if reason is None:
-            assert entry["config"] in KMAX_DEEPLAB_CONFIGS and "reason" not in entry
-            params = {**CONVNEXT_PARAMS, **ADE20K_PARAMS}.get(name) or FULL[name][1]
-            assert entry["metadata"]["params"] == params
-            ade20k = dataset == "ade20k"
-            expected = ADE20K_POSTPROCESS if ade20k else coco_postprocess
-            assert entry["postprocess_options"] == expected
-        else:
-            assert entry["reason"].startswith(reason), name
-            assert entry["config"] in KMAX_DEEPLAB_CONFIGS
-            assert entry["metadata"]["params"] is None
-
-
-@pytest.mark.parametrize("name", sorted(KMAX_DEEPLAB_UNAVAILABLE))
-def test_names_not_available_yet_say_why(name):
-    entry = KMAX_DEEPLAB_UNAVAILABLE[name]
-    for cls in (KMaXDeepLab, KMaXDeepLabBackbone):
-        with pytest.raises(ValueError) as error:
-            cls.from_preset(name)
-        message = str(error.value)
-        assert (
-            f"Preset {name!r} (deeplab2's {entry['source_url']}) is not available yet: "
-            f"{entry['reason']}." in message
-        )
-        assert f"available now: {', '.join(LOADABLE)}." in message
+        assert entry["config"] in KMAX_DEEPLAB_CONFIGS
+        assert entry["config"].endswith("_cityscapes") == (dataset == "cityscapes")
+        params = {**CONVNEXT_PARAMS, **ADE20K_PARAMS, **CITYSCAPES_PARAMS}.get(name)
+        assert entry["metadata"]["params"] == (params or FULL[name][1])
+        assert entry["postprocess_options"] == POSTPROCESS.get(dataset, coco_postprocess)
 
 
 def test_unknown_and_other_family_names():
@@ -141,7 +141,7 @@ def test_unknown_and_other_family_names():
     message = str(error.value)
     assert "Unknown kMaX-DeepLab preset 'kmax_r101_coco'" in message
     assert "kmax_r50_coco" in message and "max_deeplab_s_coco" in message
-    assert "(not yet available: kmax_r50_cityscapes," in message
+    assert "kmax_convnext_large_cityscapes" in message
     with pytest.raises(ValueError, match=r"is a kMaX-DeepLab model; load it with KMaXDeepLab"):
         MaXDeepLab.from_preset("kmax_r50_coco", load_weights=False)
     with pytest.raises(ValueError, match=r"is a MaX-DeepLab model; load it with MaXDeepLab"):
@@ -152,7 +152,7 @@ def test_unknown_and_other_family_names():
 
 def test_presets_property():
     for cls in (KMaXDeepLab, KMaXDeepLabBackbone):
-        assert sorted(cls.presets) == LOADABLE
+        assert sorted(cls.presets) == sorted(MODEL_ZOO)
         preset = cls.presets["kmax_r50_coco"]
         assert preset["handle"] == "hf://keras-maxdeeplab/kmax_r50_coco"
         assert preset["metadata"]["params"] == 72_650_796
@@ -219,3 +219,60 @@ def test_a_name_builds_its_architecture_offline(tmp_path, monkeypatch):
     assert model.count_params() == 72_650_796
     assert model.backbone.image_shape == (1281, 1281, 3)
     assert (model.num_classes, model.num_mask_slots) == (134, 128)
+
+
+def _cityscapes_row_builds(name):
+    entry = KMAX_DEEPLAB_PRESETS[name]
+    model = KMaXDeepLab.from_preset(name, load_weights=False, image_shape=(65, 129, 3))
+    assert model.count_params() == CITYSCAPES_PARAMS[name] == entry["metadata"]["params"]
+    assert (model.num_classes, model.thing_class_ids) == (20, tuple(range(12, 20)))
+    assert model.categories == CITYSCAPES_PANOPTIC_CATEGORIES
+    assert (model.num_mask_slots, model.label_divisor) == (256, 1000)
+    assert model.semantic_decoder is None and model.transformer_drop_path_keep_prob == 0.8
+    assert model.backbone.pixel_decoder_dims == (512, 256, 128, 64, 32)
+    options = {k: v for k, v in CITYSCAPES_POSTPROCESS.items() if k != "transformer_post_processing"}
+    assert model.postprocess_options == options
+    return model
+
+
+def test_cityscapes_rows_build_as_deeplab2_builds_them_for_cityscapes():
+    """By name: the fifth pixel-decoder stage, 256 slots, no semantic decoder,
+    Cityscapes' 19 classes (things the last 8), its evaluator options, its
+    label divisor and the count the table states (deeplab2's own + 257)."""
+    model = _cityscapes_row_builds("kmax_r50_cityscapes")
+    assert model.output["pixel_space_mask_logits"].shape == (None, 33, 65, 256)
+    assert model.output["semantic_logits"].shape == (None, 3, 5, 20)
+
+
+@pytest.mark.large
+def test_convnext_large_cityscapes_row_builds():
+    _cityscapes_row_builds("kmax_convnext_large_cityscapes")
+
+
+def _cityscapes_variables():
+    checkpoint = {}
+    path = os.path.join(os.path.dirname(__file__), "deeplab2_cityscapes", "variables_full_r50.txt")
+    with open(path) as f:
+        for line in f:
+            if line.startswith("#") or not line.strip():
+                continue
+            key, shape = line.rstrip("\n").split("\t")[:2]
+            if is_model_variable(key):
+                checkpoint[key] = tuple(int(x) for x in shape.strip("[]").split(",") if x.strip())
+    return checkpoint
+
+
+@pytest.mark.large
+def test_full_cityscapes_r50_maps_one_to_one_onto_deeplab2s_variables():
+    """Every variable of deeplab2's full Cityscapes ResNet-50 has one home;
+    the semantic head's last layer gets our void channel."""
+    checkpoint = _cityscapes_variables()
+    model = build_kmax_model("kmax_r50_cityscapes", 65)
+    block_names = [block.name for block in model.transformer_blocks]
+    _, shapes = void_channel_transforms(model, checkpoint)
+    pairs = match_checkpoint(
+        model, shapes, key_to_path=lambda key: kmax_key_to_path(key, block_names)
+    )
+    assert len(pairs) == len(model.weights) == len(checkpoint)
+    total = sum(int(np.prod(shape)) for shape in checkpoint.values())
+    assert model.count_params() == total + 257 == CITYSCAPES_PARAMS["kmax_r50_cityscapes"]

@@ -7,7 +7,6 @@ import os
 import pytest
 
 from keras_maxdeeplab import KMAX_DEEPLAB_PRESETS
-from keras_maxdeeplab import KMAX_DEEPLAB_UNAVAILABLE
 from keras_maxdeeplab import MAX_DEEPLAB_PRESETS
 from tests.helpers import REPO
 from tests.hub_helpers import ArchiveServer
@@ -35,31 +34,35 @@ def test_presets_folder_is_generated_from_the_table():
             assert f.read() == text, (
                 f"presets/{name} is stale: run tools/make_presets.py definitions"
             )
-    kmax = list(KMAX_DEEPLAB_PRESETS) + list(KMAX_DEEPLAB_UNAVAILABLE)
+    kmax = list(KMAX_DEEPLAB_PRESETS)
     names = list(MAX_DEEPLAB_PRESETS) + kmax
     assert sorted(expected) == sorted(["README.md"] + [f"{n}.json" for n in names])
     assert len(kmax) == 17  # deeplab2's kMaX model zoo
     readme = expected["README.md"]
     assert "`max_deeplab_s_coco_1025_400k` (`max_deeplab_s_coco`)" in readme
-    assert "| `kmax_r50_coco` | ResNet-50 | coco_panoptic | 1281 | 53.0 | 58.3 | 44.9 | 53.5 | yes |" in readme
-    assert "| `kmax_convnext_tiny_coco` | ConvNeXt-T | coco_panoptic | 1281 | 55.3 | 61.0 | 46.7 | 55.8 | yes |" in readme
+    assert "| `kmax_r50_coco` | ResNet-50 | coco_panoptic | 1281 | 53.0 | 58.3 | 44.9 | 53.5 | [" in readme
+    assert "| `kmax_convnext_tiny_coco` | ConvNeXt-T | coco_panoptic | 1281 | 55.3 | 61.0 | 46.7 | 55.8 | [" in readme
     kmax_r50 = json.loads(expected["kmax_r50_coco.json"])
-    assert (kmax_r50["available"], kmax_r50["reason"], kmax_r50["params"]) == (True, None, 72_650_796)
+    assert kmax_r50["params"] == 72_650_796
     assert kmax_r50["backbone_arguments"]["backbone_type"] == "resnet"
     convnext = json.loads(expected["kmax_convnext_tiny_coco.json"])
-    assert (convnext["available"], convnext["reason"], convnext["params"]) == (True, None, 67_430_412)
+    assert convnext["params"] == 67_430_412
     arguments = convnext["backbone_arguments"]
     assert (arguments["backbone_type"], arguments["convnext_dims"]) == ("convnext", [96, 192, 384, 768])
     ade20k = json.loads(expected["kmax_convnext_large_ade20k_1281.json"])
-    assert (ade20k["available"], ade20k["reason"], ade20k["params"]) == (True, None, 244_082_228)
+    assert ade20k["params"] == 244_082_228
     assert ade20k["num_classes"] == 151
     assert ade20k["postprocess_options"]["transformer_class_confidence_threshold_thing"] == 0.4
     # deeplab2 hard-codes the transformer drop path per dataset: 1.0 for ADE20K.
     assert ade20k["head_arguments"]["transformer_drop_path_keep_prob"] == 1.0
     assert convnext["head_arguments"]["transformer_drop_path_keep_prob"] == 0.8
     cityscapes = json.loads(expected["kmax_r50_cityscapes.json"])
-    assert (cityscapes["available"], cityscapes["params"]) == (False, None)
-    assert cityscapes["reason"].startswith("deeplab2's Cityscapes kMaX (a stride-2 pixel decoder")
+    assert (cityscapes["params"], cityscapes["crop_size"]) == (57_198_908, [1025, 2049])
+    assert cityscapes["backbone_arguments"]["pixel_decoder_dims"] == [512, 256, 128, 64, 32]
+    assert cityscapes["head_arguments"]["num_mask_slots"] == 256
+    assert cityscapes["head_arguments"]["use_auxiliary_semantic_decoder"] is False
+    assert cityscapes["postprocess_options"]["overlapping_threshold"] == 0.9
+    assert "| `kmax_r50_cityscapes` | ResNet-50 | cityscapes_panoptic | 1025x2049 | 64.3 |" in readme
 
 
 def test_write_definitions_replaces_stale_files(tmp_path):

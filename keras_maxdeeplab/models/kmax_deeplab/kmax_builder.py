@@ -12,7 +12,8 @@ def build_kmax_backbone(config="kmax_r50", crop_size=1281, overrides=None, cls=K
 
     Args:
         config: a name of `KMAX_DEEPLAB_CONFIGS`.
-        crop_size: int, 32k + 1 (deeplab2's COCO models: 1281, ADE20K's: 641 or 1281).
+        crop_size: int or `(height, width)`, 32k + 1 (deeplab2's COCO models:
+            1281, ADE20K's: 641 or 1281, Cityscapes': (1025, 2049)).
         overrides: optional dict of backbone keyword arguments (`image_shape`,
             `dtype`, deeplab2's knobs) replacing the configuration's.
         cls: the class to build (a subclass calling `from_preset`).
@@ -25,7 +26,8 @@ def build_kmax_backbone(config="kmax_r50", crop_size=1281, overrides=None, cls=K
         raise ValueError(
             f"Unknown config {config!r}; expected one of {sorted(KMAX_DEEPLAB_CONFIGS)}."
         )
-    arguments = {"image_shape": (crop_size, crop_size, 3), **KMAX_DEEPLAB_CONFIGS[config]}
+    height, width = crop_size if isinstance(crop_size, (tuple, list)) else (crop_size, crop_size)
+    arguments = {"image_shape": (height, width, 3), **KMAX_DEEPLAB_CONFIGS[config]}
     return cls(**{**arguments, **(overrides or {})})
 
 
@@ -34,7 +36,8 @@ def build_kmax_model(config="kmax_r50", crop_size=1281, dtype=None, overrides=No
 
     Args:
         config: a name of `KMAX_DEEPLAB_CONFIGS` (`"kmax_r50"`, `"kmax_r50_tiny"`).
-        crop_size: int, 32k + 1 (deeplab2's COCO models: 1281, ADE20K's: 641 or 1281).
+        crop_size: int or `(height, width)`, 32k + 1 (deeplab2's COCO models:
+            1281, ADE20K's: 641 or 1281, Cityscapes': (1025, 2049)).
         dtype: optional dtype policy.
         overrides: optional dict of backbone or head keyword arguments
             (`image_shape`, deeplab2's knobs) replacing the configuration's.

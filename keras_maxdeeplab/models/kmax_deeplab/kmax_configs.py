@@ -7,9 +7,14 @@ keyword arguments and `KMAX_DEEPLAB_HEAD_CONFIGS[name]` the task's
 * `kmax_axial_r50`: `kmax_meta_axial_r50_os32` (Axial-ResNet-50, GeLU);
 * `kmax_convnext_tiny|small|base|large`: `kmax_meta_convnext_*_os32`
   (ConvNeXt-T/S/B/L, with the COCO configs' drop path);
+* `<name>_cityscapes` of each: deeplab2's Cityscapes build of the same
+  config (`model/kmax_deeplab.py` hard-codes it per dataset): a fifth pixel
+  decoder stage down to the stem's stride, 256 mask slots, and the semantic
+  head on `stage5` without the semantic decoder;
 * `kmax_r50_tiny`, `kmax_axial_r50_tiny`: the same shrunk with deeplab2's
   own knobs, the architectures of the reference checkpoints in
-  `shared/reference/kmax_deeplab_tiny` (and its `axial_r50/`; tests).
+  `shared/reference/kmax_deeplab_tiny` (and its `axial_r50/`; tests), and
+  `kmax_r50_cityscapes_tiny`, that of `tests/models/deeplab2_cityscapes`.
 """
 
 KMAX_DEEPLAB_CONFIGS = {
@@ -99,3 +104,26 @@ KMAX_DEEPLAB_HEAD_CONFIGS = {
     "kmax_r50_tiny": dict(_TINY_HEADS),
     "kmax_axial_r50_tiny": dict(_TINY_HEADS),
 }
+
+# deeplab2's Cityscapes build (`create_kmax_meta_pixel_decoder` with
+# `high_resolution_output_stride=2`; 256 slots; no auxiliary semantic decoder).
+_CITYSCAPES_PIXEL_DECODER = {
+    "pixel_decoder_dims": (512, 256, 128, 64, 32),
+    "pixel_decoder_num_blocks": (1, 5, 1, 1, 1),
+    "pixel_decoder_block_types": ("axial", "axial", "bottleneck", "bottleneck", "bottleneck"),
+}
+_CITYSCAPES_HEADS = {"num_mask_slots": 256, "use_auxiliary_semantic_decoder": False}
+for _name in ("kmax_r50", "kmax_axial_r50", *(f"kmax_convnext_{size}" for size in _CONVNEXT)):
+    KMAX_DEEPLAB_CONFIGS[f"{_name}_cityscapes"] = dict(
+        KMAX_DEEPLAB_CONFIGS[_name], **_CITYSCAPES_PIXEL_DECODER
+    )
+    KMAX_DEEPLAB_HEAD_CONFIGS[f"{_name}_cityscapes"] = dict(
+        KMAX_DEEPLAB_HEAD_CONFIGS[_name], **_CITYSCAPES_HEADS
+    )
+KMAX_DEEPLAB_CONFIGS["kmax_r50_cityscapes_tiny"] = dict(
+    KMAX_DEEPLAB_CONFIGS["kmax_r50_tiny"],
+    pixel_decoder_dims=(32, 16, 8, 4, 2),
+    pixel_decoder_num_blocks=(1, 2, 1, 1, 1),
+    pixel_decoder_block_types=_CITYSCAPES_PIXEL_DECODER["pixel_decoder_block_types"],
+)
+KMAX_DEEPLAB_HEAD_CONFIGS["kmax_r50_cityscapes_tiny"] = dict(_TINY_HEADS, **_CITYSCAPES_HEADS)

@@ -84,9 +84,11 @@ class KMaXDeepLab(PanopticTask):
       auxiliary predictor assigns every pixel to its argmax cluster);
     * class and mask embedding projections (Conv1D + BN + exact GeLU) of the
       final centers;
-    * the final `MaskPredictor` (GeLU) on `decoder_output` (stride 4);
+    * the final `MaskPredictor` (GeLU) on `decoder_output` (stride 4; the
+      stem's stride for a 5-stage pixel decoder, deeplab2's Cityscapes models);
     * the auxiliary semantic decoder (ASPP on the pre-activation `stage5`,
-      res3/res2 fusion, GeLU) and head, trained by the auxiliary semantic loss.
+      res3/res2 fusion, GeLU) and head, trained by the auxiliary semantic
+      loss; without the decoder (Cityscapes) the head reads `stage5` itself.
 
     Class layout (deeplab2): the semantic head's channel c is dataset class c
     (0 = void); the class head's channel k < C-1 is class k + 1 and C - 1 is
@@ -113,13 +115,18 @@ class KMaXDeepLab(PanopticTask):
         semantic_head_channels, aspp_channels, decoder_channels,
         low_level_channels, atrous_rates: head widths (deeplab2's proto).
         use_auxiliary_semantic_head: bool, build the semantic branch.
+        use_auxiliary_semantic_decoder: bool, the semantic head reads the
+            semantic decoder's stride-4 features (COCO, ADE20K) rather than
+            `stage5` at stride 32 (deeplab2's Cityscapes models).
         preprocessor: optional preprocessor.
 
     Inputs: `[B, H, W, 3]` images normalised to [-1, 1] at the backbone's
     size. Outputs: a dict of `pixel_space_mask_logits` `[B, H/4, W/4, N]`,
     `transformer_class_logits` `[B, N, num_classes]`,
     `pixel_space_normalized_feature` `[B, H/4, W/4, D]` and `semantic_logits`
-    `[B, H/4, W/4, num_classes]` (H/4 meaning (H - 1) / 4 + 1).
+    `[B, H/4, W/4, num_classes]` (H/4 meaning (H - 1) / 4 + 1; the mask
+    logits and pixel features at H/2 with a 5-stage ResNet pixel decoder,
+    the semantic logits at H/32 without the semantic decoder).
     `intermediate_outputs` gives every block's centers and auxiliary outputs.
     Called with `training=True` (as `fit` does) the dict also holds
     `auxiliary_outputs`, the blocks' predictions for the trainer loss
@@ -158,6 +165,7 @@ class KMaXDeepLab(PanopticTask):
         low_level_channels=_COCO_HEADS["low_level_channels"],
         atrous_rates=_COCO_HEADS["atrous_rates"],
         use_auxiliary_semantic_head=True,
+        use_auxiliary_semantic_decoder=True,
         preprocessor=None,
         **kwargs,
     ):
@@ -211,7 +219,7 @@ class KMaXDeepLab(PanopticTask):
         )
         self.semantic_decoder = None
         self.semantic_head = None
-        if use_auxiliary_semantic_head:
+        if use_auxiliary_semantic_head and use_auxiliary_semantic_decoder:
             self.semantic_decoder = SemanticDecoder(
                 aspp_channels,
                 decoder_channels,
@@ -221,6 +229,7 @@ class KMaXDeepLab(PanopticTask):
                 dtype=dtype,
                 name="semantic_decoder",
             )
+        if use_auxiliary_semantic_head:
             self.semantic_head = PredictionHead(
                 semantic_head_channels,
                 num_classes,
@@ -253,9 +262,9 @@ class KMaXDeepLab(PanopticTask):
         intermediates["transformer_decoder/transformer_mask_feature"] = mask_feature
         outputs = {}
         if self.semantic_head is not None:
-            semantic = self.semantic_decoder(
-                [features["stage5"], features["res3"], features["res2"]]
-            )
+            semantic = features["stage5"]
+            if self.semantic_decoder is not None:
+                semantic = self.semantic_decoder([semantic, features["res3"], features["res2"]])
             outputs["semantic_logits"] = self.semantic_head(semantic)
         outputs.update(self.predictor(features["decoder_output"], class_feature, mask_feature))
         for key, value in outputs.items():
@@ -283,6 +292,7 @@ class KMaXDeepLab(PanopticTask):
         self.low_level_channels = tuple(low_level_channels)
         self.atrous_rates = tuple(atrous_rates)
         self.use_auxiliary_semantic_head = use_auxiliary_semantic_head
+        self.use_auxiliary_semantic_decoder = use_auxiliary_semantic_decoder
 
     def __call__(self, inputs, *args, **kwargs):
         check_images(inputs, self.backbone.image_shape)
@@ -429,7 +439,8 @@ class KMaXDeepLab(PanopticTask):
         """Every intermediate result, keyed as deeplab2's reference arrays.
 
         Keys: `encoder/stage1..5`, `encoder/res1..5`,
-        `pixel_decoder/decoder_stage1..3`, `pixel_decoder/decoder_output`;
+        `pixel_decoder/decoder_stage1..3` (`..4` with a 5-stage pixel
+        decoder), `pixel_decoder/decoder_output`;
         per k-means block `transformer_decoder/blockK_osS_J/cluster_centers`
         (after the block), `.../kmeans_assignment` `[B, h, w]` int32 and
         `.../aux/{pixel_space_mask_logits, pixel_space_normalized_feature,
@@ -465,6 +476,7 @@ class KMaXDeepLab(PanopticTask):
                 "low_level_channels": self.low_level_channels,
                 "atrous_rates": self.atrous_rates,
                 "use_auxiliary_semantic_head": self.use_auxiliary_semantic_head,
+                "use_auxiliary_semantic_decoder": self.use_auxiliary_semantic_decoder,
             }
         )
         return config

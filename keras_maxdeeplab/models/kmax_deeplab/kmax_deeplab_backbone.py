@@ -161,11 +161,14 @@ class KMaXDeepLabBackbone(Backbone):
             schedule from stride 16, 1.0 for ResNet-50, 0.8 for
             Axial-ResNet-50; ConvNeXt: linear over all blocks).
         pixel_decoder_dims, pixel_decoder_num_blocks,
-        pixel_decoder_block_types: `KMaXPixelDecoder`'s stages.
+        pixel_decoder_block_types: `KMaXPixelDecoder`'s 4 stages (stride
+            32 to 4), or 5 (deeplab2's Cityscapes models: down to the
+            stem's stride, 2 for the ResNets, 4 for ConvNeXt).
 
     Outputs: a dict of endpoints: `stage1..5` (pre-activation), `res1..5`
-    (activated), `decoder_stage1..3` (strides 32, 16, 8) and `decoder_output`
-    (stride 4), `[B, (H - 1) / s + 1, (W - 1) / s + 1, C]`.
+    (activated), `decoder_stage1..3` (strides 32, 16, 8; with 5 decoder
+    stages also `decoder_stage4`, stride 4) and `decoder_output` (stride 4,
+    or the stem's with 5 stages), `[B, (H - 1) / s + 1, (W - 1) / s + 1, C]`.
 
     Example:
     >>> backbone = KMaXDeepLabBackbone(image_shape=(65, 65, 3),
@@ -228,17 +231,18 @@ class KMaXDeepLabBackbone(Backbone):
                 drop_path_keep_prob,
                 dtype,
             )
+        # deeplab2 feeds its decoder stage i the encoder's stage{5 - i}.
+        num_stages = len(pixel_decoder_dims)
         decoded = KMaXPixelDecoder(
             pixel_decoder_dims,
             pixel_decoder_num_blocks,
             pixel_decoder_block_types,
             dtype=dtype,
             name="pixel_decoder",
-        )([endpoints[f"stage{k}"] for k in (5, 4, 3, 2)])
-        for key, value in zip(
-            ("decoder_stage1", "decoder_stage2", "decoder_stage3", "decoder_output"), decoded
-        ):
-            endpoints[key] = value
+        )([endpoints[f"stage{5 - i}"] for i in range(num_stages)])
+        for i, value in enumerate(decoded[:-1]):
+            endpoints[f"decoder_stage{i + 1}"] = value
+        endpoints["decoder_output"] = decoded[-1]
 
         super().__init__(inputs=images, outputs=endpoints, dtype=dtype, **kwargs)
 

@@ -4,26 +4,22 @@ deeplab2's model zoo (g3doc/projects/kmax_deeplab.md) publishes 17
 checkpoints: COCO (7), Cityscapes (6) and ADE20K (4), on ResNet-50,
 Axial-ResNet-50 (MaX-S with GeLU) and ConvNeXt-T/S/B/L backbones.
 
-`KMAX_DEEPLAB_PRESETS` holds the ones this package loads by name
+`KMAX_DEEPLAB_PRESETS` holds them, each loadable by name
 (`KMaXDeepLab.from_preset("kmax_r50_coco")`): deeplab2's archive is
 converted on first use by `load_kmax_checkpoint` and cached, as for
 MaX-DeepLab (`keras_maxdeeplab.hub`). Entries follow `MAX_DEEPLAB_PRESETS`'
 conventions (`metadata`, `kind`, `family` = `"kmax_deeplab"`, `handle`,
-`config` of `KMAX_DEEPLAB_CONFIGS`, `crop_size`, `training_steps`,
+`config` of `KMAX_DEEPLAB_CONFIGS` (`<backbone>_cityscapes` for the Cityscapes
+rows, which deeplab2 builds differently), `crop_size` (an int, or
+`(height, width)` for Cityscapes), `training_steps`,
 `postprocess_options` = deeplab2's evaluator options of the config (besides
 `transformer_post_processing`, keyword arguments of
 `keras_maxdeeplab.postprocessing.postprocess_panoptic_maskwise`), `archive`,
 `archive_sha256`, `source_url`, `deeplab2_name` = its config file, `pq`)
 plus `dataset`, `num_classes` (deeplab2's class channels, the `output_channels`
 of its semantic head: COCO 134 and ADE20K 151 counting void 0; Cityscapes 19,
-its void label being 255) and `backbone` (in words).
-
-`KMAX_DEEPLAB_UNAVAILABLE` holds the other rows, with the same fields and a
-`reason`: their names are listed (`maxdeeplab presets`) and `from_preset`
-refuses them with that reason, so no published name leads nowhere unexplained.
-* The 6 Cityscapes rows: deeplab2 builds kMaX differently for Cityscapes (a
-  stride-2 pixel decoder stage, 256 mask slots, no auxiliary semantic
-  decoder) and labels it with 19 classes and void 255; neither is ported yet.
+its void label being 255, to which the converter adds our void channel 0) and
+`backbone` (in words).
 
 `kmax_task_overrides(entry)` gives the `KMaXDeepLab` arguments a row builds
 with besides its config (`kmax_dataset_overrides` of its dataset): the
@@ -35,6 +31,7 @@ PQ by deeplab2's own evaluator (single scale).
 """
 
 from keras_maxdeeplab.coco.categories import ADE20K_PANOPTIC_CATEGORIES
+from keras_maxdeeplab.coco.categories import CITYSCAPES_PANOPTIC_CATEGORIES
 from keras_maxdeeplab.coco.categories import COCO_PANOPTIC_CATEGORIES
 from keras_maxdeeplab.models.max_deeplab.max_deeplab_presets import HF_ORG
 from keras_maxdeeplab.models.max_deeplab.max_deeplab_presets import deeplab2_archive
@@ -56,7 +53,9 @@ _DATASETS = {
 }
 # Model sizes counted on the built models, deeplab2's own counts
 # (shared/reference/kmax_deeplab_tiny README section 2e;
-# tests/models/deeplab2_convnext/params_full.json).
+# tests/models/deeplab2_convnext/params_full.json;
+# tests/models/deeplab2_cityscapes/params_full.json plus our void channel's
+# 257 semantic-head weights).
 _PARAMS = {
     "kmax_r50": 72_650_796,
     "kmax_axial_r50": 90_577_452,
@@ -64,6 +63,12 @@ _PARAMS = {
     "kmax_convnext_small": 89_064_972,
     "kmax_convnext_base": 129_912_300,
     "kmax_convnext_large": 244_047_276,
+    "kmax_r50_cityscapes": 57_198_908,
+    "kmax_axial_r50_cityscapes": 75_127_740,
+    "kmax_convnext_tiny_cityscapes": 61_143_132,
+    "kmax_convnext_small_cityscapes": 82_777_692,
+    "kmax_convnext_base_cityscapes": 121_793_404,
+    "kmax_convnext_large_cityscapes": 232_265_148,
 }
 # ADE20K's 151 class channels against COCO's 134: each class has 257 weights
 # (kernel row of 256 + bias) in the final class head, the six k-means blocks'
@@ -89,24 +94,41 @@ _ADE20K_POSTPROCESS = {
     "thing_area_limit": 0,
     "stuff_area_limit": 0,
 }
-_DATASET_POSTPROCESS = {"coco": _COCO_POSTPROCESS, "ade20k": _ADE20K_POSTPROCESS}
-_DATASET_CATEGORIES = {"coco": COCO_PANOPTIC_CATEGORIES, "ade20k": ADE20K_PANOPTIC_CATEGORIES}
+# deeplab2's evaluator options of the kMaX Cityscapes configs.
+_CITYSCAPES_POSTPROCESS = {
+    **_COCO_POSTPROCESS,
+    "transformer_class_confidence_threshold_thing": 0.5,
+    "transformer_class_confidence_threshold_stuff": 0.3,
+    "overlapping_threshold": 0.9,
+    "reorder_mask_weight": 0.0,
+    "thing_area_limit": 256,
+    "stuff_area_limit": 2048,
+}
+_DATASET_POSTPROCESS = {
+    "coco": _COCO_POSTPROCESS,
+    "cityscapes": _CITYSCAPES_POSTPROCESS,
+    "ade20k": _ADE20K_POSTPROCESS,
+}
+_DATASET_CATEGORIES = {
+    "coco": COCO_PANOPTIC_CATEGORIES,
+    "cityscapes": CITYSCAPES_PANOPTIC_CATEGORIES,
+    "ade20k": ADE20K_PANOPTIC_CATEGORIES,
+}
 # deeplab2 hard-codes the transformer decoder's drop path per dataset
 # (`model/kmax_deeplab.py`): keep probability 0.8, 1.0 for ADE20K.
-_TRANSFORMER_DROP_PATH_KEEP_PROB = {"coco": 0.8, "ade20k": 1.0}
+_TRANSFORMER_DROP_PATH_KEEP_PROB = {"coco": 0.8, "cityscapes": 0.8, "ade20k": 1.0}
 # The datasets whose kMaX checkpoints this package builds.
 KMAX_DATASETS = tuple(_DATASET_CATEGORIES)
-_DATASET_REASON = {
-    "cityscapes": (
-        "deeplab2's Cityscapes kMaX (a stride-2 pixel decoder stage, 256 mask slots, no "
-        "auxiliary semantic decoder; 19 classes with void label 255) is not ported yet"
-    ),
-}
 
 
 def _row(backbone, dataset, crop_size, pq, archive_stem, config_suffix="", name_suffix=""):
     deeplab2_config, config, title, _ = _BACKBONES[backbone]
     dataset_name, num_classes, steps, dataset_title = _DATASETS[dataset]
+    if dataset == "cityscapes":
+        config = f"{config}_cityscapes"
+        params = _PARAMS[config]
+    else:
+        params = _PARAMS[config] + _CLASS_WEIGHTS * (num_classes - 134)
     name = f"kmax_{backbone}_{dataset}{name_suffix}"
     height, width = crop_size if isinstance(crop_size, tuple) else (crop_size, crop_size)
     official, things, stuff, deeplab2 = pq
@@ -118,11 +140,7 @@ def _row(backbone, dataset, crop_size, pq, archive_stem, config_suffix="", name_
     entry = {
         "metadata": {
             "description": description,
-            "params": (
-                None
-                if dataset in _DATASET_REASON
-                else _PARAMS[config] + _CLASS_WEIGHTS * (num_classes - 134)
-            ),
+            "params": params,
             "path": "kmax_deeplab",
         },
         "kind": "task",
@@ -134,13 +152,11 @@ def _row(backbone, dataset, crop_size, pq, archive_stem, config_suffix="", name_
         "num_classes": num_classes,
         "crop_size": crop_size,
         "training_steps": steps,
-        "postprocess_options": dict(_DATASET_POSTPROCESS.get(dataset, {})),
+        "postprocess_options": dict(_DATASET_POSTPROCESS[dataset]),
         **deeplab2_archive(archive_stem),
         "deeplab2_name": f"kmax_meta_{deeplab2_config}_os32{config_suffix}",
         "pq": {"pq": official, "pq_thing": things, "pq_stuff": stuff, "pq_deeplab2": deeplab2},
     }
-    if dataset in _DATASET_REASON:
-        entry["reason"] = _DATASET_REASON[dataset]
     return name, entry
 
 
@@ -182,8 +198,7 @@ _ZOO = dict(
         _ade20k_row("convnext_large", 1281, (50.9, 51.0, 50.7, 50.92)),
     ]
 )
-KMAX_DEEPLAB_PRESETS = {name: e for name, e in _ZOO.items() if "reason" not in e}
-KMAX_DEEPLAB_UNAVAILABLE = {name: e for name, e in _ZOO.items() if "reason" in e}
+KMAX_DEEPLAB_PRESETS = _ZOO
 
 
 def get_kmax_preset(name):
@@ -198,7 +213,8 @@ def get_kmax_preset(name):
 
 def kmax_dataset_overrides(dataset):
     """The `KMaXDeepLab` keyword arguments deeplab2's kMaX configs of a
-    dataset (`"coco"` or `"ade20k"`) imply besides the architecture: its
+    dataset (`"coco"`, `"cityscapes"` or `"ade20k"`) imply besides the
+    architecture: its
     `categories`, the evaluator options (`postprocess_options`) and
     `transformer_drop_path_keep_prob`.
 
@@ -227,17 +243,6 @@ def kmax_task_overrides(entry):
     'wall'
     """
     return kmax_dataset_overrides(entry["dataset"].removesuffix("_panoptic"))
-
-
-def unavailable_reason(name):
-    """Why a published kMaX checkpoint has no preset yet, or None.
-
-    Example:
-    >>> unavailable_reason("kmax_r50_cityscapes")
-    "deeplab2's Cityscapes kMaX (a stride-2 pixel decoder stage, ...) is not ported yet"
-    """
-    entry = KMAX_DEEPLAB_UNAVAILABLE.get(name) if isinstance(name, str) else None
-    return entry["reason"] if entry else None
 
 
 def listed_kmax_presets():

@@ -265,6 +265,7 @@ def serving_model(
             model.thing_class_ids,
             postprocess_options={**model.postprocess_options, **postprocess_options},
             method=model.post_processing_method,
+            label_divisor=model.label_divisor,
             name="panoptic_postprocess",
         )(outputs)
         if input_size != crop_size:
