@@ -5,9 +5,10 @@
 #
 # The three backends run at once, each in its own pytest process: most of the suite's time
 # is single-threaded compilation, so on a 2-core machine running them side by side takes
-# about as long as the slowest one alone. Each backend's report is printed when it ends.
-# Then the tests marked `serial` (multi-device steps, whose collectives time out on a
-# starved CPU) run one backend at a time.
+# about as long as the slowest one alone. Each backend then runs its tests marked `serial`
+# (multi-device steps in a child process) on its own, in the same slot, so that they
+# overlap the other backends' suites instead of adding to the total. Each backend's report
+# is printed when it ends.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/install.sh || exit 1
@@ -15,11 +16,30 @@ bash scripts/install.sh || exit 1
 .venv/bin/python tools/check_layering.py || exit 1
 logs="$(mktemp -d)"
 trap 'rm -rf "${logs}"' EXIT
+run_backend() {
+  local backend="$1"
+  shift
+  KERAS_BACKEND="${backend}" .venv/bin/python -m pytest -q -p no:cacheprovider --durations=20 \
+    --basetemp "${logs}/${backend}-tmp" -m "not serial" "$@" > "${logs}/${backend}.log" 2>&1
+  local code=$?
+  echo "--- KERAS_BACKEND=${backend}, serial tests ---" >> "${logs}/${backend}.log"
+  KERAS_BACKEND="${backend}" .venv/bin/python -m pytest -q -p no:cacheprovider --durations=5 \
+    --basetemp "${logs}/${backend}-serial-tmp" -m serial "$@" >> "${logs}/${backend}.log" 2>&1
+  local serial=$?
+  # pytest exit code 5 = no tests collected: a failure for the main run; for the serial
+  # run it means the extra arguments selected no serial test, which is fine.
+  if [ "${code}" -ne 0 ]; then
+    echo "pytest failed on ${backend} (exit ${code})" >> "${logs}/${backend}.log"
+    return 1
+  fi
+  if [ "${serial}" -ne 0 ] && [ "${serial}" -ne 5 ]; then
+    echo "pytest failed on ${backend}, serial tests (exit ${serial})" >> "${logs}/${backend}.log"
+    return 1
+  fi
+}
 declare -A backend_of
 for backend in jax tensorflow torch; do
-  KERAS_BACKEND="${backend}" .venv/bin/python -m pytest -q -p no:cacheprovider --durations=20 \
-    --basetemp "${logs}/${backend}-tmp" -m "not serial" "$@" \
-    > "${logs}/${backend}.log" 2>&1 &
+  run_backend "${backend}" "$@" &
   backend_of[$!]="${backend}"
 done
 status=0
@@ -29,20 +49,7 @@ for _ in jax tensorflow torch; do
   backend="${backend_of[${pid}]}"
   echo "=== KERAS_BACKEND=${backend} ==="
   cat "${logs}/${backend}.log"
-  # pytest exit code 5 = no tests collected: a failure for us.
   if [ "${code}" -ne 0 ]; then
-    echo "pytest failed on ${backend} (exit ${code})"
-    status=1
-  fi
-done
-for backend in jax tensorflow torch; do
-  echo "=== KERAS_BACKEND=${backend}, serial tests ==="
-  KERAS_BACKEND="${backend}" .venv/bin/python -m pytest -q -p no:cacheprovider --durations=5 \
-    --basetemp "${logs}/${backend}-serial-tmp" -m serial "$@"
-  code=$?
-  # Exit code 5: the extra arguments selected no serial test, which is fine here.
-  if [ "${code}" -ne 0 ] && [ "${code}" -ne 5 ]; then
-    echo "pytest failed on ${backend}, serial tests (exit ${code})"
     status=1
   fi
 done

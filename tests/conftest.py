@@ -7,11 +7,12 @@ import pytest
 # Quieter TensorFlow (pulled in by keras-hub) in test logs.
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 # The tests run tiny models, where XLA's compilation takes far longer than the
-# run: compile without LLVM's optimisation passes (JAX, and TensorFlow's XLA).
-# It cuts the JAX suite's time by about a third; outputs stay within float noise.
-os.environ["XLA_FLAGS"] = " ".join(
-    filter(None, [os.environ.get("XLA_FLAGS"), "--xla_backend_optimization_level=0"])
-)
+# run: compile without LLVM's optimisation passes (JAX, and TensorFlow's XLA),
+# which cut the JAX suite's time by about a third, and with XLA:CPU's older
+# fusion emitters, which compile the tiny training step in 20-35% less time
+# (30-38 s against 46-53 s, JAX). Outputs stay within float noise.
+_FAST_COMPILE = "--xla_backend_optimization_level=0 --xla_cpu_use_fusion_emitters=false"
+os.environ["XLA_FLAGS"] = " ".join(filter(None, [os.environ.get("XLA_FLAGS"), _FAST_COMPILE]))
 
 
 def pytest_configure(config):

@@ -25,6 +25,7 @@ from keras_maxdeeplab.conversion import load_deeplab2_checkpoint
 from keras_maxdeeplab.data.synthetic import synthetic_scene
 from keras_maxdeeplab.demo import DEMO_PRESET
 from keras_maxdeeplab.postprocessing import postprocess_panoptic
+from tests.helpers import ONE_BLOCK_PER_STAGE
 from tests.helpers import relative_error
 from tests.helpers import shared_path
 from tests.helpers import tiny_model
@@ -127,7 +128,7 @@ def test_trained_model_panoptic_maps_match_float32():
 @pytest.mark.parametrize("policy", sorted(TOLERANCES), indirect=True)
 def test_fit_lowers_the_loss(policy):
     keras.utils.set_random_seed(1)
-    model = tiny_model(CROP)
+    model = tiny_model(CROP, **ONE_BLOCK_PER_STAGE)
     model.compile(learning_rate=1e-3, training_steps=1000, warmup_steps=0)
     scaled = isinstance(model.optimizer, keras.optimizers.LossScaleOptimizer)
     assert scaled == (policy == "mixed_float16")

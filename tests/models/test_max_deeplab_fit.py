@@ -4,6 +4,7 @@ import pytest
 import keras
 
 from keras_maxdeeplab.losses.max_deeplab_loss import TERMS
+from tests.helpers import ONE_BLOCK_PER_STAGE
 from tests.helpers import tiny_model
 
 SIZE = 65
@@ -49,7 +50,7 @@ def _jit_options():
 @pytest.mark.parametrize("jit_compile", _jit_options())
 def test_fit_lowers_the_loss(jit_compile):
     keras.utils.set_random_seed(1)
-    model = tiny_model(SIZE)
+    model = tiny_model(SIZE, **ONE_BLOCK_PER_STAGE)
     model.compile(learning_rate=1e-3, training_steps=1000, warmup_steps=0, jit_compile=jit_compile)
     images, y_true = _scenes(4, seed=0)
     before = model.evaluate(images, y_true, batch_size=4, verbose=0, return_dict=True)
@@ -115,7 +116,9 @@ def test_fit_and_evaluate_on_a_coco_panoptic_dataset(tmp_path):
 
     keras.utils.set_random_seed(3)
     data = COCOPanopticDataset(*write_synthetic_panoptic_dataset(tmp_path, 4, seed=0))
-    backbone = MaXDeepLabBackbone(image_shape=(SIZE, SIZE, 3), **TINY_BACKBONE)
+    backbone = MaXDeepLabBackbone(
+        image_shape=(SIZE, SIZE, 3), **dict(TINY_BACKBONE, **ONE_BLOCK_PER_STAGE)
+    )
     model = MaXDeepLab(
         backbone,
         categories=SYNTHETIC_CATEGORIES,
