@@ -13,12 +13,13 @@ from keras_maxdeeplab import KMaXDeepLabBackbone
 from keras_maxdeeplab import MaXDeepLab
 from keras_maxdeeplab.coco import ADE20K_PANOPTIC_CATEGORIES
 from keras_maxdeeplab.coco import CITYSCAPES_PANOPTIC_CATEGORIES
-from keras_maxdeeplab.conversion.deeplab2 import void_channel_transforms
 from keras_maxdeeplab.conversion.deeplab2 import is_model_variable
 from keras_maxdeeplab.conversion.deeplab2 import kmax_key_to_path
 from keras_maxdeeplab.conversion.deeplab2 import match_checkpoint
+from keras_maxdeeplab.conversion.deeplab2 import void_channel_transforms
 from keras_maxdeeplab.models.kmax_deeplab.kmax_builder import build_kmax_model
 from keras_maxdeeplab.models.kmax_deeplab.kmax_configs import KMAX_DEEPLAB_CONFIGS
+from keras_maxdeeplab.models.kmax_deeplab.kmax_presets import kmax_dataset_overrides
 from tests.helpers import shared_path
 from tests.hub_helpers import offline_hf_cache
 
@@ -159,9 +160,10 @@ def test_presets_property():
         assert preset["metadata"]["path"] == "kmax_deeplab"
 
 
-def _checkpoint_variables(filename):
+def _checkpoint_variables(path):
+    """`{deeplab2 checkpoint key: shape}` of a variable list (`key<TAB>[shape]` lines)."""
     checkpoint = {}
-    with open(shared_path("reference", "kmax_deeplab_tiny", filename)) as f:
+    with open(path) as f:
         for line in f:
             if line.startswith("#") or not line.strip():
                 continue
@@ -177,7 +179,7 @@ def test_full_models_map_one_to_one_onto_the_published_checkpoints(name):
     """Every variable of the published checkpoint has exactly one home, and the
     table's `params` is the built model's count (no weight depends on the crop)."""
     filename, params, variables = FULL[name]
-    checkpoint = _checkpoint_variables(filename)
+    checkpoint = _checkpoint_variables(shared_path("reference", "kmax_deeplab_tiny", filename))
     assert len(checkpoint) == variables
     model = build_kmax_model(KMAX_DEEPLAB_PRESETS[name]["config"], 65)
     block_names = [block.name for block in model.transformer_blocks]
@@ -249,25 +251,16 @@ def test_convnext_large_cityscapes_row_builds():
     _cityscapes_row_builds("kmax_convnext_large_cityscapes")
 
 
-def _cityscapes_variables():
-    checkpoint = {}
-    path = os.path.join(os.path.dirname(__file__), "deeplab2_cityscapes", "variables_full_r50.txt")
-    with open(path) as f:
-        for line in f:
-            if line.startswith("#") or not line.strip():
-                continue
-            key, shape = line.rstrip("\n").split("\t")[:2]
-            if is_model_variable(key):
-                checkpoint[key] = tuple(int(x) for x in shape.strip("[]").split(",") if x.strip())
-    return checkpoint
-
-
 @pytest.mark.large
 def test_full_cityscapes_r50_maps_one_to_one_onto_deeplab2s_variables():
     """Every variable of deeplab2's full Cityscapes ResNet-50 has one home;
     the semantic head's last layer gets our void channel."""
-    checkpoint = _cityscapes_variables()
-    model = build_kmax_model("kmax_r50_cityscapes", 65)
+    checkpoint = _checkpoint_variables(
+        os.path.join(os.path.dirname(__file__), "deeplab2_cityscapes", "variables_full_r50.txt")
+    )
+    model = build_kmax_model(
+        "kmax_r50_cityscapes", 65, overrides=kmax_dataset_overrides("cityscapes")
+    )
     block_names = [block.name for block in model.transformer_blocks]
     _, shapes = void_channel_transforms(model, checkpoint)
     pairs = match_checkpoint(
