@@ -24,6 +24,20 @@ _ADE20K_FILE = os.path.join(os.path.dirname(__file__), "ade20k_panoptic_categori
 _CITYSCAPES_FILE = os.path.join(os.path.dirname(__file__), "cityscapes_panoptic_categories.json")
 
 
+def prediction_label_divisor(num_mask_slots, label_divisor=LABEL_DIVISOR):
+    """The divisor `D` of predicted `class * D + instance` maps, whose thing
+    instances are mask slots + 1: `label_divisor` while the slots fit under
+    it, else deeplab2's Cityscapes 1000 (its kMaX models have 256 slots).
+
+    Example:
+    >>> prediction_label_divisor(128), prediction_label_divisor(256)
+    (256, 1000)
+    """
+    if num_mask_slots < label_divisor:
+        return label_divisor
+    return max(label_divisor, CITYSCAPES_LABEL_DIVISOR)
+
+
 def check_categories(categories, source="categories"):
     """Validates a category list and returns it sorted by id, as plain dicts.
 

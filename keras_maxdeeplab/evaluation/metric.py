@@ -8,9 +8,9 @@ import keras
 from keras import ops
 
 from keras_maxdeeplab import backend_seam
-from keras_maxdeeplab.coco.categories import CITYSCAPES_LABEL_DIVISOR
 from keras_maxdeeplab.coco.categories import COCO_THING_CLASS_IDS
 from keras_maxdeeplab.coco.categories import LABEL_DIVISOR
+from keras_maxdeeplab.coco.categories import prediction_label_divisor
 from keras_maxdeeplab.evaluation.panoptic_quality import PQStat
 from keras_maxdeeplab.postprocessing.panoptic import POST_PROCESSORS
 from keras_maxdeeplab.postprocessing.panoptic import check_post_processing_method
@@ -110,10 +110,9 @@ class PanopticQuality(keras.metrics.Metric):
         gt = ops.cast(y_true, "int32")
         pred_label_divisor = self.label_divisor
         if isinstance(y_pred, dict):
-            # Thing instances are mask slots + 1: 256 slots need a larger
-            # divisor for the predictions (deeplab2's Cityscapes 1000).
-            if y_pred["transformer_class_logits"].shape[1] >= self.label_divisor:
-                pred_label_divisor = max(self.label_divisor, CITYSCAPES_LABEL_DIVISOR)
+            pred_label_divisor = prediction_label_divisor(
+                y_pred["transformer_class_logits"].shape[1], self.label_divisor
+            )
             y_pred = POST_PROCESSORS[self.method](
                 y_pred["pixel_space_mask_logits"],
                 y_pred["transformer_class_logits"],

@@ -14,7 +14,8 @@ class KMaXPixelDecoder(keras.layers.Layer):
     stages, COCO and ADE20K) or to the stem's stride (5 stages, Cityscapes).
 
     Every encoder endpoint (pre-activation `stage5`, `stage4`, `stage3`,
-    `stage2`, and `stage1` for a fifth stage) is layer-normalised (epsilon 1e-6, `backbone_norm{i}`). Stage
+    `stage2`, and `stage1` for a fifth stage) is layer-normalised (epsilon
+    1e-6, `backbone_norm{i}`). Stage
     `i` is a `BlockGroup` of `num_blocks[i]` axial or bottleneck blocks with
     base width `dims[i]` (output `4 * dims[i]` channels), exact GeLU, built as
     deeplab2 builds it (nominal input stride 32, output stride 16: bottleneck

@@ -12,9 +12,8 @@ from keras_hub.models import ImageSegmenter
 
 from keras_maxdeeplab import backend_seam
 from keras_maxdeeplab.coco.categories import COCO_PANOPTIC_CATEGORIES
-from keras_maxdeeplab.coco.categories import CITYSCAPES_LABEL_DIVISOR
-from keras_maxdeeplab.coco.categories import LABEL_DIVISOR
 from keras_maxdeeplab.coco.categories import check_categories
+from keras_maxdeeplab.coco.categories import prediction_label_divisor
 from keras_maxdeeplab.coco.categories import thing_class_ids
 from keras_maxdeeplab.evaluation.metric import PanopticQuality
 from keras_maxdeeplab.models.max_deeplab.input_checks import check_raw_images
@@ -110,10 +109,7 @@ class PanopticTask(ImageSegmenter):
         >>> model.label_divisor  # a COCO model
         256
         """
-        num_mask_slots = self.output["transformer_class_logits"].shape[1]
-        if num_mask_slots < LABEL_DIVISOR:
-            return LABEL_DIVISOR
-        return CITYSCAPES_LABEL_DIVISOR
+        return prediction_label_divisor(self.output["transformer_class_logits"].shape[1])
 
     def compile(
         self,
