@@ -16,6 +16,7 @@ global batch's.
 
 import contextlib
 import importlib.util
+import math
 
 import numpy as np
 
@@ -302,6 +303,97 @@ def count_by_index(index, weights, depth):
     return keras.ops.sum(one_hot * weights[..., None], axis=axes)
 
 
+def conv(inputs, kernel, strides=1, padding="valid", dilation_rate=1):
+    """`keras.ops.conv` for `[B, H, W, C]` inputs and a `[kh, kw, C / groups,
+    filters]` kernel (groups = C / the kernel's third dimension).
+
+    Keras' PyTorch convolution copies the inputs into channels-first memory and
+    hands back a strided channels-last view, which every later elementwise op
+    (batch norm, ReLU, residual adds) then walks slowly: on MaX-DeepLab-S at
+    641 those copies and strided passes took about half of the forward pass.
+    PyTorch's oneDNN convolution reads a permuted channels-last tensor as it
+    is and writes channels-last, so on PyTorch the permutes here are views and
+    the output is contiguous (a 1x1 conv + batch norm + ReLU on a
+    161x161x256 map: 12.5 ms against 80 ms). The sums differ only in float
+    rounding. 1x1 kernels run as `pointwise`; strided "same" padding and
+    dtypes other than float32 keep Keras' own path.
+
+    Example:
+    >>> conv(x, layer.kernel, strides=2)  # x [1, 65, 65, 64], kernel [3, 3, 64, 128] -> [1, 32, 32, 128]
+    """
+    strides = _pair(strides)
+    dilation_rate = _pair(dilation_rate)
+    if not _runs_torch_float32(inputs) or (padding == "same" and strides != (1, 1)):
+        return keras.ops.conv(
+            inputs, kernel, strides=strides, padding=padding, dilation_rate=dilation_rate
+        )
+    import torch
+
+    inputs = keras.ops.convert_to_tensor(inputs)
+    kernel = keras.ops.convert_to_tensor(kernel)
+    if tuple(kernel.shape[:3]) == (1, 1, inputs.shape[-1]) and strides == (1, 1):
+        return pointwise(inputs, kernel[0, 0])
+    outputs = torch.nn.functional.conv2d(
+        inputs.permute(0, 3, 1, 2),
+        kernel.permute(3, 2, 0, 1),
+        stride=strides,
+        padding=padding,
+        dilation=dilation_rate,
+        groups=inputs.shape[-1] // kernel.shape[2],
+    )
+    return outputs.permute(0, 2, 3, 1)
+
+
+# From this many rows (pixels, or positions of a sequence) PyTorch's oneDNN
+# 1x1 convolution beats its MKL matrix product, 1.2-2.5x (measured on 2 CPU
+# cores, 128 to 2048 channels); below it the convolution's per-call reordering
+# of the weights costs more than it saves (up to 4x slower at 81 rows).
+_POINTWISE_CONV_MIN_ROWS = 512
+
+
+def pointwise(inputs, kernel):
+    """`inputs @ kernel` on the last axis: `[..., C_in]` x `[C_in, C_out]` ->
+    `[..., C_out]` (a 1x1 convolution, or a projection of a sequence).
+
+    On PyTorch from `_POINTWISE_CONV_MIN_ROWS` rows up, it runs as oneDNN's
+    1x1 convolution in channels-last memory, about twice as fast as the matrix
+    product there (MaX-DeepLab-S at 641: [1681, 1024] x [1024, 2048] in 25 ms
+    against 39 ms); elsewhere it is `keras.ops.matmul`. The sums differ only in
+    float rounding.
+
+    Example:
+    >>> pointwise(x, kernel)  # x [4, 41, 1024], kernel [1024, 2048] -> [4, 41, 2048]
+    """
+    rows = inputs.shape[:-1]
+    # A traced size (a dynamic batch under torch.export) is no int: the
+    # choice would be a guard on it, so traced graphs take the matrix product.
+    if (
+        _runs_torch_float32(inputs)
+        and all(isinstance(size, int) for size in rows)
+        and math.prod(rows) >= _POINTWISE_CONV_MIN_ROWS
+    ):
+        import torch
+
+        inputs = keras.ops.convert_to_tensor(inputs)
+        kernel = keras.ops.convert_to_tensor(kernel)
+        rows = inputs.reshape(1, -1, 1, inputs.shape[-1]).permute(0, 3, 1, 2)
+        outputs = torch.nn.functional.conv2d(rows, kernel.t()[:, :, None, None])
+        return outputs.permute(0, 2, 3, 1).reshape(*inputs.shape[:-1], kernel.shape[1])
+    return keras.ops.matmul(inputs, kernel)
+
+
+def _runs_torch_float32(inputs):
+    # Other dtypes keep Keras' own ops, which choose how PyTorch runs them on
+    # each device (e.g. float16 matrix products in float32 on CPU).
+    return keras.backend.backend() == "torch" and keras.backend.standardize_dtype(
+        inputs.dtype
+    ) == "float32"
+
+
+def _pair(value):
+    return (value, value) if isinstance(value, int) else tuple(value)
+
+
 def depthwise_conv_same(inputs, kernel):
     """A stride-1 "same" depthwise convolution: `[B, H, W, C]` inputs, a
     `[kh, kw, C, 1]` kernel (`keras.layers.DepthwiseConv2D`'s), `[B, H, W, C]` out.
@@ -310,12 +402,19 @@ def depthwise_conv_same(inputs, kernel):
     (MaX-DeepLab-S's 5x5 depthwise conv on a 161x161x256 map: 430 ms, against
     9 ms in TensorFlow's kernel). On JAX on CPU the same sum is written as
     kh * kw shifted multiply-adds, which XLA fuses into one pass (12 ms);
-    elsewhere the engine's own depthwise convolution runs. The sums differ
-    only in float rounding.
+    elsewhere the engine's own depthwise convolution runs (through `conv` on
+    PyTorch: 5x5 on 161x161x256, 3.8 ms against Keras' 18.7 ms). The sums
+    differ only in float rounding.
 
     Example:
     >>> depthwise_conv_same(x, layer.kernel)  # x [1, 161, 161, 256], kernel [5, 5, 256, 1]
     """
+    if _runs_torch_float32(inputs):
+        kernel_height, kernel_width, channels, _ = kernel.shape
+        # [kh, kw, C, 1] holds the same values in the order of the grouped
+        # kernel [kh, kw, 1, C].
+        grouped = keras.ops.reshape(kernel, (kernel_height, kernel_width, 1, channels))
+        return conv(inputs, grouped, padding="same")
     if keras.backend.backend() != "jax" or _jax_platform() != "cpu":
         return keras.ops.depthwise_conv(inputs, kernel, strides=1, padding="same")
     kernel_height, kernel_width = kernel.shape[:2]
@@ -332,6 +431,38 @@ def depthwise_conv_same(inputs, kernel):
             term = padded[:, i : i + height, j : j + width, :] * kernel[i, j, :, 0]
             outputs = term if outputs is None else outputs + term
     return outputs
+
+
+def native_resize_bilinear_align_corners(images, size):
+    """The engine's own align-corners bilinear resize of `[B, H, W, C]`
+    float32 images to `size` `(H', W')`, or None where the `keras.ops` form
+    (two matrix products) serves.
+
+    PyTorch's upsampling kernel reads the channels-last view as it is and
+    computes the same interpolation as TF1's `align_corners=True` (source =
+    destination * (in - 1) / (out - 1) in float32): 161 -> 641 upsampling of
+    128 mask logits in 113 ms against 264 ms for the matrix products, 81 ->
+    161 of 256 channels in 1.6 ms against 17.8 ms. The values differ only in
+    float rounding.
+
+    Example:
+    >>> native_resize_bilinear_align_corners(x, (161, 161))  # x [1, 81, 81, 256]; None off PyTorch
+    """
+    if not _runs_torch_float32(images):
+        return None
+    import torch
+
+    images = keras.ops.convert_to_tensor(images)
+    resized = torch.nn.functional.interpolate(
+        images.permute(0, 3, 1, 2), size=tuple(size), mode="bilinear", align_corners=True
+    )
+    return resized.permute(0, 2, 3, 1)
+
+
+def gathers_beat_matrix_products():
+    """True on JAX on CPU, where a resize written as gathers and a weighted
+    sum runs about twice as fast as the same resize as matrix products."""
+    return keras.backend.backend() == "jax" and _jax_platform() == "cpu"
 
 
 def _jax_platform():

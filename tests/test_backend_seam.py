@@ -1,13 +1,17 @@
-"""The backend seam's depthwise convolution: on JAX on CPU a fused sum of
-shifted products (XLA's grouped convolution is slow there), elsewhere the
-engine's own; either way TensorFlow's stride-1 "same" depthwise convolution."""
+"""The backend seam's array operations: whichever way an engine runs them
+(the depthwise convolution as fused shifted products on JAX on CPU, the
+convolutions in channels-last memory and large 1x1 products as oneDNN
+convolutions on PyTorch), the values are those of the operation by definition."""
 
 import numpy as np
 import pytest
 
+from keras_maxdeeplab import backend_seam
+from keras_maxdeeplab.backend_seam import conv
 from keras_maxdeeplab.backend_seam import count_by_index
 from keras_maxdeeplab.backend_seam import depthwise_conv_same
 from keras_maxdeeplab.backend_seam import first_argmax
+from keras_maxdeeplab.backend_seam import pointwise
 from tests.helpers import to_numpy
 
 
@@ -33,6 +37,64 @@ def test_depthwise_conv_same_is_tensorflows_same_convolution(kernel_size):
     got = to_numpy(depthwise_conv_same(inputs, kernel))
     assert got.shape == inputs.shape
     np.testing.assert_allclose(got, _reference(inputs, kernel), rtol=1e-5, atol=1e-5)
+
+
+def _conv_reference(inputs, kernel, strides, padding, dilation):
+    """TensorFlow's convolution by definition, in float64: "same" pads
+    `max((ceil(H / s) - 1) * s + k_eff - H, 0)` pixels, the odd one after;
+    groups = input channels / the kernel's third dimension."""
+    kh, kw, group_in, filters = kernel.shape
+    groups = inputs.shape[-1] // group_in
+    eff_h, eff_w = (kh - 1) * dilation + 1, (kw - 1) * dilation + 1
+    pads = []
+    for size, eff in ((inputs.shape[1], eff_h), (inputs.shape[2], eff_w)):
+        total = max((-(-size // strides) - 1) * strides + eff - size, 0) if padding == "same" else 0
+        pads.append((total // 2, total - total // 2))
+    x = np.pad(inputs.astype("float64"), [(0, 0), pads[0], pads[1], (0, 0)])
+    out_h = (x.shape[1] - eff_h) // strides + 1
+    out_w = (x.shape[2] - eff_w) // strides + 1
+    out = np.zeros((inputs.shape[0], out_h, out_w, filters), "float64")
+    per_group = filters // groups
+    for g in range(groups):
+        cin, cout = slice(g * group_in, (g + 1) * group_in), slice(g * per_group, (g + 1) * per_group)
+        for i in range(kh):
+            for j in range(kw):
+                rows = x[:, i * dilation : i * dilation + strides * (out_h - 1) + 1 : strides]
+                taps = rows[:, :, j * dilation : j * dilation + strides * (out_w - 1) + 1 : strides]
+                out[..., cout] += taps[..., cin] @ kernel[i, j, :, cout]
+    return out
+
+
+@pytest.mark.parametrize(
+    "input_shape, kernel_shape, strides, padding, dilation",
+    [
+        ((2, 9, 7, 6), (3, 3, 6, 5), 1, "same", 1),
+        ((2, 9, 7, 6), (3, 3, 6, 5), 2, "valid", 1),
+        ((1, 11, 11, 4), (3, 3, 4, 8), 1, "same", 3),  # atrous
+        ((1, 10, 10, 4), (4, 4, 4, 3), 4, "valid", 1),  # ConvNeXt's stem
+        ((1, 9, 9, 6), (7, 7, 1, 6), 1, "same", 1),  # grouped (depthwise)
+        ((1, 8, 9, 6), (3, 3, 6, 4), 2, "same", 1),  # strided "same": Keras' own path
+        ((2, 9, 7, 6), (1, 1, 6, 5), 1, "same", 1),  # 1x1, few rows: a matrix product
+        ((1, 24, 24, 6), (1, 1, 6, 5), 1, "valid", 1),  # 1x1, many rows: PyTorch's 1x1 conv
+    ],
+)
+def test_conv_is_tensorflows_convolution(input_shape, kernel_shape, strides, padding, dilation):
+    rng = np.random.RandomState(1)
+    inputs = rng.randn(*input_shape).astype("float32")
+    kernel = rng.randn(*kernel_shape).astype("float32")
+    got = to_numpy(conv(inputs, kernel, strides=strides, padding=padding, dilation_rate=dilation))
+    want = _conv_reference(inputs, kernel, strides, padding, dilation)
+    assert got.shape == want.shape
+    np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("rows", [7, backend_seam._POINTWISE_CONV_MIN_ROWS])
+def test_pointwise_is_a_matrix_product_on_the_last_axis(rows):
+    rng = np.random.RandomState(2)
+    inputs = rng.randn(1, rows, 8).astype("float32")
+    kernel = rng.randn(8, 5).astype("float32")
+    got = to_numpy(pointwise(inputs, kernel))
+    np.testing.assert_allclose(got, inputs.astype("float64") @ kernel, rtol=1e-5, atol=1e-5)
 
 
 def test_first_argmax_takes_the_first_maximum_and_ties_signed_zeros():

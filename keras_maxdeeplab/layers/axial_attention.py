@@ -5,6 +5,7 @@ import numpy as np
 import keras
 from keras import ops
 
+from keras_maxdeeplab import backend_seam
 from keras_maxdeeplab.layers.batch_norm import MultiAxisBatchNormalization
 from keras_maxdeeplab.layers.batch_norm import batch_normalization
 
@@ -129,7 +130,7 @@ class AxialAttention(keras.layers.Layer):
         length = inputs.shape[1]
         heads = self.num_heads
         dk, dv = self.total_key_depth, self.total_value_depth
-        qkv = ops.matmul(inputs, ops.cast(self.qkv_kernel, self.compute_dtype))
+        qkv = backend_seam.pointwise(inputs, ops.cast(self.qkv_kernel, self.compute_dtype))
         qkv = self.batch_norm_qkv(qkv, training=training)
         query = ops.reshape(qkv[..., :dk], (-1, length, heads, dk // heads))
         key = ops.reshape(qkv[..., dk : 2 * dk], (-1, length, heads, dk // heads))

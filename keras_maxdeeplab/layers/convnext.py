@@ -11,6 +11,7 @@ import keras
 from keras import ops
 
 from keras_maxdeeplab import backend_seam
+from keras_maxdeeplab.layers.convolutions import ChannelsLastConv2D
 from keras_maxdeeplab.layers.convolutions import activate
 from keras_maxdeeplab.layers.drop_path import DropPath
 
@@ -53,7 +54,7 @@ class ConvNeXtDownsampling(keras.layers.Layer):
         self.filters = filters
         self.stem = stem
         stride = 4 if stem else 2
-        self.conv = keras.layers.Conv2D(
+        self.conv = ChannelsLastConv2D(
             filters,
             stride,
             strides=stride,

@@ -45,6 +45,28 @@ def activate(x, activation):
     raise ValueError(f"activation must be one of {ACTIVATIONS}; got {activation!r}.")
 
 
+@keras.saving.register_keras_serializable(package="keras_maxdeeplab")
+class ChannelsLastConv2D(keras.layers.Conv2D):
+    """`keras.layers.Conv2D` (same weights, options and shapes) convolving
+    through `backend_seam.conv`, which keeps PyTorch's convolutions in
+    channels-last memory instead of copying to channels-first and back.
+
+    Shapes: `[B, H, W, C] -> [B, H', W', filters]`, as `keras.layers.Conv2D`.
+
+    Example:
+    >>> y = ChannelsLastConv2D(64, 3, padding="same")(x)  # x [1, 65, 65, 32] -> [1, 65, 65, 64]
+    """
+
+    def convolution_op(self, inputs, kernel):
+        return backend_seam.conv(
+            inputs,
+            kernel,
+            strides=self.strides,
+            padding=self.padding,
+            dilation_rate=self.dilation_rate,
+        )
+
+
 def _symmetric_padding(kernel_size, atrous_rate):
     effective = kernel_size + (kernel_size - 1) * (atrous_rate - 1)
     begin = (effective - 1) // 2
@@ -105,7 +127,7 @@ class Conv2DSame(keras.layers.Layer):
         self._padding = None
         if strides > 1:
             self._padding = _symmetric_padding(kernel_size, atrous_rate)
-        self.conv = keras.layers.Conv2D(
+        self.conv = ChannelsLastConv2D(
             filters,
             kernel_size,
             strides=strides,
@@ -341,7 +363,7 @@ class _PointwiseKernel(keras.layers.Layer):
             self.bias = self.add_weight(shape=(self.filters,), initializer="zeros", name="bias")
 
     def call(self, inputs):
-        x = ops.matmul(inputs, ops.cast(self.kernel[0], self.compute_dtype))
+        x = backend_seam.pointwise(inputs, ops.cast(self.kernel[0], self.compute_dtype))
         if self.bias is not None:
             x = x + ops.cast(self.bias, self.compute_dtype)
         return x

@@ -8,6 +8,7 @@ import keras
 from keras import ops
 
 from keras_maxdeeplab.layers.batch_norm import batch_normalization
+from keras_maxdeeplab.layers.convolutions import ChannelsLastConv2D
 from keras_maxdeeplab.layers.convolutions import Conv1D
 from keras_maxdeeplab.layers.convolutions import Conv2DSame
 from keras_maxdeeplab.layers.convolutions import SeparableConv2DSame
@@ -81,7 +82,7 @@ class PredictionHead(keras.layers.Layer):
         self.conv_block = SeparableConvBlock(
             head_channels, activation=activation, dtype=self.dtype_policy, name="conv_block"
         )
-        self.final_conv = keras.layers.Conv2D(
+        self.final_conv = ChannelsLastConv2D(
             output_channels,
             1,
             kernel_initializer=keras.initializers.TruncatedNormal(stddev=0.01),

@@ -1,4 +1,5 @@
 import numpy as np
+import pytest
 import tensorflow as tf
 
 from keras_maxdeeplab.layers.resize import _bilinear_matrix
@@ -13,12 +14,22 @@ def test_bilinear_matrix_by_hand():
     np.testing.assert_allclose(_bilinear_matrix(3, 5), expected)
 
 
-def test_bilinear_matches_tf1_align_corners():
-    x = np.random.RandomState(0).normal(size=(2, 9, 7, 3)).astype("float32")
-    for size in [(17, 13), (5, 4), (9, 13)]:
-        expected = tf.compat.v1.image.resize_bilinear(x, size, align_corners=True).numpy()
-        got = to_numpy(resize_bilinear_align_corners(x, size))
-        np.testing.assert_allclose(got, expected, atol=2e-6)
+@pytest.mark.parametrize("inference_only", [False, True])
+def test_bilinear_matches_tf1_align_corners(inference_only):
+    """Whichever form runs (matrix products; the engine's own kernel on
+    PyTorch; gathers on JAX on CPU for inference)."""
+    rng = np.random.RandomState(0)
+    cases = [
+        ((2, 9, 7, 3), [(17, 13), (5, 4), (9, 13), (1, 3)]),
+        ((1, 41, 41, 4), [(161, 161)]),  # the mask logits' upsampling, stride 4
+        ((1, 120, 160, 3), [(33, 33), (129, 97)]),  # a photo's downsizing
+    ]
+    for shape, sizes in cases:
+        x = rng.normal(size=shape).astype("float32") * 5
+        for size in sizes:
+            expected = tf.compat.v1.image.resize_bilinear(x, size, align_corners=True).numpy()
+            got = to_numpy(resize_bilinear_align_corners(x, size, inference_only=inference_only))
+            np.testing.assert_allclose(got, expected, atol=1e-5, err_msg=f"{shape} -> {size}")
 
 
 def test_same_size_is_identity():

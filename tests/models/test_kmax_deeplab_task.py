@@ -162,6 +162,14 @@ def test_predict_panoptic_gives_deeplab2s_maskwise_maps(model, io):
         np.testing.assert_array_equal(maps[key], io[f"s{CROP}/postprocess/{key}"], err_msg=key)
 
 
+def test_every_layer_is_built_from_the_start():
+    """Weightless layers the network never calls (the preprocessor, drop
+    paths) too: Keras' JAX predict_on_batch re-runs the whole model eagerly on
+    every call while any layer is unbuilt."""
+    fresh = build_kmax_model("kmax_r50_tiny", CROP)
+    assert [layer.name for layer in fresh._flatten_layers() if not layer.built] == []
+
+
 def test_postprocess_options_default_to_kmax_and_refuse_unknown_keys(model):
     assert model.postprocess_options == MASKWISE_POSTPROCESS_OPTIONS
     assert MASKWISE_POSTPROCESS_OPTIONS["stuff_area_limit"] == 6400

@@ -139,10 +139,12 @@ def test_predict_panoptic_pipelines_are_cached_and_not_saved(tmp_path):
     model.predict_panoptic(image, thing_area_limit=3)
     model.predict_panoptic(image)
     assert len(model._panoptic_pipelines.by_options) == 2
-    # Every layer built from the start (drop paths, the preprocessor):
-    # otherwise Keras' JAX predict_on_batch re-runs the whole model eagerly.
-    pipeline = build_model("max_deeplab_tiny", 65)._panoptic_pipeline({})
-    assert [layer.name for layer in pipeline._flatten_layers() if not layer.built] == []
+    # Every layer built from the start (drop paths, the preprocessor), in
+    # the pipeline and in the task itself: otherwise Keras' JAX
+    # predict_on_batch re-runs the whole model eagerly on every call.
+    task = build_model("max_deeplab_tiny", 65)
+    for graph in (task, task._panoptic_pipeline({})):
+        assert [layer.name for layer in graph._flatten_layers() if not layer.built] == []
     after = str(tmp_path / "after.weights.h5")
     model.save_weights(after)
     names = {}

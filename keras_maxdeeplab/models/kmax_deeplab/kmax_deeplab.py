@@ -18,6 +18,7 @@ from keras_maxdeeplab.models.kmax_deeplab.kmax_presets import listed_kmax_preset
 from keras_maxdeeplab.models.max_deeplab.input_checks import check_images
 from keras_maxdeeplab.models.panoptic_task import PanopticTask
 from keras_maxdeeplab.models.panoptic_task import check_postprocess_options
+from keras_maxdeeplab.models.panoptic_task import mark_weightless_layers_built
 from keras_maxdeeplab.models.panoptic_task import resolve_categories
 from keras_maxdeeplab.postprocessing.panoptic import MASKWISE_POSTPROCESS_OPTIONS
 
@@ -293,6 +294,7 @@ class KMaXDeepLab(PanopticTask):
         self.atrous_rates = tuple(atrous_rates)
         self.use_auxiliary_semantic_head = use_auxiliary_semantic_head
         self.use_auxiliary_semantic_decoder = use_auxiliary_semantic_decoder
+        mark_weightless_layers_built(self)
 
     def __call__(self, inputs, *args, **kwargs):
         check_images(inputs, self.backbone.image_shape)

@@ -23,6 +23,7 @@ from keras_maxdeeplab.models.max_deeplab.max_deeplab_preprocessor import MaXDeep
 from keras_maxdeeplab.models.max_deeplab.max_deeplab_presets import listed_presets
 from keras_maxdeeplab.models.panoptic_task import PanopticTask
 from keras_maxdeeplab.models.panoptic_task import check_postprocess_options
+from keras_maxdeeplab.models.panoptic_task import mark_weightless_layers_built
 from keras_maxdeeplab.models.panoptic_task import resolve_categories
 from keras_maxdeeplab.optimizers import is_pretrained_backbone_variable
 from keras_maxdeeplab.postprocessing.panoptic import DEFAULT_POSTPROCESS_OPTIONS
@@ -193,6 +194,7 @@ class MaXDeepLab(PanopticTask):
         self.low_level_channels = tuple(low_level_channels)
         self.atrous_rates = tuple(atrous_rates)
         self.use_auxiliary_semantic_head = use_auxiliary_semantic_head
+        mark_weightless_layers_built(self)
         if compile_now:
             self.compile()
 
