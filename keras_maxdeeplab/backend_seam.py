@@ -459,12 +459,6 @@ def native_resize_bilinear_align_corners(images, size):
     return resized.permute(0, 2, 3, 1)
 
 
-def gathers_beat_matrix_products():
-    """True on JAX on CPU, where a resize written as gathers and a weighted
-    sum runs about twice as fast as the same resize as matrix products."""
-    return keras.backend.backend() == "jax" and _jax_platform() == "cpu"
-
-
 def _jax_platform():
     import jax
 

@@ -3,10 +3,9 @@
 `keras.ops.image.resize` has no `align_corners`; deeplab2 uses it everywhere.
 Bilinear resizing is separable, so it is two matrix products with small,
 static interpolation matrices: exact on every backend, and the form every
-exporter converts. Where an engine has a faster form of the same sums
-(`backend_seam.native_resize_bilinear_align_corners`, and gathers on JAX on
-CPU where no gradient is taken), that runs instead; the values differ only in
-float rounding.
+exporter converts. Where the engine has its own kernel for the same sums
+(PyTorch: `backend_seam.native_resize_bilinear_align_corners`), that runs
+instead; the values differ only in float rounding.
 """
 
 import numpy as np
@@ -15,23 +14,18 @@ from keras import ops
 from keras_maxdeeplab import backend_seam
 
 
-def _interpolation(in_size, out_size):
-    """Per output position: the two source positions and the weight of the
-    second (`low`, `high`, `frac`), in float32 arithmetic as TF's kernel."""
+def _bilinear_matrix(in_size, out_size):
+    """[out_size, in_size] align-corners linear interpolation weights."""
+    matrix = np.zeros((out_size, in_size), np.float32)
     if out_size == 1 or in_size == 1:
-        zeros = np.zeros((out_size,), np.int64)
-        return zeros, zeros, np.zeros((out_size,), np.float32)
+        matrix[:, 0] = 1.0
+        return matrix
+    # float32 arithmetic as TF's resize kernel does.
     scale = np.float32(in_size - 1) / np.float32(out_size - 1)
     source = np.arange(out_size, dtype=np.float32) * scale
     low = np.floor(source).astype(np.int64)
     high = np.minimum(low + 1, in_size - 1)
-    return low, high, source - low.astype(np.float32)
-
-
-def _bilinear_matrix(in_size, out_size):
-    """[out_size, in_size] align-corners linear interpolation weights."""
-    low, high, frac = _interpolation(in_size, out_size)
-    matrix = np.zeros((out_size, in_size), np.float32)
+    frac = source - low.astype(np.float32)
     rows = np.arange(out_size)
     matrix[rows, low] += 1.0 - frac
     matrix[rows, high] += frac
@@ -47,17 +41,12 @@ def nearest_indices(in_size, out_size):
     return np.minimum(np.floor(source + np.float32(0.5)).astype(np.int64), in_size - 1)
 
 
-def resize_bilinear_align_corners(images, size, inference_only=False):
+def resize_bilinear_align_corners(images, size):
     """Bilinearly resizes `[B, H, W, C]` images to `size` with aligned corners.
 
     Args:
         images: `[B, H, W, C]` float tensor with static H and W.
         size: `(height, width)` of the output.
-        inference_only: True where no gradient is taken (post-processing):
-            on JAX on CPU each pass is then two gathers and a weighted sum,
-            which XLA runs in one pass over the output (161 -> 641 upsampling
-            of 128 mask logits: 125 ms against 252 ms for the matrix
-            products), while its gradient, a scatter, is slower than theirs.
 
     Returns:
         `[B, height, width, C]` tensor; the input itself when the size matches.
@@ -72,8 +61,6 @@ def resize_bilinear_align_corners(images, size, inference_only=False):
     native = backend_seam.native_resize_bilinear_align_corners(images, (out_h, out_w))
     if native is not None:
         return native
-    if inference_only and backend_seam.gathers_beat_matrix_products():
-        return _resize_by_gathers(images, out_h, out_w)
     dtype = images.dtype
     # Each pass is a tensordot (a reshape and one matrix product) with the
     # matrix first, rather than an einsum: TensorFlow Lite's converter gives
@@ -91,17 +78,3 @@ def resize_bilinear_align_corners(images, size, inference_only=False):
         matrix = ops.convert_to_tensor(_bilinear_matrix(in_h, out_h), dtype=dtype)
         images = ops.tensordot(matrix, images, [[1], [0]])
     return ops.transpose(images, (2, 0, 1, 3))  # [B, H', W', C]
-
-
-def _resize_by_gathers(images, out_h, out_w):
-    for axis, out_size in ((2, out_w), (1, out_h)):
-        if images.shape[axis] == out_size:
-            continue
-        low, high, frac = _interpolation(images.shape[axis], out_size)
-        shape = [1, 1, 1, 1]
-        shape[axis] = out_size
-        weight = ops.convert_to_tensor(frac.reshape(shape), dtype=images.dtype)
-        images = ops.take(images, low.astype("int32"), axis=axis) * (1.0 - weight) + ops.take(
-            images, high.astype("int32"), axis=axis
-        ) * weight
-    return images

@@ -124,7 +124,7 @@ def postprocess_panoptic(
     detected = class_confidence >= transformer_class_confidence_threshold
     any_detected = ops.any(detected, axis=-1)[:, None, None]  # [B, 1, 1]
 
-    logits = resize_bilinear_align_corners(mask_logits, image_size, inference_only=True)
+    logits = resize_bilinear_align_corners(mask_logits, image_size)  # [B, H, W, N]
     detected_logits = ops.where(detected[:, None, None, :], logits, _SMALL_CONSTANT_FOR_SOFTMAX)
     pixel_confidence = ops.max(ops.softmax(detected_logits, axis=-1), axis=-1)
     top_detected_logit = ops.max(detected_logits, axis=-1)
@@ -264,7 +264,7 @@ def postprocess_panoptic_maskwise(
     )
     sorted_confident = sorted_confidence >= threshold
 
-    logits = resize_bilinear_align_corners(mask_logits, image_size, inference_only=True)
+    logits = resize_bilinear_align_corners(mask_logits, image_size)  # [B, H, W, N]
     probs_full = ops.softmax(logits, axis=-1)
     instance_scores = ops.max(probs_full, axis=-1)
     binary = ops.cast(probs_full > pixel_confidence_threshold, "float32")

@@ -1,5 +1,4 @@
 import numpy as np
-import pytest
 import tensorflow as tf
 
 from keras_maxdeeplab.layers.resize import _bilinear_matrix
@@ -14,10 +13,8 @@ def test_bilinear_matrix_by_hand():
     np.testing.assert_allclose(_bilinear_matrix(3, 5), expected)
 
 
-@pytest.mark.parametrize("inference_only", [False, True])
-def test_bilinear_matches_tf1_align_corners(inference_only):
-    """Whichever form runs (matrix products; the engine's own kernel on
-    PyTorch; gathers on JAX on CPU for inference)."""
+def test_bilinear_matches_tf1_align_corners():
+    """Whichever form runs (matrix products; PyTorch's own kernel there)."""
     rng = np.random.RandomState(0)
     cases = [
         ((2, 9, 7, 3), [(17, 13), (5, 4), (9, 13), (1, 3)]),
@@ -28,7 +25,7 @@ def test_bilinear_matches_tf1_align_corners(inference_only):
         x = rng.normal(size=shape).astype("float32") * 5
         for size in sizes:
             expected = tf.compat.v1.image.resize_bilinear(x, size, align_corners=True).numpy()
-            got = to_numpy(resize_bilinear_align_corners(x, size, inference_only=inference_only))
+            got = to_numpy(resize_bilinear_align_corners(x, size))
             np.testing.assert_allclose(got, expected, atol=1e-5, err_msg=f"{shape} -> {size}")
 
 
