@@ -376,8 +376,8 @@ def pointwise(inputs, kernel):
 
         inputs = keras.ops.convert_to_tensor(inputs)
         kernel = keras.ops.convert_to_tensor(kernel)
-        rows = inputs.reshape(1, -1, 1, inputs.shape[-1]).permute(0, 3, 1, 2)
-        outputs = torch.nn.functional.conv2d(rows, kernel.t()[:, :, None, None])
+        column = inputs.reshape(1, -1, 1, inputs.shape[-1]).permute(0, 3, 1, 2)
+        outputs = torch.nn.functional.conv2d(column, kernel.t()[:, :, None, None])
         return outputs.permute(0, 2, 3, 1).reshape(*inputs.shape[:-1], kernel.shape[1])
     return keras.ops.matmul(inputs, kernel)
 

@@ -405,7 +405,8 @@ class PanopticTask(ImageSegmenter):
             )
             maps = self._post_processor(size, options)(network(images, training=False))
             pipeline = keras.Model(images, maps)
-            mark_weightless_layers_built(pipeline)
+            # Its layers are the task's (built at construction: see
+            # `mark_weightless_layers_built`) and the post-processor.
             cache.by_options[key] = pipeline
         return cache.by_options[key]
 
