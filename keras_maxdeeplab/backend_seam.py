@@ -303,9 +303,10 @@ def count_by_index(index, weights, depth):
     return keras.ops.sum(one_hot * weights[..., None], axis=axes)
 
 
-def conv(inputs, kernel, strides=1, padding="valid", dilation_rate=1):
+def conv(inputs, kernel, strides=1, padding="valid", dilation_rate=1, bias=None):
     """`keras.ops.conv` for `[B, H, W, C]` inputs and a `[kh, kw, C / groups,
-    filters]` kernel (groups = C / the kernel's third dimension).
+    filters]` kernel (groups = C / the kernel's third dimension), plus an
+    optional `[filters]` bias.
 
     Keras' PyTorch convolution copies the inputs into channels-first memory and
     hands back a strided channels-last view, which every later elementwise op
@@ -324,18 +325,20 @@ def conv(inputs, kernel, strides=1, padding="valid", dilation_rate=1):
     strides = _pair(strides)
     dilation_rate = _pair(dilation_rate)
     if not _runs_torch_float32(inputs) or (padding == "same" and strides != (1, 1)):
-        return keras.ops.conv(
+        outputs = keras.ops.conv(
             inputs, kernel, strides=strides, padding=padding, dilation_rate=dilation_rate
         )
+        return outputs if bias is None else outputs + bias
     import torch
 
     inputs = keras.ops.convert_to_tensor(inputs)
     kernel = keras.ops.convert_to_tensor(kernel)
     if tuple(kernel.shape[:3]) == (1, 1, inputs.shape[-1]) and strides == (1, 1):
-        return pointwise(inputs, kernel[0, 0])
+        return pointwise(inputs, kernel[0, 0], bias)
     outputs = torch.nn.functional.conv2d(
         inputs.permute(0, 3, 1, 2),
         kernel.permute(3, 2, 0, 1),
+        bias=None if bias is None else keras.ops.convert_to_tensor(bias),
         stride=strides,
         padding=padding,
         dilation=dilation_rate,
@@ -351,9 +354,10 @@ def conv(inputs, kernel, strides=1, padding="valid", dilation_rate=1):
 _POINTWISE_CONV_MIN_ROWS = 512
 
 
-def pointwise(inputs, kernel):
-    """`inputs @ kernel` on the last axis: `[..., C_in]` x `[C_in, C_out]` ->
-    `[..., C_out]` (a 1x1 convolution, or a projection of a sequence).
+def pointwise(inputs, kernel, bias=None):
+    """`inputs @ kernel (+ bias)` on the last axis: `[..., C_in]` x `[C_in,
+    C_out]` (+ `[C_out]`) -> `[..., C_out]` (a 1x1 convolution, or a
+    projection of a sequence).
 
     On PyTorch from `_POINTWISE_CONV_MIN_ROWS` rows up, it runs as oneDNN's
     1x1 convolution in channels-last memory, about twice as fast as the matrix
@@ -377,9 +381,22 @@ def pointwise(inputs, kernel):
         inputs = keras.ops.convert_to_tensor(inputs)
         kernel = keras.ops.convert_to_tensor(kernel)
         column = inputs.reshape(1, -1, 1, inputs.shape[-1]).permute(0, 3, 1, 2)
-        outputs = torch.nn.functional.conv2d(column, kernel.t()[:, :, None, None])
+        bias = None if bias is None else keras.ops.convert_to_tensor(bias)
+        outputs = torch.nn.functional.conv2d(column, kernel.t()[:, :, None, None], bias)
         return outputs.permute(0, 2, 3, 1).reshape(*inputs.shape[:-1], kernel.shape[1])
-    return keras.ops.matmul(inputs, kernel)
+    outputs = keras.ops.matmul(inputs, kernel)
+    return outputs if bias is None else outputs + bias
+
+
+def folds_batch_norm(inputs):
+    """Whether a convolution on `inputs` followed by inference batch norm
+    runs faster as one convolution with the normalisation folded into its
+    kernel and bias. On PyTorch (float32) batch norm is three more passes over
+    the map and a new one; the bias adds inside oneDNN's convolution. XLA
+    already fuses the normalisation into one pass after the convolution, so
+    folding would only move float rounding there.
+    """
+    return _runs_torch_float32(inputs)
 
 
 def _runs_torch_float32(inputs):
@@ -394,9 +411,10 @@ def _pair(value):
     return (value, value) if isinstance(value, int) else tuple(value)
 
 
-def depthwise_conv_same(inputs, kernel):
+def depthwise_conv_same(inputs, kernel, bias=None):
     """A stride-1 "same" depthwise convolution: `[B, H, W, C]` inputs, a
-    `[kh, kw, C, 1]` kernel (`keras.layers.DepthwiseConv2D`'s), `[B, H, W, C]` out.
+    `[kh, kw, C, 1]` kernel (`keras.layers.DepthwiseConv2D`'s), an optional
+    `[C]` bias, `[B, H, W, C]` out.
 
     XLA's CPU backend runs a grouped convolution as a slow generic loop
     (MaX-DeepLab-S's 5x5 depthwise conv on a 161x161x256 map: 430 ms, against
@@ -414,9 +432,10 @@ def depthwise_conv_same(inputs, kernel):
         # [kh, kw, C, 1] holds the same values in the order of the grouped
         # kernel [kh, kw, 1, C].
         grouped = keras.ops.reshape(kernel, (kernel_height, kernel_width, 1, channels))
-        return conv(inputs, grouped, padding="same")
+        return conv(inputs, grouped, padding="same", bias=bias)
     if keras.backend.backend() != "jax" or _jax_platform() != "cpu":
-        return keras.ops.depthwise_conv(inputs, kernel, strides=1, padding="same")
+        outputs = keras.ops.depthwise_conv(inputs, kernel, strides=1, padding="same")
+        return outputs if bias is None else outputs + bias
     kernel_height, kernel_width = kernel.shape[:2]
     height, width = inputs.shape[1:3]
     # TensorFlow's "same": the odd pixel of padding goes after.
@@ -430,7 +449,7 @@ def depthwise_conv_same(inputs, kernel):
         for j in range(kernel_width):
             term = padded[:, i : i + height, j : j + width, :] * kernel[i, j, :, 0]
             outputs = term if outputs is None else outputs + term
-    return outputs
+    return outputs if bias is None else outputs + bias
 
 
 def native_resize_bilinear_align_corners(images, size):

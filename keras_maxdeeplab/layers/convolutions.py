@@ -15,6 +15,21 @@ def _batch_norm(dtype, gamma_initializer="ones"):
     return batch_normalization(gamma_initializer=gamma_initializer, dtype=dtype, name="batch_norm")
 
 
+def _folded_batch_norm(kernel, batch_norm):
+    """The kernel and bias of a convolution that returns `batch_norm`'s
+    inference output of the convolution by `kernel` (`[..., filters]`):
+    `kernel * scale` and `beta - moving_mean * scale`, with `scale = gamma /
+    sqrt(moving_variance + epsilon)`. Differentiable in every variable, so
+    frozen batch norm still trains the kernel, gamma and beta."""
+    scale = batch_norm.gamma * ops.rsqrt(batch_norm.moving_variance + batch_norm.epsilon)
+    return kernel * scale, batch_norm.beta - batch_norm.moving_mean * scale
+
+
+def _runs_batch_norm_in_inference(batch_norm, training):
+    # Keras' BatchNormalization uses the batch's statistics only when both hold.
+    return not (training and batch_norm.trainable)
+
+
 # Activations deeplab2's MaX-DeepLab (ReLU) and kMaX-DeepLab (GeLU) use.
 ACTIVATIONS = (None, "relu", "gelu")
 
@@ -153,6 +168,21 @@ class Conv2DSame(keras.layers.Layer):
         x = inputs
         if self._padding is not None:
             x = ops.pad(x, [[0, 0], list(self._padding), list(self._padding), [0, 0]])
+        if (
+            self.batch_norm is not None
+            and backend_seam.folds_batch_norm(x)
+            and _runs_batch_norm_in_inference(self.batch_norm, training)
+        ):
+            kernel, bias = _folded_batch_norm(self.conv.kernel, self.batch_norm)
+            x = backend_seam.conv(
+                x,
+                kernel,
+                strides=self.conv.strides,
+                padding=self.conv.padding,
+                dilation_rate=self.conv.dilation_rate,
+                bias=bias,
+            )
+            return activate(x, self.activation)
         x = self.conv(x)
         if self.batch_norm is not None:
             x = self.batch_norm(x, training=training)
@@ -254,6 +284,15 @@ class _DepthwiseConvBN(keras.layers.Layer):
     def call(self, inputs, training=None):
         # The sub-layer holds the kernel (its checkpoint name); the seam runs
         # the convolution, fast on every engine.
+        if backend_seam.folds_batch_norm(inputs) and _runs_batch_norm_in_inference(
+            self.batch_norm, training
+        ):
+            # [kh, kw, C, 1]: the scale goes on the channel axis.
+            kernel, bias = _folded_batch_norm(
+                ops.swapaxes(self.depthwise_conv.kernel, 2, 3), self.batch_norm
+            )
+            x = backend_seam.depthwise_conv_same(inputs, ops.swapaxes(kernel, 2, 3), bias)
+            return activate(x, self.activation)
         kernel = ops.cast(self.depthwise_conv.kernel, inputs.dtype)
         x = backend_seam.depthwise_conv_same(inputs, kernel)
         return activate(self.batch_norm(x, training=training), self.activation)
