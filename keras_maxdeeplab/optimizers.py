@@ -7,6 +7,8 @@ import re
 import keras
 from keras import ops
 
+from keras_maxdeeplab import backend_seam
+
 # deeplab2 trains with a second, 0.1x-learning-rate Adam on encoder variables
 # whose names contain none of these (the ImageNet-pretrained part).
 NOT_PRETRAINED_NAME_PARTS = ("transformer", "extra", "memory_feature")
@@ -110,7 +112,11 @@ class MaXDeepLabAdam(keras.optimizers.Adam):
                 rate = (
                     learning_rate * self.learning_rate_multiplier if multiplied else learning_rate
                 )
-                super()._backend_update_step(group_grads, group_variables, rate)
+                decayed = [bool(WEIGHT_DECAYED_NAME.search(v.name)) for v in group_variables]
+                if not backend_seam.adam_step_in_place(
+                    self, group_grads, group_variables, rate, decayed, self.weight_decay_rate
+                ):
+                    super()._backend_update_step(group_grads, group_variables, rate)
 
     def update_step(self, gradient, variable, learning_rate):
         if self.weight_decay_rate and WEIGHT_DECAYED_NAME.search(variable.name):
