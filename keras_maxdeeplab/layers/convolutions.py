@@ -19,8 +19,9 @@ def _folded_batch_norm(kernel, batch_norm):
     """The kernel and bias of a convolution that returns `batch_norm`'s
     inference output of the convolution by `kernel` (`[..., filters]`):
     `kernel * scale` and `beta - moving_mean * scale`, with `scale = gamma /
-    sqrt(moving_variance + epsilon)`. Differentiable in every variable, so
-    frozen batch norm still trains the kernel, gamma and beta."""
+    sqrt(moving_variance + epsilon)`. Differentiable in every variable: the
+    gradients reach the kernel (and gamma and beta, where they train) as
+    through the two steps, so a frozen batch norm's kernel still trains."""
     scale = batch_norm.gamma * ops.rsqrt(batch_norm.moving_variance + batch_norm.epsilon)
     return kernel * scale, batch_norm.beta - batch_norm.moving_mean * scale
 
