@@ -3,6 +3,7 @@
 Prints a table per backend (run once per backend):
 
     KERAS_BACKEND=jax python benchmarks/training_step.py [--size 129] [--batch 4]
+        [--config max_deeplab_s]
 
 Columns: full `train_on_batch` step; forward + backward without the loss's
 matching (the loss replayed with a fixed permutation); the loss alone
@@ -55,11 +56,17 @@ def main():
     parser.add_argument("--size", type=int, default=129)
     parser.add_argument("--batch", type=int, default=4)
     parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument(
+        "--config",
+        default="max_deeplab_tiny",
+        help="max_deeplab_tiny (with MaX-DeepLab-S's 128 slots) or a full model: max_deeplab_s",
+    )
     args = parser.parse_args()
     rng = np.random.RandomState(0)
 
-    # The tiny reference architecture with MaX-DeepLab-S's 128 slots.
-    model = build_model("max_deeplab_tiny", args.size, {"num_mask_slots": 128})
+    # The tiny reference architecture gets MaX-DeepLab-S's 128 slots.
+    overrides = {"num_mask_slots": 128} if args.config == "max_deeplab_tiny" else None
+    model = build_model(args.config, args.size, overrides)
     model.compile(warmup_steps=0)
     # 0..255: the model's preprocessor normalises them.
     images = rng.uniform(0, 255, (args.batch, args.size, args.size, 3)).astype("float32")
@@ -75,7 +82,8 @@ def main():
     ops_time = _timed(lambda: hungarian_matching_ops(costs), max(1, args.repeats // 5))
 
     print(
-        f"backend {keras.backend.backend()}, input {args.size}x{args.size}, batch {args.batch}, "
+        f"backend {keras.backend.backend()}, {args.config}, input {args.size}x{args.size}, "
+        f"batch {args.batch}, "
         f"128 slots, 181 GT rows"
     )
     print(f"| {'what':<48} | {'ms':>9} |")
