@@ -650,6 +650,13 @@ def export_model(model, path, format, verbose=False):
         )
         program.save(path)
         return None
+    options = {}
+    if backend == "jax" and format == "tf_saved_model":
+        # The artifact serves inference (its pipeline ends in argmaxes): without
+        # jax2tf's custom gradients, `tf.saved_model.save` no longer traces a
+        # gradient function for each converted function, which took most of
+        # the export's time.
+        options["jax2tf_kwargs"] = {"with_gradient": False}
     return keras.Model.export(
-        model, path, format=format, verbose=verbose, input_signature=signature
+        model, path, format=format, verbose=verbose, input_signature=signature, **options
     )
