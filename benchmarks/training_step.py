@@ -1,14 +1,16 @@
-"""Training-step time of a small MaX-DeepLab and the share spent in matching + loss.
+"""Training-step time of MaX-DeepLab and the share spent in matching + loss.
 
 Prints a table per backend (run once per backend):
 
     KERAS_BACKEND=jax python benchmarks/training_step.py [--size 129] [--batch 4]
         [--config max_deeplab_s]
 
-Columns: full `train_on_batch` step; forward + backward without the loss's
-matching (the loss replayed with a fixed permutation); the loss alone
-(targets + matching + terms); the Hungarian matcher alone on 181x128 cost
-matrices (scipy through the backend seam, and the pure keras.ops solver).
+`--config max_deeplab_tiny` (the default) is the tiny reference architecture
+with MaX-DeepLab-S's 128 slots; `max_deeplab_s` is the full model. Rows: the
+full `train_on_batch` step; the loss alone, run eagerly (targets + matching
++ terms, forward only) and its share of the step; the Hungarian matcher alone
+on 181x128 cost matrices (scipy through the backend seam, and the pure
+keras.ops solver).
 """
 
 import argparse
