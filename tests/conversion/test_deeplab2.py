@@ -15,6 +15,7 @@ from keras_maxdeeplab.conversion import match_checkpoint
 from keras_maxdeeplab.conversion.deeplab2 import is_model_variable
 from keras_maxdeeplab.postprocessing import postprocess_panoptic
 from tests.helpers import relative_error
+from tests.helpers import shapes_only_backbone
 from tests.helpers import shared_path
 from tests.helpers import tiny_model
 from tests.helpers import to_numpy
@@ -97,7 +98,7 @@ def test_full_max_deeplab_s_variables_map_one_to_one():
         if is_model_variable(key):
             checkpoint[key] = _shape(shape)
     assert len(checkpoint) == 907  # the README of max_deeplab_s: 907 variables
-    backbone = MaXDeepLabBackbone(image_shape=(65, 65, 3), **MAX_DEEPLAB_CONFIGS["max_deeplab_s"])
+    backbone = shapes_only_backbone("max_deeplab_s", (65, 65, 3))
     model = MaXDeepLab(backbone, **MAX_DEEPLAB_HEAD_CONFIGS["max_deeplab_s"])
     pairs = match_checkpoint(model, checkpoint)
     assert len(pairs) == len(model.weights) == len(checkpoint)

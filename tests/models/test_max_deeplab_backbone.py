@@ -10,6 +10,7 @@ from keras_maxdeeplab import MAX_DEEPLAB_HEAD_CONFIGS
 from keras_maxdeeplab import MaXDeepLab
 from keras_maxdeeplab import MaXDeepLabBackbone
 from tests.helpers import TINY_BACKBONE
+from tests.helpers import shapes_only_backbone
 from tests.helpers import shared_path
 
 
@@ -36,7 +37,7 @@ def _imagenet_part(backbone):
 
 @pytest.fixture(scope="module")
 def max_deeplab_s():
-    backbone = MaXDeepLabBackbone(image_shape=(641, 641, 3), **MAX_DEEPLAB_CONFIGS["max_deeplab_s"])
+    backbone = shapes_only_backbone("max_deeplab_s", (641, 641, 3))
     return MaXDeepLab(backbone, **MAX_DEEPLAB_HEAD_CONFIGS["max_deeplab_s"])
 
 
@@ -75,9 +76,7 @@ def test_max_deeplab_s_output_shapes(max_deeplab_s):
 
 
 def test_max_deeplab_s_1025_output_shapes():
-    backbone = MaXDeepLabBackbone(
-        image_shape=(1025, 1025, 3), **MAX_DEEPLAB_CONFIGS["max_deeplab_s"]
-    )
+    backbone = shapes_only_backbone("max_deeplab_s", (1025, 1025, 3))
     model = MaXDeepLab(backbone, **MAX_DEEPLAB_HEAD_CONFIGS["max_deeplab_s"])
     assert tuple(model.output["pixel_space_mask_logits"].shape) == (None, 257, 257, 128)
     assert tuple(model.output["semantic_logits"].shape) == (None, 257, 257, 134)
@@ -85,9 +84,7 @@ def test_max_deeplab_s_1025_output_shapes():
 
 
 def test_max_deeplab_l_parameter_counts_and_shapes():
-    backbone = MaXDeepLabBackbone(
-        image_shape=(1025, 1025, 3), **MAX_DEEPLAB_CONFIGS["max_deeplab_l"]
-    )
+    backbone = shapes_only_backbone("max_deeplab_l", (1025, 1025, 3))
     assert _count(backbone.trainable_weights) == 450_523_232
     assert _imagenet_part(backbone) == 175_115_392
     # Dual-path transformers are "<group>/block<k>_transformer" layers: 3+3+1+3+3 for L.
