@@ -9,9 +9,20 @@ from tests.models.test_max_deeplab_fit import SIZE
 from tests.models.test_max_deeplab_fit import _scenes
 
 
+# A test of training rather than of deeplab2's numbers: the tiny kMaX with one
+# block per encoder stage, per pixel decoder stage and per transformer decoder
+# stage (every layer type still there; 3 auxiliary predictions instead of 6),
+# which trains its 8 epochs in 70% of the time (JAX: 40 s against 56 s).
+ONE_BLOCK_PER_STAGE = {
+    "num_blocks": (2, 2, 2, 2),  # halved by the tiny's layer multiplier
+    "pixel_decoder_num_blocks": (1, 1, 1, 1),
+    "transformer_num_blocks": (1, 1, 1),
+}
+
+
 def test_fit_lowers_the_loss():
     keras.utils.set_random_seed(1)
-    model = build_kmax_model("kmax_r50_tiny", SIZE)
+    model = build_kmax_model("kmax_r50_tiny", SIZE, overrides=ONE_BLOCK_PER_STAGE)
     # 64 sampled pixels: the tiny crop has 17 x 17 at stride 4. jit_compile
     # "auto": XLA on JAX (eager JAX took 10x longer than compiling); a
     # tf.function with the scipy matcher on TensorFlow (XLA took minutes).
@@ -22,9 +33,10 @@ def test_fit_lowers_the_loss():
     before = model.evaluate(images, y_true, batch_size=2, verbose=0, return_dict=True)
     history = model.fit(images, y_true, batch_size=2, epochs=8, verbose=0)
     after = model.evaluate(images, y_true, batch_size=2, verbose=0, return_dict=True)
-    # The trainer loss: the final and the 6 auxiliary predictions' terms.
-    for term in ("semantic_loss", "instance_discrimination_loss", "aux_5pq_style_loss_class_term"):
+    # The trainer loss: the final and the 3 auxiliary predictions' terms.
+    for term in ("semantic_loss", "instance_discrimination_loss", "aux_2pq_style_loss_class_term"):
         assert term in history.history
+    assert "aux_3pq_style_loss_class_term" not in history.history
     losses = history.history["loss"]
     assert all(np.isfinite(losses))
     assert np.mean(losses[-3:]) < np.mean(losses[:3]), losses
