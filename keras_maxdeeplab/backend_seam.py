@@ -516,17 +516,20 @@ def _tensorflow_adam_step(optimizer, grads, variables, learning_rate, decayed, w
     dtype = variables[0].dtype
     rate = tf.cast(learning_rate, dtype)
     step = tf.cast(optimizer.iterations + 1, dtype)
+    beta1 = tf.cast(optimizer.beta_1, dtype)
+    beta2 = tf.cast(optimizer.beta_2, dtype)
     constants = {
-        "beta1_power": tf.pow(tf.cast(optimizer.beta_1, dtype), step),
-        "beta2_power": tf.pow(tf.cast(optimizer.beta_2, dtype), step),
+        "beta1_power": tf.pow(beta1, step),
+        "beta2_power": tf.pow(beta2, step),
         "lr": rate,
-        "beta1": tf.cast(optimizer.beta_1, dtype),
-        "beta2": tf.cast(optimizer.beta_2, dtype),
+        "beta1": beta1,
+        "beta2": beta2,
         "epsilon": tf.cast(optimizer.epsilon, dtype),
     }
+    decay_factor = rate * weight_decay_rate  # traced once, not per decayed variable
     for grad, variable, decay in zip(grads, variables, decayed):
         if weight_decay_rate and decay:
-            variable.assign_sub(rate * weight_decay_rate * variable)
+            variable.assign_sub(decay_factor * variable)
         slot = optimizer._get_variable_index(variable)
         tf.raw_ops.ResourceApplyAdam(
             var=variable.handle,

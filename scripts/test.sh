@@ -19,7 +19,7 @@ trap 'rm -rf "${logs}"' EXIT
 run_backend() {
   local backend="$1"
   shift
-  KERAS_BACKEND="${backend}" .venv/bin/python -m pytest -q -p no:cacheprovider --durations=20 \
+  KERAS_BACKEND="${backend}" .venv/bin/python -m pytest -q -p no:cacheprovider --durations=40 \
     --basetemp "${logs}/${backend}-tmp" -m "not serial" "$@" > "${logs}/${backend}.log" 2>&1
   local code=$?
   echo "--- KERAS_BACKEND=${backend}, serial tests ---" >> "${logs}/${backend}.log"
