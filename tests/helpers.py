@@ -1,5 +1,6 @@
 """Shared test helpers: reference data paths and keras-hub-style checks."""
 
+import contextlib
 import os
 import subprocess
 import sys
@@ -34,24 +35,35 @@ def shared_path(*parts):
 ONE_BLOCK_PER_STAGE = {"num_blocks": (2, 2, 2, 2)}  # halved by the tiny's layer multiplier
 
 
-def shapes_only_backbone(config_name, image_shape):
-    """A full-size `MaXDeepLabBackbone` for checks of parameter counts, names and
-    output shapes. On JAX and TensorFlow it is built in a `keras.StatelessScope`
-    that leaves its variables uninitialised: each keeps its shape and no random
-    values are drawn (MaX-DeepLab-L's 450M took 45 s on JAX, built in 2 s this
-    way). PyTorch registers every variable as a `torch.nn.Parameter`, which
-    needs a value, so there it is built as usual."""
-    from keras_maxdeeplab import MaXDeepLabBackbone
+@contextlib.contextmanager
+def values_not_drawn():
+    """Variables created inside keep their shapes but draw no random values:
+    for checks of full-size models' parameter counts, names and output shapes
+    (MaX-DeepLab-L's 450M values took 45 s on JAX and 24 s on PyTorch).
 
-    config = MAX_DEEPLAB_CONFIGS[config_name]
+    On JAX and TensorFlow the variables stay uninitialised (a
+    `keras.StatelessScope` that does not initialise them when it ends).
+    PyTorch registers every variable as a `torch.nn.Parameter`, which needs a
+    tensor: there they live on PyTorch's "meta" device, tensors with a shape
+    and no storage. Build the backbone inside and the task outside (its
+    `compile` makes the optimizer's variables, which need values)."""
     if keras.backend.backend() == "torch":
-        return MaXDeepLabBackbone(image_shape=image_shape, **config)
+        with keras.device("meta"):
+            yield
+        return
     with keras.StatelessScope(initialize_variables=False):
-        backbone = MaXDeepLabBackbone(image_shape=image_shape, **config)
+        yield
     # Keras would initialise the deferred variables when the next stateless
     # scope ends (the heads' symbolic build); clearing the session forgets them.
     keras.utils.clear_session()
-    return backbone
+
+
+def shapes_only_backbone(config_name, image_shape):
+    """A full-size `MaXDeepLabBackbone` built under `values_not_drawn()`."""
+    from keras_maxdeeplab import MaXDeepLabBackbone
+
+    with values_not_drawn():
+        return MaXDeepLabBackbone(image_shape=image_shape, **MAX_DEEPLAB_CONFIGS[config_name])
 
 
 def tiny_model(size=65, **overrides):

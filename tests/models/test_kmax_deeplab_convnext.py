@@ -20,9 +20,13 @@ from keras_maxdeeplab.conversion.deeplab2 import is_model_variable
 from keras_maxdeeplab.conversion.deeplab2 import kmax_key_to_path
 from keras_maxdeeplab.conversion.deeplab2 import match_checkpoint
 from keras_maxdeeplab.conversion.deeplab2 import open_checkpoint
+from keras_maxdeeplab.models.kmax_deeplab.kmax_builder import build_kmax_backbone
 from keras_maxdeeplab.models.kmax_deeplab.kmax_builder import build_kmax_model
 from keras_maxdeeplab.models.kmax_deeplab.kmax_configs import KMAX_DEEPLAB_CONFIGS
+from keras_maxdeeplab.models.kmax_deeplab.kmax_configs import KMAX_DEEPLAB_HEAD_CONFIGS
+from keras_maxdeeplab.models.kmax_deeplab.kmax_deeplab import KMaXDeepLab
 from keras_maxdeeplab.models.kmax_deeplab.kmax_deeplab_backbone import KMaXDeepLabBackbone
+from tests.helpers import values_not_drawn
 
 REFERENCE = os.path.join(os.path.dirname(__file__), "deeplab2_convnext")
 # The reduced encoder of the reference, with the tiny kMaX pixel decoder.
@@ -110,7 +114,9 @@ def test_full_convnext_tiny_maps_one_to_one_onto_deeplab2s_variables():
     """Every variable of deeplab2's full ConvNeXt-T COCO model has exactly one
     home of the same shape in ours, and the counts are deeplab2's."""
     shapes = _full_checkpoint_shapes()
-    model = build_kmax_model("kmax_convnext_tiny", 65)
+    with values_not_drawn():
+        backbone = build_kmax_backbone("kmax_convnext_tiny", 65, {}, KMaXDeepLabBackbone)
+    model = KMaXDeepLab(backbone, **KMAX_DEEPLAB_HEAD_CONFIGS["kmax_convnext_tiny"])
     names = [block.name for block in model.transformer_blocks]
     pairs = match_checkpoint(model, shapes, key_to_path=lambda key: kmax_key_to_path(key, names))
     assert len(pairs) == len(model.weights) == len(shapes)
