@@ -33,6 +33,13 @@ def shared_path(*parts):
 # architecture with one block per stage (every layer type still there), which
 # compiles its training step in about two thirds of the time.
 ONE_BLOCK_PER_STAGE = {"num_blocks": (2, 2, 2, 2)}  # halved by the tiny's layer multiplier
+# kMaX-DeepLab's twin: one block per encoder stage, per pixel decoder stage and
+# per transformer decoder stage (3 auxiliary predictions instead of 6).
+KMAX_ONE_BLOCK_PER_STAGE = {
+    "num_blocks": (2, 2, 2, 2),  # halved by the tiny's layer multiplier
+    "pixel_decoder_num_blocks": (1, 1, 1, 1),
+    "transformer_num_blocks": (1, 1, 1),
+}
 
 
 @contextlib.contextmanager

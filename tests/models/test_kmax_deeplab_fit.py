@@ -5,24 +5,16 @@ import numpy as np
 import keras
 
 from keras_maxdeeplab.models.kmax_deeplab.kmax_builder import build_kmax_model
+from tests.helpers import KMAX_ONE_BLOCK_PER_STAGE
 from tests.models.test_max_deeplab_fit import SIZE
 from tests.models.test_max_deeplab_fit import _scenes
 
 
-# A test of training rather than of deeplab2's numbers: the tiny kMaX with one
-# block per encoder stage, per pixel decoder stage and per transformer decoder
-# stage (every layer type still there; 3 auxiliary predictions instead of 6),
-# which trains its 8 epochs in 70% of the time (JAX: 40 s against 56 s).
-ONE_BLOCK_PER_STAGE = {
-    "num_blocks": (2, 2, 2, 2),  # halved by the tiny's layer multiplier
-    "pixel_decoder_num_blocks": (1, 1, 1, 1),
-    "transformer_num_blocks": (1, 1, 1),
-}
-
-
+# A test of training rather than of deeplab2's numbers (every layer type still
+# there), which trains its 8 epochs in 70% of the time (JAX: 40 s against 56 s).
 def test_fit_lowers_the_loss():
     keras.utils.set_random_seed(1)
-    model = build_kmax_model("kmax_r50_tiny", SIZE, overrides=ONE_BLOCK_PER_STAGE)
+    model = build_kmax_model("kmax_r50_tiny", SIZE, overrides=KMAX_ONE_BLOCK_PER_STAGE)
     # 64 sampled pixels: the tiny crop has 17 x 17 at stride 4. jit_compile
     # "auto": XLA on JAX (eager JAX took 10x longer than compiling); a
     # tf.function with the scipy matcher on TensorFlow (XLA took minutes).
