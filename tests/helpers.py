@@ -36,7 +36,7 @@ ONE_BLOCK_PER_STAGE = {"num_blocks": (2, 2, 2, 2)}  # halved by the tiny's layer
 # kMaX-DeepLab's twin: one block per encoder stage, per pixel decoder stage and
 # per transformer decoder stage (3 auxiliary predictions instead of 6).
 KMAX_ONE_BLOCK_PER_STAGE = {
-    "num_blocks": (2, 2, 2, 2),  # halved by the tiny's layer multiplier
+    **ONE_BLOCK_PER_STAGE,
     "pixel_decoder_num_blocks": (1, 1, 1, 1),
     "transformer_num_blocks": (1, 1, 1),
 }
