@@ -4,7 +4,17 @@ import pytest
 
 from keras_maxdeeplab.cli import main
 from keras_maxdeeplab.conversion import convert_checkpoint
+from tests.helpers import ONE_BLOCK_PER_STAGE
 from tests.helpers import shared_path
+
+
+def save_one_block_preset(folder):
+    """A tiny MaX-DeepLab preset (COCO's classes, 65x65) with one block per
+    stage: the start of the `--preset` training tests, which fine-tune as the
+    README does (the tiny config's training from scratch: the bad-sample test)."""
+    from keras_maxdeeplab.conversion import build_model
+
+    build_model("max_deeplab_tiny", 65, ONE_BLOCK_PER_STAGE).save_to_preset(folder)
 
 
 def test_evaluate_ground_truth_against_itself(capsys):
@@ -149,8 +159,10 @@ def test_train_two_steps_then_resume(tmp_path, capsys):
     missing = sorted(os.listdir(os.path.join(data, "images")))[0]
     os.remove(os.path.join(data, "images", missing))
     output = os.path.join(tmp_path, "run")
-    command = ["train", data, "--output", output, "--config", "max_deeplab_tiny"]
-    command += ["--crop-size", "65", "--batch-size", "2", "--quiet", "--skip-errors"]
+    preset = os.path.join(tmp_path, "tiny")
+    save_one_block_preset(preset)
+    command = ["train", data, "--output", output, "--preset", preset]
+    command += ["--batch-size", "2", "--quiet", "--skip-errors"]
 
     def record():
         with open(os.path.join(output, "training.json")) as f:

@@ -2,9 +2,10 @@
 
 Each test runs a child process whose virtual CPU devices are configured before
 the engine starts (XLA's host device count on JAX, logical CPU devices on
-TensorFlow). The child trains one step single-device, then one step from the
-same weights on the same global batch of 4 under `backend_seam.data_parallel`,
-and prints the losses and weight differences as JSON.
+TensorFlow). The child trains one step single-device (or reads the one an
+earlier child saved), then one step from the same weights on the same global
+batch of 4 under `backend_seam.data_parallel`, and prints the losses and weight
+differences as JSON.
 """
 
 import json
@@ -24,9 +25,12 @@ from tests.helpers import run_python
 # they passed so on JAX and TensorFlow with five other test processes on 2 cores.
 pytestmark = pytest.mark.serial
 
-# The child: argv[1] = device counts, comma-separated.
+# The child: argv[1] = device counts, comma-separated; argv[2] = a file holding the
+# single-device step (the initial weights, the weights after it and its losses):
+# read if it exists, else written.
 CHILD = r"""
 import json
+import os
 import sys
 
 counts = [int(a) for a in sys.argv[1].split(",")]
@@ -73,7 +77,17 @@ def step(images, y_true, initial):
 keras.utils.set_random_seed(1)
 images, y_true = _scenes(4, seed=0)
 y_true.pop("panoptic_gt")
-logs, initial, single, paths = step(images, y_true, None)
+single_step = sys.argv[2]
+if os.path.exists(single_step):
+    saved = np.load(single_step)
+    logs, paths = json.loads(str(saved["logs"])), json.loads(str(saved["paths"]))
+    initial = [saved[f"initial_{i}"] for i in range(len(paths))]
+    single = [saved[f"single_{i}"] for i in range(len(paths))]
+else:
+    logs, initial, single, paths = step(images, y_true, None)
+    arrays = {f"initial_{i}": value for i, value in enumerate(initial)}
+    arrays.update({f"single_{i}": value for i, value in enumerate(single)})
+    np.savez(single_step, logs=json.dumps(logs), paths=json.dumps(paths), **arrays)
 result = {"1": {"logs": logs}}
 moving = [i for i, path in enumerate(paths) if "moving" in path]
 for count in counts:
@@ -107,9 +121,9 @@ def _child_env(devices):
     return env
 
 
-def _run(counts):
+def _run(counts, single_step):
     code, out, err = run_python(
-        CHILD, ",".join(map(str, counts)), env=_child_env(max(counts)), timeout=600
+        CHILD, ",".join(map(str, counts)), single_step, env=_child_env(max(counts)), timeout=600
     )
     assert code == 0, err[-3000:]
     line = [line for line in out.splitlines() if line.startswith("RESULT ")][-1]
@@ -139,17 +153,17 @@ needs_multi_device_engine = pytest.mark.skipif(
 
 
 @needs_multi_device_engine
-@pytest.mark.parametrize(
-    "counts",
+def test_data_parallel_step_equals_single_device_step(tmp_path):
     # JAX runs both meshes in one child. TensorFlow's collectives cannot change
-    # their group size within a process: one child per count.
-    [(2, 4)] if keras.backend.backend() == "jax" else [(2,), (4,)],
-)
-def test_data_parallel_step_equals_single_device_step(counts):
-    result = _run(counts)
-    print(json.dumps(result))
-    for count in counts:
-        _check_same_step(result, count)
+    # their group size within a process: one child per count, the second reading
+    # the single-device step the first saved.
+    groups = [(2, 4)] if keras.backend.backend() == "jax" else [(2,), (4,)]
+    single_step = str(tmp_path / "single_device_step.npz")
+    for counts in groups:
+        result = _run(counts, single_step)
+        print(json.dumps(result))
+        for count in counts:
+            _check_same_step(result, count)
 
 
 def test_data_parallel_refuses_bad_device_counts():
@@ -168,7 +182,8 @@ def test_data_parallel_refuses_bad_device_counts():
         assert distribution is None
 
 
-# The child: argv[1] = a synthetic dataset folder, argv[2] = the output folder.
+# The child: argv[1] = a synthetic dataset folder, argv[2] = the output folder,
+# argv[3] = the preset to fine-tune.
 TRAIN_CHILD = r"""
 import json
 import os
@@ -184,8 +199,8 @@ if keras.backend.backend() == "tensorflow":
 from keras_maxdeeplab import MaXDeepLab
 from keras_maxdeeplab.cli import main
 
-data, output = sys.argv[1:3]
-command = ["train", data, "--output", output, "--config", "max_deeplab_tiny", "--crop-size", "65"]
+data, output, preset = sys.argv[1:4]
+command = ["train", data, "--output", output, "--preset", preset]
 command += ["--devices", "2", "--batch-size", "2", "--precision", "bf16", "--quiet"]
 code = main(command + ["--steps", "2", "--steps-per-epoch", "1"])
 with open(os.path.join(output, "training.json")) as f:
@@ -197,14 +212,17 @@ print("RESULT " + json.dumps({"code": code, "record": record, "policy": model.ba
 
 @needs_multi_device_engine
 def test_train_command_on_two_devices_in_bfloat16(tmp_path):
-    """`maxdeeplab train --devices 2 --precision bf16`: the README's command,
-    through the COCO-panoptic tf.data pipeline the engine distributes."""
+    """`maxdeeplab train --preset ... --devices 2 --precision bf16`: the
+    README's command, through the COCO-panoptic tf.data pipeline the engine
+    distributes."""
     from keras_maxdeeplab.data import write_synthetic_panoptic_dataset
+    from tests.test_cli import save_one_block_preset
 
     data = str(tmp_path / "data")
     write_synthetic_panoptic_dataset(data, 4, seed=0)
-    output = str(tmp_path / "run")
-    code, out, err = run_python(TRAIN_CHILD, data, output, env=_child_env(2), timeout=600)
+    output, preset = str(tmp_path / "run"), str(tmp_path / "tiny")
+    save_one_block_preset(preset)
+    code, out, err = run_python(TRAIN_CHILD, data, output, preset, env=_child_env(2), timeout=600)
     assert code == 0, err[-3000:]
     line = [line for line in out.splitlines() if line.startswith("RESULT ")][-1]
     result = json.loads(line[len("RESULT ") :])
