@@ -79,6 +79,13 @@ def tiny_model(size=65, **overrides):
     return build_model("max_deeplab_tiny", size, {"preprocessor": None, **overrides})
 
 
+def save_one_block_preset(folder):
+    """Saves a tiny MaX-DeepLab preset (COCO's classes, 65x65 inputs, one block
+    per stage) to `folder`: what the CLI training tests fine-tune with
+    `--preset`, as the README trains."""
+    build_model("max_deeplab_tiny", 65, ONE_BLOCK_PER_STAGE).save_to_preset(folder)
+
+
 def to_numpy(tree):
     return keras.tree.map_structure(keras.ops.convert_to_numpy, tree)
 

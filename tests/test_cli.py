@@ -4,17 +4,8 @@ import pytest
 
 from keras_maxdeeplab.cli import main
 from keras_maxdeeplab.conversion import convert_checkpoint
-from tests.helpers import ONE_BLOCK_PER_STAGE
+from tests.helpers import save_one_block_preset
 from tests.helpers import shared_path
-
-
-def save_one_block_preset(folder):
-    """A tiny MaX-DeepLab preset (COCO's classes, 65x65) with one block per
-    stage: the start of the `--preset` training tests, which fine-tune as the
-    README does (the tiny config's training from scratch: the bad-sample test)."""
-    from keras_maxdeeplab.conversion import build_model
-
-    build_model("max_deeplab_tiny", 65, ONE_BLOCK_PER_STAGE).save_to_preset(folder)
 
 
 def test_evaluate_ground_truth_against_itself(capsys):

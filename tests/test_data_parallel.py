@@ -17,6 +17,7 @@ import keras
 
 from keras_maxdeeplab import backend_seam
 from tests.helpers import run_python
+from tests.helpers import save_one_block_preset
 
 # XLA's in-process CPU collectives aborted a step when the virtual devices reached
 # an all-reduce more than 10 s apart, which a starved device thread on a loaded
@@ -216,7 +217,6 @@ def test_train_command_on_two_devices_in_bfloat16(tmp_path):
     README's command, through the COCO-panoptic tf.data pipeline the engine
     distributes."""
     from keras_maxdeeplab.data import write_synthetic_panoptic_dataset
-    from tests.test_cli import save_one_block_preset
 
     data = str(tmp_path / "data")
     write_synthetic_panoptic_dataset(data, 4, seed=0)

@@ -51,8 +51,8 @@ def _jit_options():
 def test_fit_lowers_the_loss(jit_compile):
     keras.utils.set_random_seed(1)
     model = tiny_model(SIZE, **ONE_BLOCK_PER_STAGE)
-    # 3e-3: the loss falls as far in 12 steps as in 30 at 1e-3 (TensorFlow's XLA
-    # step, compiled without LLVM's optimisations, runs 1.7 s on 2 loaded cores).
+    # 3e-3: the loss falls about as far in 10 steps as in 27 at 1e-3 (TensorFlow's
+    # XLA step, compiled without LLVM's optimisations, took 1.7 s a step here).
     model.compile(learning_rate=3e-3, training_steps=1000, warmup_steps=0, jit_compile=jit_compile)
     images, y_true = _scenes(4, seed=0)
     before = model.evaluate(images, y_true, batch_size=4, verbose=0, return_dict=True)
