@@ -67,7 +67,7 @@ def prepare(kit):
 
 
 class Device:
-    """Synchronisation and peak memory of the backend's first device."""
+    """The precision switch and peak memory of the backend's first device."""
 
     def __init__(self, backend, highest):
         self.backend = backend
@@ -87,12 +87,6 @@ class Device:
             self.name = torch.cuda.get_device_name(0) if self.cuda else "cpu"
         else:
             raise SystemExit("run it with KERAS_BACKEND=jax or torch (TensorFlow: not measured)")
-
-    def sync(self):
-        if self.backend == "torch" and self.cuda:
-            import torch
-
-            torch.cuda.synchronize()
 
     def peak_bytes(self):
         if self.backend == "jax":
@@ -163,16 +157,15 @@ def run(kit, out, highest, parity_only):
         return float(np.max(np.abs(actual - reference)) / np.max(np.abs(reference)))
 
     def timed(fn, repeats):
+        # Copying the results to the host waits for the device to finish them.
         start = time.perf_counter()
         to_numpy(fn())
-        device.sync()
         first = time.perf_counter() - start
         to_numpy(fn())
         runs = []
         for _ in range(repeats):
             start = time.perf_counter()
             to_numpy(fn())
-            device.sync()
             runs.append(time.perf_counter() - start)
         return {"first_s": round(first, 3), "median_s": round(statistics.median(runs), 5)}
 
