@@ -4,6 +4,7 @@ import pytest
 
 from keras_maxdeeplab.cli import main
 from keras_maxdeeplab.conversion import convert_checkpoint
+from tests.helpers import KMAX_ONE_BLOCK_PER_STAGE
 from tests.helpers import save_one_block_preset
 from tests.helpers import shared_path
 
@@ -319,20 +320,28 @@ def test_convert_predict_and_evaluate_a_kmax_checkpoint(tmp_path, capsys):
     assert len(np.unique(got)) >= 2  # a segment and void (deeplab2's default thresholds)
 
 
-def test_train_a_kmax_config_with_its_recipe(tmp_path, capsys):
-    """kMaX-DeepLab from scratch: deeplab2's kMaX recipe (AdamW 5e-4, weight
-    decay 0.05), the sample count checked against the crop, a kMaX preset out."""
+def test_train_a_kmax_preset_with_its_recipe(tmp_path, capsys):
+    """kMaX-DeepLab through `train`: deeplab2's kMaX recipe (AdamW 5e-4, weight
+    decay 0.05), the sample count checked against the crop, a kMaX preset out.
+    A one-block kMaX preset trains here (the tiny config's step took 50 s to
+    compile on JAX); `--config kmax_r50_tiny` builds and compiles the same
+    recipe in test_train_compiles_each_familys_deeplab2_recipe."""
     import json
 
     from keras_maxdeeplab import KMaXDeepLab
     from keras_maxdeeplab.data import SYNTHETIC_CATEGORIES
     from keras_maxdeeplab.data import write_synthetic_panoptic_dataset
     from keras_maxdeeplab.hub import task_class
+    from keras_maxdeeplab.models.kmax_deeplab.kmax_builder import build_kmax_model
 
     data = os.path.join(tmp_path, "data")
     write_synthetic_panoptic_dataset(data, 2, seed=0)
+    pretrained = os.path.join(tmp_path, "kmax_one_block")
+    build_kmax_model("kmax_r50_tiny", 65, overrides=KMAX_ONE_BLOCK_PER_STAGE).save_to_preset(
+        pretrained
+    )
     output = os.path.join(tmp_path, "run")
-    command = ["train", data, "--output", output, "--config", "kmax_r50_tiny", "--crop-size", "65"]
+    command = ["train", data, "--output", output, "--preset", pretrained]
     command += ["--batch-size", "2", "--quiet", "--steps", "1", "--steps-per-epoch", "1"]
     # deeplab2's 4096 sampled pixels do not fit in a 65 crop's 17 x 17 at stride 4.
     assert main(command) == 1
