@@ -38,38 +38,9 @@ def pytest_unconfigure(config):
 def pytest_addoption(parser):
     parser.addoption("--run-large", action="store_true", help="run tests marked large")
     parser.addoption("--run-extra-large", action="store_true", help="run tests marked extra_large")
-    parser.addoption(
-        "--shard",
-        metavar="I/N",
-        help="run only every N-th collected test file, starting at the I-th (0-based), "
-        "so that N processes run a suite between them (scripts/test.sh)",
-    )
 
 
-def _select_shard(config, items):
-    """Keeps the tests of the files `--shard I/N` assigns to this process: the
-    collected files in path order, dealt out in turn. Whole files, so that a
-    module's fixtures (models built once per module) are built once."""
-    shard = config.getoption("--shard")
-    if not shard:
-        return
-    try:
-        index, count = (int(part) for part in shard.split("/"))
-    except ValueError:
-        raise pytest.UsageError(f"--shard must be I/N with integers, got {shard!r}") from None
-    if not 0 <= index < count:
-        raise pytest.UsageError(f"--shard {shard}: I must be in 0..N-1")
-    files = sorted({item.nodeid.split("::")[0] for item in items})
-    mine = set(files[index::count])
-    kept = [item for item in items if item.nodeid.split("::")[0] in mine]
-    config.hook.pytest_deselected(items=[item for item in items if item.nodeid.split("::")[0] not in mine])
-    items[:] = kept
-
-
-# First, before `-m` and `-k` deselect: every shard deals out the same files.
-@pytest.hookimpl(tryfirst=True)
 def pytest_collection_modifyitems(config, items):
-    _select_shard(config, items)
     run_large = config.getoption("--run-large") or config.getoption("--run-extra-large")
     run_extra_large = config.getoption("--run-extra-large")
     for item in items:
