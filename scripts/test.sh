@@ -5,10 +5,10 @@
 #
 # The three backends run at once, each in its own pytest process: most of the suite's time
 # is single-threaded compilation, so on a 2-core machine running them side by side takes
-# about as long as the slowest one alone. The tests marked `serial` (multi-device steps in
-# a child process) then run one backend at a time in PyTorch's slot, after its suite, the
-# shortest: so they overlap JAX's suite, the longest, instead of adding to its slot. Each
-# slot's report is printed when it ends.
+# about as long as the slowest one alone. Each backend then runs its tests marked `serial`
+# (multi-device steps in a child process) on its own, in the same slot, so that they
+# overlap the other backends' suites instead of adding to the total. Each backend's report
+# is printed when it ends.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/install.sh || exit 1
@@ -24,57 +24,40 @@ threads=$(( $(nproc) / 3 ))
 threads=$(( threads > 0 ? threads : 1 ))
 logs="$(mktemp -d)"
 trap 'rm -rf "${logs}"' EXIT
-# run_tests BACKEND KIND LOG [pytest arguments]: KIND "main" runs the tests not marked
-# serial, "serial" the others.
-run_tests() {
-  local backend="$1" kind="$2" log="$3"
-  shift 3
-  local code
-  if [ "${kind}" = main ]; then
-    OMP_NUM_THREADS="${threads}" TF_NUM_INTRAOP_THREADS="${threads}" TF_NUM_INTEROP_THREADS="${threads}" \
-      KERAS_BACKEND="${backend}" .venv/bin/python -m pytest -q -p no:cacheprovider --durations=40 \
-      --basetemp "${logs}/${backend}-tmp" -m "not serial" "$@" >> "${log}" 2>&1
-    code=$?
-  else
-    echo "--- KERAS_BACKEND=${backend}, serial tests ---" >> "${log}"
-    KERAS_BACKEND="${backend}" .venv/bin/python -m pytest -q -p no:cacheprovider --durations=5 \
-      --basetemp "${logs}/${backend}-serial-tmp" -m serial "$@" >> "${log}" 2>&1
-    code=$?
-    # pytest exit code 5 = no tests collected: the extra arguments selected no
-    # serial test, which is fine (for the main run it is a failure).
-    [ "${code}" -eq 5 ] && code=0
-  fi
+run_backend() {
+  local backend="$1"
+  shift
+  OMP_NUM_THREADS="${threads}" TF_NUM_INTRAOP_THREADS="${threads}" TF_NUM_INTEROP_THREADS="${threads}" \
+    KERAS_BACKEND="${backend}" .venv/bin/python -m pytest -q -p no:cacheprovider --durations=40 \
+    --basetemp "${logs}/${backend}-tmp" -m "not serial" "$@" > "${logs}/${backend}.log" 2>&1
+  local code=$?
+  echo "--- KERAS_BACKEND=${backend}, serial tests ---" >> "${logs}/${backend}.log"
+  KERAS_BACKEND="${backend}" .venv/bin/python -m pytest -q -p no:cacheprovider --durations=5 \
+    --basetemp "${logs}/${backend}-serial-tmp" -m serial "$@" >> "${logs}/${backend}.log" 2>&1
+  local serial=$?
+  # pytest exit code 5 = no tests collected: a failure for the main run; for the serial
+  # run it means the extra arguments selected no serial test, which is fine.
   if [ "${code}" -ne 0 ]; then
-    echo "pytest failed on ${backend}, ${kind} tests (exit ${code})" >> "${log}"
+    echo "pytest failed on ${backend} (exit ${code})" >> "${logs}/${backend}.log"
+    return 1
+  fi
+  if [ "${serial}" -ne 0 ] && [ "${serial}" -ne 5 ]; then
+    echo "pytest failed on ${backend}, serial tests (exit ${serial})" >> "${logs}/${backend}.log"
     return 1
   fi
 }
-torch_then_serial() {
-  local failed=0
-  run_tests torch main "${logs}/torch.log" "$@" || failed=1
-  for backend in jax tensorflow torch; do
-    run_tests "${backend}" serial "${logs}/torch.log" "$@" || failed=1
-  done
-  return "${failed}"
-}
-declare -A slot_of
-run_tests jax main "${logs}/jax.log" "$@" &
-slot_of[$!]=jax
-run_tests tensorflow main "${logs}/tensorflow.log" "$@" &
-slot_of[$!]=tensorflow
-torch_then_serial "$@" &
-slot_of[$!]=torch
+declare -A backend_of
+for backend in jax tensorflow torch; do
+  run_backend "${backend}" "$@" &
+  backend_of[$!]="${backend}"
+done
 status=0
 for _ in jax tensorflow torch; do
   wait -n -p pid
   code=$?
-  slot="${slot_of[${pid}]}"
-  if [ "${slot}" = torch ]; then
-    echo "=== KERAS_BACKEND=torch, then every backend's serial tests ==="
-  else
-    echo "=== KERAS_BACKEND=${slot} ==="
-  fi
-  cat "${logs}/${slot}.log"
+  backend="${backend_of[${pid}]}"
+  echo "=== KERAS_BACKEND=${backend} ==="
+  cat "${logs}/${backend}.log"
   if [ "${code}" -ne 0 ]; then
     status=1
   fi

@@ -20,8 +20,8 @@ from tests.helpers import save_one_block_preset
 
 # XLA's in-process CPU collectives aborted a step when the virtual devices reached
 # an all-reduce more than 10 s apart, which a starved device thread on a loaded
-# 2-core machine was (fixed in jaxlib 0.7.1). These tests still run one backend at a
-# time, after PyTorch's suite (scripts/test.sh), while the other backends' suites run:
+# 2-core machine was (fixed in jaxlib 0.7.1). These tests still run after the rest
+# of their backend's suite (scripts/test.sh), while the other backends' suites run:
 # they passed so on JAX and TensorFlow with five other test processes on 2 cores.
 pytestmark = pytest.mark.serial
 
