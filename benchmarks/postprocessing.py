@@ -6,8 +6,9 @@
 (kMaX-DeepLab) on one image's outputs: 128 mask slots at stride 4 upsampled to
 the crop, 133 classes + "no object", seeded logits with 40 confident slots.
 JAX runs them under `jax.jit`, TensorFlow under `tf.function`, as
-`predict_panoptic` does; PyTorch runs eagerly, as `predict_panoptic` does
-there. Medians (and minima) of `--repeats` calls after a warm-up call, which is
+`predict_panoptic` does; PyTorch runs them eagerly, as `predict_panoptic` does
+there until its calls at a batch shape have taken 10 s (then it runs them
+traced with the network: `backend_seam.BatchPredictor`). Medians (and minima) of `--repeats` calls after a warm-up call, which is
 reported as the first call (it includes compilation).
 """
 
