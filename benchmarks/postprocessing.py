@@ -8,8 +8,9 @@ the crop, 133 classes + "no object", seeded logits with 40 confident slots.
 JAX runs them under `jax.jit`, TensorFlow under `tf.function`, as
 `predict_panoptic` does; PyTorch runs them eagerly, as `predict_panoptic` does
 there until its calls at a batch shape have taken 10 s (then it runs them
-traced with the network: `backend_seam.BatchPredictor`). Medians (and minima) of `--repeats` calls after a warm-up call, which is
-reported as the first call (it includes compilation).
+traced with the network: `backend_seam.BatchPredictor`). Medians (and minima)
+of `--repeats` calls after a warm-up call, which is reported as the first call
+(it includes compilation).
 """
 
 import argparse

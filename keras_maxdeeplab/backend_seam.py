@@ -749,11 +749,10 @@ class BatchPredictor:
 
         batch = keras.ops.convert_to_tensor(batch)
         key = (tuple(batch.shape), batch.dtype)
-        # The tensors the model's variables hold now: a trace computes with
-        # those it was traced with.
-        parameters = [id(v.value) for v in self.model.weights]
-        program, traced_parameters = self._programs.get(key, (None, None))
-        if program is None or traced_parameters != parameters:
+        program, traced_tensors = self._programs.get(key, (None, None))
+        if program is not None and traced_tensors != self._variable_tensors():
+            program = None
+        if program is None:
             spent = self._eager_seconds.get(key, 0.0)
             if spent < TORCH_EXPORT_AFTER_SECONDS:
                 start = time.perf_counter()
@@ -765,10 +764,15 @@ class BatchPredictor:
                     self.model, (batch,), kwargs={"training": False}, strict=False
                 )
             program = exported.module()
-            self._programs[key] = (program, parameters)
+            self._programs[key] = (program, self._variable_tensors())
         with torch.no_grad():
             outputs = program(batch, training=False)
         return keras.tree.map_structure(keras.ops.convert_to_numpy, outputs)
+
+    def _variable_tensors(self):
+        # The tensors the model's variables hold now: a trace computes with
+        # those it was traced with.
+        return [id(v.value) for v in self.model.weights]
 
     @property
     def traced_shapes(self):

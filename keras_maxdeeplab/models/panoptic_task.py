@@ -29,13 +29,12 @@ from keras_maxdeeplab.postprocessing.segments import panoptic_results
 
 class _PanopticPipelines:
     """`predict_panoptic`'s compiled pipelines, by post-processing options:
-    the Keras models and their `backend_seam.BatchPredictor`s. A plain
-    object: Keras neither tracks nor saves the models inside (they share the
-    task's weights)."""
+    each a `backend_seam.BatchPredictor` of its Keras model (`.model`). A
+    plain object: Keras neither tracks nor saves the models inside (they
+    share the task's weights)."""
 
     def __init__(self):
         self.by_options = {}
-        self.predictors = {}
 
 
 def mark_weightless_layers_built(model):
@@ -388,20 +387,17 @@ class PanopticTask(ImageSegmenter):
             )
         return results
 
-    def _panoptic_predictor(self, options):
-        """The `backend_seam.BatchPredictor` of `_panoptic_pipeline(options)`:
-        compiled on PyTorch too, once its eager calls have taken a while."""
-        pipeline = self._panoptic_pipeline(options)
-        predictors = self._panoptic_pipelines.predictors
-        if pipeline not in predictors:
-            predictors[pipeline] = backend_seam.BatchPredictor(pipeline)
-        return predictors[pipeline]
-
     def _panoptic_pipeline(self, options):
         """This network and deeplab2's post-processor as one Keras model, whose
         `predict_on_batch` compiles both into one function (post-processing
         eagerly after the compiled network took a third of the time at 641
         on TensorFlow). Built once per post-processing options."""
+        return self._panoptic_predictor(options).model
+
+    def _panoptic_predictor(self, options):
+        """The `backend_seam.BatchPredictor` of `_panoptic_pipeline(options)`
+        (compiled on PyTorch too, once its eager calls have taken a while),
+        built with the pipeline once per post-processing options."""
         cache = getattr(self, "_panoptic_pipelines", None)
         if cache is None:
             cache = self._panoptic_pipelines = _PanopticPipelines()
@@ -424,7 +420,7 @@ class PanopticTask(ImageSegmenter):
             pipeline = keras.Model(images, maps)
             # Its layers are the task's (built at construction: see
             # `mark_weightless_layers_built`) and the post-processor.
-            cache.by_options[key] = pipeline
+            cache.by_options[key] = backend_seam.BatchPredictor(pipeline)
         return cache.by_options[key]
 
     def compute_loss(self, x=None, y=None, y_pred=None, sample_weight=None, training=True):
