@@ -5,7 +5,9 @@ Bilinear resizing is separable, so it is two matrix products with small,
 static interpolation matrices: exact on every backend, and the form every
 exporter converts. Where the engine has its own kernel for the same sums
 (PyTorch: `backend_seam.native_resize_bilinear_align_corners`), that runs
-instead; the values differ only in float rounding.
+instead; on JAX each pass gathers the two source rows of every output row and
+interpolates them as TF1's kernel does (`backend_seam.resizes_by_gathers`).
+The values differ only in float rounding.
 """
 
 import numpy as np
@@ -14,22 +16,46 @@ from keras import ops
 from keras_maxdeeplab import backend_seam
 
 
-def _bilinear_matrix(in_size, out_size):
-    """[out_size, in_size] align-corners linear interpolation weights."""
-    matrix = np.zeros((out_size, in_size), np.float32)
+def _source_rows(in_size, out_size):
+    """Align-corners linear interpolation of `out_size` rows from `in_size`:
+    each output row's two source rows `low`, `high` (int32 `[out_size]`) and
+    the weight `frac` of `high` (float32 `[out_size]`)."""
     if out_size == 1 or in_size == 1:
-        matrix[:, 0] = 1.0
-        return matrix
+        zeros = np.zeros((out_size,), np.int32)
+        return zeros, zeros, np.zeros((out_size,), np.float32)
     # float32 arithmetic as TF's resize kernel does.
     scale = np.float32(in_size - 1) / np.float32(out_size - 1)
     source = np.arange(out_size, dtype=np.float32) * scale
-    low = np.floor(source).astype(np.int64)
+    low = np.floor(source).astype(np.int32)
     high = np.minimum(low + 1, in_size - 1)
-    frac = source - low.astype(np.float32)
+    return low, high, source - low.astype(np.float32)
+
+
+def _bilinear_matrix(in_size, out_size):
+    """[out_size, in_size] align-corners linear interpolation weights."""
+    low, high, frac = _source_rows(in_size, out_size)
+    matrix = np.zeros((out_size, in_size), np.float32)
     rows = np.arange(out_size)
     matrix[rows, low] += 1.0 - frac
     matrix[rows, high] += frac
     return matrix
+
+
+def _resize_by_gathers(images, out_h, out_w):
+    """Width pass, then height pass: `low + (high - low) * frac` of the two
+    gathered source rows, TF1's formula."""
+    for axis, out_size in ((2, out_w), (1, out_h)):
+        in_size = int(images.shape[axis])
+        if in_size == out_size:
+            continue
+        low, high, frac = _source_rows(in_size, out_size)
+        shape = [1, 1, 1, 1]
+        shape[axis] = out_size
+        below = ops.take(images, low, axis=axis)
+        above = ops.take(images, high, axis=axis)
+        frac = ops.convert_to_tensor(frac.reshape(shape), dtype=images.dtype)
+        images = below + (above - below) * frac
+    return images
 
 
 def nearest_indices(in_size, out_size):
@@ -61,6 +87,8 @@ def resize_bilinear_align_corners(images, size):
     native = backend_seam.native_resize_bilinear_align_corners(images, (out_h, out_w))
     if native is not None:
         return native
+    if backend_seam.resizes_by_gathers():
+        return _resize_by_gathers(images, out_h, out_w)
     dtype = images.dtype
     # Each pass is a tensordot (a reshape and one matrix product) with the
     # matrix first, rather than an einsum: TensorFlow Lite's converter gives

@@ -58,11 +58,13 @@ def _gather(values, index):
     return _lookup(values, index + offsets[:, None, None])
 
 
-def _semantic_pass(logits, class_pred, class_ids):
+def _semantic_pass(logits, class_pred, class_ids, top_logit=None):
     """deeplab2's "semantic" pass, every threshold 0 so that every slot
     counts: each pixel's class is that of its top slot in the upsampled
-    `[B, H, W, N]` logits (int32 `[B, H, W]`)."""
-    return ops.cast(_lookup(class_ids, _gather(class_pred, first_argmax(logits))), "int32")
+    `[B, H, W, N]` logits (int32 `[B, H, W]`); `top_logit` is their max over
+    the slots, if known."""
+    top_slot = first_argmax(logits, maximum=top_logit)
+    return ops.cast(_lookup(class_ids, _gather(class_pred, top_slot)), "int32")
 
 
 def postprocess_panoptic(
@@ -128,7 +130,7 @@ def postprocess_panoptic(
     detected_logits = ops.where(detected[:, None, None, :], logits, _SMALL_CONSTANT_FOR_SOFTMAX)
     pixel_confidence = ops.max(ops.softmax(detected_logits, axis=-1), axis=-1)
     top_detected_logit = ops.max(detected_logits, axis=-1)
-    mask_id = first_argmax(detected_logits)  # [B, H, W]
+    mask_id = first_argmax(detected_logits, maximum=top_detected_logit)  # [B, H, W]
     top_logit = ops.max(logits, axis=-1)
     confident = ops.logical_and(
         pixel_confidence > pixel_confidence_threshold, top_logit == top_detected_logit
@@ -153,7 +155,7 @@ def postprocess_panoptic(
 
     return {
         "panoptic_pred": panoptic,
-        "semantic_pred": _semantic_pass(logits, class_pred, class_ids),
+        "semantic_pred": _semantic_pass(logits, class_pred, class_ids, top_logit),
         "instance_pred": ops.where(any_detected, mask_id + 1, 1),
         "instance_scores": ops.where(any_detected, pixel_confidence, 0.0),
         "semantic_scores": ops.where(any_detected, per_pixel(class_confidence), 0.0),
@@ -285,8 +287,9 @@ def postprocess_panoptic_maskwise(
         free = free - new * ops.cast(keep, "float32")[:, None, None]
     # A pixel shows the first kept mask (in rank order) that covers it.
     pasted = binary * ops.cast(ops.stack(kept, axis=1), "float32")[:, None, None, :]
-    covered = ops.max(pasted, axis=-1) > 0  # [B, H, W]
-    mask_id = ops.where(covered, first_argmax(pasted), 0)
+    top_pasted = ops.max(pasted, axis=-1)
+    covered = top_pasted > 0  # [B, H, W]
+    mask_id = ops.where(covered, first_argmax(pasted, maximum=top_pasted), 0)
     semantic_scores = ops.where(covered, _gather(sorted_confidence, mask_id), 0.0)
 
     confident = ops.logical_and(covered, any_detected)
