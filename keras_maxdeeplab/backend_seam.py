@@ -747,8 +747,14 @@ TORCH_EXPORT_AFTER_SECONDS = 10.0
 class BatchPredictor:
     """`model.predict_on_batch(batch)`, compiled on every backend.
 
-    JAX and TensorFlow compile `predict_on_batch` on its first call at a batch
-    shape. On PyTorch Keras runs eagerly, op by op through every layer's
+    TensorFlow compiles `predict_on_batch` on its first call at a batch
+    shape. On JAX the model's `stateless_call` is compiled instead (per batch
+    shape, as `jax.jit` does) and called with its variables' current values:
+    Keras' JAX `predict_on_batch` collects the variables from the layers and
+    assigns every one back after each call, about 9 ms of MaX-DeepLab-S's
+    907 at 129 (0.114 s a call against 0.106 s). Under a Keras distribution
+    it is `predict_on_batch`, which lays the batch out over the devices.
+    On PyTorch Keras runs eagerly, op by op through every layer's
     Python: there, once the eager calls at a batch shape have taken
     `TORCH_EXPORT_AFTER_SECONDS`, the model is traced at that shape with
     `torch.export` and later calls run the traced program. MaX-DeepLab-S's
@@ -770,9 +776,13 @@ class BatchPredictor:
         self.model = model
         self._eager_seconds = {}
         self._programs = {}
+        self._jax_call = None
 
     def __call__(self, batch):
-        if keras.backend.backend() != "torch":
+        backend = keras.backend.backend()
+        if backend == "jax" and keras.distribution.distribution() is None:
+            return self._call_jax(batch)
+        if backend != "torch":
             return self.model.predict_on_batch(batch)
         import torch
 
@@ -796,6 +806,25 @@ class BatchPredictor:
             self._programs[key] = (program, self._variable_tensors())
         with torch.no_grad():
             outputs = program(batch, training=False)
+        return keras.tree.map_structure(keras.ops.convert_to_numpy, outputs)
+
+    def _call_jax(self, batch):
+        if self._jax_call is None:
+            import jax
+
+            model = self.model
+            trainable, non_trainable = model.trainable_variables, model.non_trainable_variables
+
+            def outputs(trainable_values, non_trainable_values, batch):
+                return model.stateless_call(
+                    trainable_values, non_trainable_values, batch, training=False
+                )[0]
+
+            compiled = jax.jit(outputs)
+            self._jax_call = lambda batch: compiled(
+                [v.value for v in trainable], [v.value for v in non_trainable], batch
+            )
+        outputs = self._jax_call(keras.ops.convert_to_tensor(batch))
         return keras.tree.map_structure(keras.ops.convert_to_numpy, outputs)
 
     def _variable_tensors(self):

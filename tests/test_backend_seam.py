@@ -182,6 +182,50 @@ torch_only = pytest.mark.skipif(
 )
 
 
+@pytest.mark.skipif(
+    keras.backend.backend() != "jax",
+    reason="on JAX BatchPredictor compiles the model's stateless_call itself; "
+    "elsewhere see the PyTorch test below",
+)
+def test_batch_predictor_on_jax_gives_deeplab2_maps_and_follows_the_weights():
+    """deeplab2's maps exactly (its tiny model at 65, tuned thresholds), the
+    same as Keras' `predict_on_batch`, and weights assigned after the first
+    call (as training or load_weights assign them) are the ones used."""
+    folder = shared_path("reference", "max_deeplab_tiny")
+    io = np.load(os.path.join(folder, "io.npz"))
+    model = tiny_model(65)
+    load_deeplab2_checkpoint(model, os.path.join(folder, "ckpt"))
+    with open(os.path.join(folder, "config.json")) as f:
+        model.postprocess_options.update(json.load(f)["post_processing"]["tuned_thresholds"]["65"])
+    image = io["s65/input/image_0_255"][0]
+    predict = model._panoptic_predictor(model.postprocess_options)
+    pipeline = predict.model
+    batch = model.image_converter(image[None])
+
+    first = predict(batch)
+    expected = pipeline.predict_on_batch(batch)
+    for key in expected:
+        np.testing.assert_array_equal(first[key], expected[key], err_msg=key)
+    for key in ("panoptic_pred", "semantic_pred", "instance_pred"):
+        np.testing.assert_array_equal(first[key], io[f"s65/postprocess/{key}"], err_msg=key)
+
+    rng = np.random.RandomState(0)
+    for variable in model.weights:
+        if "moving_variance" not in variable.path:
+            value = keras.ops.convert_to_numpy(variable)
+            variable.assign(value + rng.normal(0, 0.3, value.shape).astype(value.dtype))
+    changed = predict(batch)
+    expected = pipeline.predict_on_batch(batch)
+    assert not np.array_equal(changed["panoptic_pred"], first["panoptic_pred"])
+    for key in expected:
+        np.testing.assert_array_equal(changed[key], expected[key], err_msg=key)
+
+    pair = keras.ops.concatenate([batch, keras.ops.flip(batch, axis=2)])
+    np.testing.assert_array_equal(
+        predict(pair)["panoptic_pred"], pipeline.predict_on_batch(pair)["panoptic_pred"]
+    )
+
+
 @torch_only
 def test_batch_predictor_traces_pytorch_and_follows_the_weights(monkeypatch):
     """`predict_panoptic` through the traced program gives deeplab2's maps
