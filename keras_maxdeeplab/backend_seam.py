@@ -809,22 +809,30 @@ class BatchPredictor:
         return keras.tree.map_structure(keras.ops.convert_to_numpy, outputs)
 
     def _call_jax(self, batch):
+        model = self.model
         if self._jax_call is None:
             import jax
-
-            model = self.model
-            trainable, non_trainable = model.trainable_variables, model.non_trainable_variables
 
             def outputs(trainable_values, non_trainable_values, batch):
                 return model.stateless_call(
                     trainable_values, non_trainable_values, batch, training=False
                 )[0]
 
-            compiled = jax.jit(outputs)
-            self._jax_call = lambda batch: compiled(
-                [v.value for v in trainable], [v.value for v in non_trainable], batch
-            )
-        outputs = self._jax_call(keras.ops.convert_to_tensor(batch))
+            self._jax_call = jax.jit(outputs)
+            self._jax_weights = model.weights
+            self._jax_split = None
+        # `stateless_call` takes the values in the order of the model's
+        # (non-)trainable variables, which freezing a layer changes.
+        split = tuple(v.trainable for v in self._jax_weights)
+        if split != self._jax_split:
+            self._jax_split = split
+            self._jax_variables = (model.trainable_variables, model.non_trainable_variables)
+        trainable, non_trainable = self._jax_variables
+        outputs = self._jax_call(
+            [v.value for v in trainable],
+            [v.value for v in non_trainable],
+            keras.ops.convert_to_tensor(batch),
+        )
         return keras.tree.map_structure(keras.ops.convert_to_numpy, outputs)
 
     def _variable_tensors(self):

@@ -220,6 +220,12 @@ def test_batch_predictor_on_jax_gives_deeplab2_maps_and_follows_the_weights():
     for key in expected:
         np.testing.assert_array_equal(changed[key], expected[key], err_msg=key)
 
+    # Freezing a layer reorders the variables `stateless_call` takes.
+    model.backbone.get_layer("stem").trainable = False
+    frozen = predict(batch)
+    for key in expected:
+        np.testing.assert_array_equal(frozen[key], expected[key], err_msg=key)
+
     pair = keras.ops.concatenate([batch, keras.ops.flip(batch, axis=2)])
     np.testing.assert_array_equal(
         predict(pair)["panoptic_pred"], pipeline.predict_on_batch(pair)["panoptic_pred"]
