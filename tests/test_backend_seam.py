@@ -182,6 +182,33 @@ torch_only = pytest.mark.skipif(
 )
 
 
+def _deeplab2_tiny_at_65():
+    """deeplab2's tiny MaX-DeepLab with its tuned 65x65 thresholds, its
+    reference outputs and its input image."""
+    folder = shared_path("reference", "max_deeplab_tiny")
+    io = np.load(os.path.join(folder, "io.npz"))
+    model = tiny_model(65)
+    load_deeplab2_checkpoint(model, os.path.join(folder, "ckpt"))
+    with open(os.path.join(folder, "config.json")) as f:
+        model.postprocess_options.update(json.load(f)["post_processing"]["tuned_thresholds"]["65"])
+    return model, io, io["s65/input/image_0_255"][0]
+
+
+def _assert_maps_equal(actual, expected):
+    for key in expected:
+        np.testing.assert_array_equal(actual[key], expected[key], err_msg=key)
+
+
+def _perturb_weights(model):
+    """Adds seeded noise to every weight but the moving variances, as
+    training or `load_weights` would assign new values."""
+    rng = np.random.RandomState(0)
+    for variable in model.weights:
+        if "moving_variance" not in variable.path:
+            value = keras.ops.convert_to_numpy(variable)
+            variable.assign(value + rng.normal(0, 0.3, value.shape).astype(value.dtype))
+
+
 @pytest.mark.skipif(
     keras.backend.backend() != "jax",
     reason="on JAX BatchPredictor compiles the model's stateless_call itself; "
@@ -191,40 +218,27 @@ def test_batch_predictor_on_jax_gives_deeplab2_maps_and_follows_the_weights():
     """deeplab2's maps exactly (its tiny model at 65, tuned thresholds), the
     same as Keras' `predict_on_batch`, and weights assigned after the first
     call (as training or load_weights assign them) are the ones used."""
-    folder = shared_path("reference", "max_deeplab_tiny")
-    io = np.load(os.path.join(folder, "io.npz"))
-    model = tiny_model(65)
-    load_deeplab2_checkpoint(model, os.path.join(folder, "ckpt"))
-    with open(os.path.join(folder, "config.json")) as f:
-        model.postprocess_options.update(json.load(f)["post_processing"]["tuned_thresholds"]["65"])
-    image = io["s65/input/image_0_255"][0]
+    model, io, image = _deeplab2_tiny_at_65()
     predict = model._panoptic_predictor(model.postprocess_options)
     pipeline = predict.model
     batch = model.image_converter(image[None])
 
     first = predict(batch)
     expected = pipeline.predict_on_batch(batch)
-    for key in expected:
-        np.testing.assert_array_equal(first[key], expected[key], err_msg=key)
+    _assert_maps_equal(first, expected)
     for key in ("panoptic_pred", "semantic_pred", "instance_pred"):
         np.testing.assert_array_equal(first[key], io[f"s65/postprocess/{key}"], err_msg=key)
 
-    rng = np.random.RandomState(0)
-    for variable in model.weights:
-        if "moving_variance" not in variable.path:
-            value = keras.ops.convert_to_numpy(variable)
-            variable.assign(value + rng.normal(0, 0.3, value.shape).astype(value.dtype))
+    _perturb_weights(model)
     changed = predict(batch)
     expected = pipeline.predict_on_batch(batch)
     assert not np.array_equal(changed["panoptic_pred"], first["panoptic_pred"])
-    for key in expected:
-        np.testing.assert_array_equal(changed[key], expected[key], err_msg=key)
+    _assert_maps_equal(changed, expected)
 
     # Freezing a layer reorders the variables `stateless_call` takes.
     model.backbone.get_layer("stem").trainable = False
     frozen = predict(batch)
-    for key in expected:
-        np.testing.assert_array_equal(frozen[key], expected[key], err_msg=key)
+    _assert_maps_equal(frozen, expected)
 
     pair = keras.ops.concatenate([batch, keras.ops.flip(batch, axis=2)])
     np.testing.assert_array_equal(
@@ -239,13 +253,7 @@ def test_batch_predictor_traces_pytorch_and_follows_the_weights(monkeypatch):
     loaded after the trace are the ones used."""
     import torch
 
-    folder = shared_path("reference", "max_deeplab_tiny")
-    io = np.load(os.path.join(folder, "io.npz"))
-    model = tiny_model(65)
-    load_deeplab2_checkpoint(model, os.path.join(folder, "ckpt"))
-    with open(os.path.join(folder, "config.json")) as f:
-        model.postprocess_options.update(json.load(f)["post_processing"]["tuned_thresholds"]["65"])
-    image = io["s65/input/image_0_255"][0]
+    model, io, image = _deeplab2_tiny_at_65()
     predict = model._panoptic_predictor(model.postprocess_options)
 
     # The default: eager calls until they have taken TORCH_EXPORT_AFTER_SECONDS.
@@ -263,16 +271,11 @@ def test_batch_predictor_traces_pytorch_and_follows_the_weights(monkeypatch):
     # the traced program computes with them.
     pipeline = predict.model
     batch = model.image_converter(image[None])
-    original = [keras.ops.convert_to_numpy(v) for v in model.weights]
-    rng = np.random.RandomState(0)
-    for variable, value in zip(model.weights, original):
-        if "moving_variance" not in variable.path:
-            variable.assign(value + rng.normal(0, 0.3, value.shape).astype(value.dtype))
+    _perturb_weights(model)
     changed = predict(batch)
     expected = pipeline.predict_on_batch(batch)
     assert not np.array_equal(changed["panoptic_pred"], io["s65/postprocess/panoptic_pred"])
-    for key in expected:
-        np.testing.assert_array_equal(changed[key], expected[key], err_msg=key)
+    _assert_maps_equal(changed, expected)
     assert predict.traced_shapes == [(1, 65, 65, 3)]
 
     # A batch of another shape gets its own trace.
@@ -290,5 +293,4 @@ def test_batch_predictor_traces_pytorch_and_follows_the_weights(monkeypatch):
     replaced = predict(batch)
     expected = pipeline.predict_on_batch(batch)
     assert not np.array_equal(replaced["semantic_pred"], changed["semantic_pred"])
-    for key in expected:
-        np.testing.assert_array_equal(replaced[key], expected[key], err_msg=key)
+    _assert_maps_equal(replaced, expected)
