@@ -587,9 +587,9 @@ def resizes_by_gathers():
     ms against 22 ms. Their gradient (a scatter-add) costs more than the
     matrices' (32 ms against 10 ms at 81 -> 161): in a training step at 641
     the decoder's four resizes save 55 ms forward and add 72 ms backward, 0.1%
-    of the step. PyTorch
-    has its own kernel (`native_resize_bilinear_align_corners`); TensorFlow
-    keeps the matrix products, the form its exporters convert everywhere.
+    of the step. PyTorch has its own kernel
+    (`native_resize_bilinear_align_corners`); TensorFlow keeps the matrix
+    products, the form its exporters convert everywhere.
 
     Example:
     >>> resizes_by_gathers()  # True on JAX

@@ -119,11 +119,18 @@ def test_first_argmax_takes_the_first_maximum_and_ties_signed_zeros():
     got = to_numpy(first_argmax(values))
     assert got.dtype == np.int32
     np.testing.assert_array_equal(got, [1, 0, 0, 0])
+    # The same from the maximum a caller already has (a comparison and a min).
+    given = to_numpy(first_argmax(values, maximum=keras.ops.max(values, axis=-1)))
+    assert given.dtype == np.int32
+    np.testing.assert_array_equal(given, [1, 0, 0, 0])
     # The last axis of a [B, H, W, N] map, as the post-processors use it.
     rng = np.random.RandomState(0)
     maps = np.round(rng.randn(2, 5, 7, 6), 1).astype("float32")
     np.testing.assert_array_equal(to_numpy(first_argmax(maps)), np.argmax(maps, axis=-1))
     np.testing.assert_array_equal(to_numpy(first_argmax(maps, axis=1)), np.argmax(maps, axis=1))
+    np.testing.assert_array_equal(
+        to_numpy(first_argmax(maps, axis=1, maximum=maps.max(axis=1))), np.argmax(maps, axis=1)
+    )
 
 
 def test_count_by_index_sums_weights_per_index_per_image():
