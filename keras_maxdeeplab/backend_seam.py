@@ -15,6 +15,7 @@ global batch's.
 """
 
 import contextlib
+import functools
 import importlib.util
 import math
 import time
@@ -370,8 +371,9 @@ def pointwise(inputs, kernel, bias=None):
     On PyTorch from `_POINTWISE_CONV_MIN_ROWS` rows up, it runs as oneDNN's
     1x1 convolution in channels-last memory, about twice as fast as the matrix
     product there (MaX-DeepLab-S at 641: [1681, 1024] x [1024, 2048] in 25 ms
-    against 39 ms); elsewhere it is `keras.ops.matmul`. The sums differ only in
-    float rounding.
+    against 39 ms), and its gradient as matrix products (oneDNN's is slower,
+    see `_torch_pointwise_conv`); elsewhere it is `keras.ops.matmul`. The sums
+    differ only in float rounding.
 
     Example:
     >>> pointwise(x, kernel)  # x [4, 41, 1024], kernel [1024, 2048] -> [4, 41, 2048]
@@ -388,12 +390,56 @@ def pointwise(inputs, kernel, bias=None):
 
         inputs = keras.ops.convert_to_tensor(inputs)
         kernel = keras.ops.convert_to_tensor(kernel)
-        column = inputs.reshape(1, -1, 1, inputs.shape[-1]).permute(0, 3, 1, 2)
         bias = None if bias is None else keras.ops.convert_to_tensor(bias)
-        outputs = torch.nn.functional.conv2d(column, kernel.t()[:, :, None, None], bias)
-        return outputs.permute(0, 2, 3, 1).reshape(*inputs.shape[:-1], kernel.shape[1])
+        if torch.is_grad_enabled() and any(
+            t is not None and t.requires_grad for t in (inputs, kernel, bias)
+        ):
+            return _torch_pointwise_conv().apply(inputs, kernel, bias)
+        return _onednn_pointwise(inputs, kernel, bias)
     outputs = keras.ops.matmul(inputs, kernel)
     return outputs if bias is None else outputs + bias
+
+
+def _onednn_pointwise(inputs, kernel, bias):
+    import torch
+
+    column = inputs.reshape(1, -1, 1, inputs.shape[-1]).permute(0, 3, 1, 2)
+    outputs = torch.nn.functional.conv2d(column, kernel.t()[:, :, None, None], bias)
+    return outputs.permute(0, 2, 3, 1).reshape(*inputs.shape[:-1], kernel.shape[1])
+
+
+@functools.cache
+def _torch_pointwise_conv():
+    import torch
+
+    class PointwiseConv(torch.autograd.Function):
+        """oneDNN's 1x1 convolution forward, matrix products backward.
+
+        oneDNN's 1x1 convolution gradient costs 4-8x its forward pass on small
+        maps, MKL's two products 2x: forward and backward of [1681, 1024] x
+        [1024, 2048] (MaX-DeepLab-S's stage 5 at 641) 122 ms against 222 ms,
+        [1681, 2048] x [2048, 1024] 123 against 334 ms; the same from 25921
+        rows up (56-60 ms at [25921, 256] x [256, 256]).
+        """
+
+        @staticmethod
+        def forward(ctx, inputs, kernel, bias):
+            ctx.save_for_backward(inputs, kernel)
+            ctx.has_bias = bias is not None
+            return _onednn_pointwise(inputs, kernel, bias)
+
+        @staticmethod
+        def backward(ctx, d_outputs):
+            inputs, kernel = ctx.saved_tensors
+            rows = inputs.reshape(-1, inputs.shape[-1])
+            d_rows = d_outputs.reshape(-1, d_outputs.shape[-1])
+            needs_inputs, needs_kernel, needs_bias = ctx.needs_input_grad
+            d_inputs = (d_rows @ kernel.t()).reshape(inputs.shape) if needs_inputs else None
+            d_kernel = rows.t() @ d_rows if needs_kernel else None
+            d_bias = d_rows.sum(0) if ctx.has_bias and needs_bias else None
+            return d_inputs, d_kernel, d_bias
+
+    return PointwiseConv
 
 
 def folds_batch_norm(inputs):

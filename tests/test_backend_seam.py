@@ -106,6 +106,28 @@ def test_pointwise_is_a_matrix_product_on_the_last_axis(rows):
     np.testing.assert_allclose(got, inputs.astype("float64") @ kernel, rtol=1e-5, atol=1e-5)
 
 
+@pytest.mark.skipif(keras.backend.backend() != "torch", reason="PyTorch's own pointwise gradient")
+@pytest.mark.parametrize("with_bias", [False, True])
+def test_pointwise_gradients_on_pytorch_are_the_matrix_products(with_bias):
+    import torch
+
+    rng = np.random.RandomState(3)
+    rows = backend_seam._POINTWISE_CONV_MIN_ROWS + 3
+    inputs = torch.tensor(rng.randn(1, rows, 8).astype("float32"), requires_grad=True)
+    kernel = torch.tensor(rng.randn(8, 5).astype("float32"), requires_grad=True)
+    bias = torch.tensor(rng.randn(5).astype("float32"), requires_grad=True) if with_bias else None
+    d_outputs = rng.randn(1, rows, 5)
+    outputs = pointwise(inputs, kernel, bias)
+    (outputs * torch.tensor(d_outputs, dtype=torch.float32)).sum().backward()
+    x, k = inputs.detach().numpy().astype("float64")[0], kernel.detach().numpy().astype("float64")
+    expected = x @ k + (bias.detach().numpy() if with_bias else 0.0)
+    np.testing.assert_allclose(outputs.detach().numpy()[0], expected, rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(inputs.grad.numpy()[0], d_outputs[0] @ k.T, rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(kernel.grad.numpy(), x.T @ d_outputs[0], rtol=1e-5, atol=1e-4)
+    if with_bias:
+        np.testing.assert_allclose(bias.grad.numpy(), d_outputs[0].sum(0), rtol=1e-5, atol=1e-4)
+
+
 def test_first_argmax_takes_the_first_maximum_and_ties_signed_zeros():
     values = np.array(
         [

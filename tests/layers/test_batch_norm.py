@@ -1,8 +1,10 @@
 import numpy as np
+import pytest
 
 import keras
 
 from keras_maxdeeplab.layers import MultiAxisBatchNormalization
+from keras_maxdeeplab.layers.batch_norm import batch_normalization
 from tests.helpers import run_layer_test
 from tests.helpers import to_numpy
 
@@ -55,3 +57,93 @@ def test_mixed_precision_output_dtype():
     y = layer(np.ones((2, 3, 4), "float32"))
     assert keras.backend.standardize_dtype(y.dtype) == "bfloat16"
     assert keras.backend.standardize_dtype(layer.gamma.dtype) == "float32"
+
+
+def _batch_norm_by_hand(x, gamma, beta, d_outputs, axis=-1):
+    """Outputs, statistics and gradients (for the outputs' cotangent
+    `d_outputs`) of training batch norm over every axis but `axis`, written
+    out in float64."""
+    x, d_outputs = (np.moveaxis(a.astype("float64"), axis, -1) for a in (x, d_outputs))
+    axes = tuple(range(x.ndim - 1))
+    count = x.size // x.shape[-1]
+    mean, variance = x.mean(axes), x.var(axes)
+    inverse_sigma = 1.0 / np.sqrt(variance + 1e-3)
+    normalized = (x - mean) * inverse_sigma
+    d_beta = d_outputs.sum(axes)
+    d_gamma = (d_outputs * normalized).sum(axes)
+    d_x = (gamma * inverse_sigma / count) * (count * d_outputs - d_beta - normalized * d_gamma)
+    outputs = gamma * normalized + beta
+    return np.moveaxis(outputs, -1, axis), mean, variance, (np.moveaxis(d_x, -1, axis), d_gamma, d_beta)
+
+
+def _training_gradients(layer, x, d_outputs):
+    """d(sum(layer(x, training=True) * d_outputs)) for x, gamma and beta."""
+    backend = keras.backend.backend()
+    if backend == "jax":
+        import jax
+
+        def loss(trainable, x):
+            outputs, _ = layer.stateless_call(
+                trainable, [v.value for v in layer.non_trainable_variables], x, training=True
+            )
+            return (outputs * d_outputs).sum()
+
+        trainable = [v.value for v in layer.trainable_variables]
+        d_trainable, d_x = jax.grad(loss, argnums=(0, 1))(trainable, x)
+        return [d_x, *d_trainable]
+    if backend == "tensorflow":
+        import tensorflow as tf
+
+        x = tf.constant(x)
+        with tf.GradientTape() as tape:
+            tape.watch(x)
+            loss = tf.reduce_sum(layer(x, training=True) * d_outputs)
+        return tape.gradient(loss, [x, *layer.trainable_variables])
+    import torch
+
+    x = torch.tensor(x, requires_grad=True)
+    (layer(x, training=True) * torch.tensor(d_outputs)).sum().backward()
+    return [x.grad, *(v.value.grad for v in layer.trainable_variables)]
+
+
+def _built_batch_norm(rng, shape, axis):
+    layer = batch_normalization(axis=axis)
+    layer.build((None, *shape[1:]))
+    for variable, low, high in zip(layer.weights, (0.5, -1.0, -1.0, 0.5), (1.5, 1.0, 1.0, 1.5)):
+        variable.assign(rng.uniform(low, high, size=variable.shape).astype("float32"))
+    return layer
+
+
+@pytest.mark.parametrize(
+    "shape, axis",
+    # Maps, axial attention's qkv, dual-path heads, a single row.
+    [((2, 9, 7, 16), -1), ((6, 5, 24), -1), ((2, 8, 5, 7), 1), ((1, 1, 1, 8), -1)],
+)
+def test_batch_normalization_trains_on_the_batch_statistics(shape, axis):
+    rng = np.random.RandomState(2)
+    x = rng.normal(loc=3.0, scale=2.0, size=shape).astype("float32")
+    d_outputs = rng.normal(size=shape).astype("float32")
+    layer = _built_batch_norm(rng, shape, axis)
+    gamma, beta, moving_mean, moving_variance = (to_numpy(v) for v in layer.weights)
+    outputs, mean, variance, gradients = _batch_norm_by_hand(x, gamma, beta, d_outputs, axis)
+    np.testing.assert_allclose(to_numpy(layer(x, training=True)), outputs, rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(to_numpy(layer.moving_mean), 0.99 * moving_mean + 0.01 * mean, rtol=1e-6)
+    np.testing.assert_allclose(
+        to_numpy(layer.moving_variance), 0.99 * moving_variance + 0.01 * variance, rtol=1e-6
+    )
+    got = _training_gradients(layer, x, d_outputs)
+    for name, got, expected in zip(("inputs", "gamma", "beta"), got, gradients):
+        np.testing.assert_allclose(to_numpy(got), expected, rtol=1e-4, atol=1e-5, err_msg=name)
+
+    moving_mean, moving_variance = to_numpy(layer.moving_mean), to_numpy(layer.moving_variance)
+    x_last = np.moveaxis(x, axis, -1)
+    inference = gamma * (x_last - moving_mean) / np.sqrt(moving_variance + 1e-3) + beta
+    np.testing.assert_allclose(
+        to_numpy(layer(x, training=False)), np.moveaxis(inference, -1, axis), rtol=1e-5, atol=1e-5
+    )
+
+
+def test_batch_normalization_keeps_the_compute_dtype():
+    x = np.random.RandomState(3).normal(size=(2, 5, 5, 8)).astype("float32")
+    half = batch_normalization(dtype="mixed_bfloat16")
+    assert keras.backend.standardize_dtype(half(x, training=True).dtype) == "bfloat16"
