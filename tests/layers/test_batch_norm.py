@@ -131,8 +131,8 @@ def test_batch_normalization_trains_on_the_batch_statistics(shape, axis):
     np.testing.assert_allclose(
         to_numpy(layer.moving_variance), 0.99 * moving_variance + 0.01 * variance, rtol=1e-6
     )
-    got = _training_gradients(layer, x, d_outputs)
-    for name, got, expected in zip(("inputs", "gamma", "beta"), got, gradients):
+    computed = _training_gradients(layer, x, d_outputs)
+    for name, got, expected in zip(("inputs", "gamma", "beta"), computed, gradients):
         np.testing.assert_allclose(to_numpy(got), expected, rtol=1e-4, atol=1e-5, err_msg=name)
 
     moving_mean, moving_variance = to_numpy(layer.moving_mean), to_numpy(layer.moving_variance)
