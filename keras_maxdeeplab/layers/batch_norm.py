@@ -3,7 +3,8 @@ statistics in float32.
 
 deeplab2 trains with `SyncBatchNormalization`: the statistics are those of the
 global batch whatever the number of replicas. `batch_normalization` builds
-Keras' layer that way; `MultiAxisBatchNormalization` does the same for
+Keras' layer that way (as `BatchNormalization`, whose training gradient runs on
+PyTorch's own kernel there); `MultiAxisBatchNormalization` does the same for
 parameters spanning several axes. Keras 3's `BatchNormalization` normalises one
 axis. deeplab2 normalises stacked
 attention terms per (term, head) or (term, head, channel), and stores the
@@ -33,7 +34,7 @@ def batch_normalization(axis=-1, gamma_initializer="ones", dtype=None, name=None
     >>> bn = batch_normalization(name="batch_norm")
     >>> y = bn(keras.random.normal((2, 5, 5, 8)), training=True)
     """
-    return keras.layers.BatchNormalization(
+    return BatchNormalization(
         axis=axis,
         momentum=0.99,
         epsilon=1e-3,
@@ -42,6 +43,41 @@ def batch_normalization(axis=-1, gamma_initializer="ones", dtype=None, name=None
         dtype=dtype,
         name=name,
     )
+
+
+@keras.saving.register_keras_serializable(package="keras_maxdeeplab")
+class BatchNormalization(keras.layers.BatchNormalization):
+    """Keras' `BatchNormalization` whose training gradient runs on the
+    engine's own batch-norm gradient kernel where autograd of Keras' formula
+    is slower (`backend_seam.runs_batch_norm_gradient_kernel`: PyTorch).
+    Outputs, statistics and moving averages are Keras' bit for bit; gradients
+    the same up to float rounding; everything else is Keras' own.
+
+    Shapes: any input; output the same shape.
+
+    Example:
+    >>> bn = BatchNormalization(momentum=0.99, epsilon=1e-3)
+    >>> y = bn(keras.random.normal((2, 5, 5, 8)), training=True)
+    """
+
+    def call(self, inputs, training=None, mask=None):
+        if not (
+            training
+            and self.trainable
+            and mask is None
+            and self.center
+            and self.scale
+            and not (self.renorm or self.synchronized)
+            and self.compute_dtype == "float32"
+            and backend_seam.runs_batch_norm_gradient_kernel(inputs)
+        ):
+            return super().call(inputs, training=training, mask=mask)
+        outputs, mean, variance = backend_seam.batch_norm_training(
+            inputs, self.gamma, self.beta, self.axis, self.epsilon
+        )
+        for moving, batch in ((self.moving_mean, mean), (self.moving_variance, variance)):
+            moving.assign(moving * self.momentum + batch * (1.0 - self.momentum))
+        return outputs
 
 
 @keras.saving.register_keras_serializable(package="keras_maxdeeplab")

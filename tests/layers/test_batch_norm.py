@@ -143,6 +143,23 @@ def test_batch_normalization_trains_on_the_batch_statistics(shape, axis):
     )
 
 
+@pytest.mark.parametrize("shape, axis", [((2, 9, 7, 16), -1), ((6, 5, 24), -1), ((2, 8, 5, 7), 1)])
+def test_batch_normalization_trains_with_keras_forward_bit_for_bit(shape, axis):
+    """Only the gradient moves to the engine's kernel: outputs and moving
+    statistics are those of Keras' own layer exactly (deeplab2-parity tests
+    hold them to float32 tolerances that another summation order breaks)."""
+    rng = np.random.RandomState(4)
+    x = (rng.normal(size=shape) * 3.0 + 20.0).astype("float32")
+    ours = _built_batch_norm(rng, shape, axis)
+    keras_layer = keras.layers.BatchNormalization(axis=axis, momentum=0.99, epsilon=1e-3)
+    keras_layer.build((None, *shape[1:]))
+    for mine, theirs in zip(ours.weights, keras_layer.weights):
+        theirs.assign(mine)
+    np.testing.assert_array_equal(to_numpy(ours(x, training=True)), to_numpy(keras_layer(x, training=True)))
+    for mine, theirs in zip(ours.weights, keras_layer.weights):
+        np.testing.assert_array_equal(to_numpy(mine), to_numpy(theirs), err_msg=mine.path)
+
+
 def test_batch_normalization_keeps_the_compute_dtype():
     x = np.random.RandomState(3).normal(size=(2, 5, 5, 8)).astype("float32")
     half = batch_normalization(dtype="mixed_bfloat16")
