@@ -80,6 +80,8 @@ def _conv_reference(inputs, kernel, strides, padding, dilation):
         ((2, 9, 7, 6), (3, 3, 6, 5), 1, "same", 1),
         ((2, 9, 7, 6), (3, 3, 6, 5), 2, "valid", 1),
         ((1, 11, 11, 4), (3, 3, 4, 8), 1, "same", 3),  # atrous
+        ((2, 5, 7, 4), (3, 3, 4, 8), 1, "same", 6),  # atrous: rows of taps off the map
+        ((1, 9, 8, 3), (4, 2, 3, 5), 1, "same", 2),  # atrous, even kernel: odd padding after
         ((1, 10, 10, 4), (4, 4, 4, 3), 4, "valid", 1),  # ConvNeXt's stem
         ((1, 9, 9, 6), (7, 7, 1, 6), 1, "same", 1),  # grouped (depthwise)
         ((1, 8, 9, 6), (3, 3, 6, 4), 2, "same", 1),  # strided "same": Keras' own path
