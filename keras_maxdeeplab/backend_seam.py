@@ -394,6 +394,9 @@ def _atrous_conv_by_row_products(inputs, kernel, dilation_rate):
     256 channels at rates 6 / 12 / 18, forward and backward (ms, 2 CPU
     cores): JAX 247 / 253 / 250 -> 173 / 152 / 137, TensorFlow 202 / 286 /
     408 -> 233 / 207 / 187 (forward alone 90 / 113 / 165 -> 76 / 62 / 58).
+    On the 9x9 map of a 129 crop the whole ASPP layer trains in 78 against
+    301 ms on TensorFlow and 38 against 53 ms on JAX, whose forward alone is
+    slower there (20.0 against 15.6 ms).
     """
     _, height, width, channels = inputs.shape
     kernel_height, kernel_width, _, filters = kernel.shape
@@ -533,7 +536,9 @@ def runs_batch_norm_gradient_kernel(inputs):
     norm: `[1, 161, 161, 256]` (MaX-DeepLab-S's stride 4 at 641) 9.9 ms
     against 40.0 ms, `[1, 321, 321, 128]` 33.5 against 153.6 ms, `[1, 41, 41,
     2048]` 5.8 against 16.0 ms. On JAX, XLA fuses Keras' formula and its
-    gradient itself.
+    gradient itself; TensorFlow's gradient kernel saved less (25-35%) and
+    reads its saved statistics differently on CPU and GPU
+    (`benchmarks/RESULTS.md`).
 
     Example:
     >>> runs_batch_norm_gradient_kernel(x)  # True for a float32 tensor on PyTorch
