@@ -406,8 +406,7 @@ def _atrous_conv_by_row_products(inputs, kernel, dilation_rate):
     left = (kernel_width - 1) * rate_w // 2
     outputs = None
     for i in range(kernel_height):
-        shift_i = i * rate_h - top
-        first, last = max(0, -shift_i), min(height, height - shift_i)
+        shift_i, first, last = _tap_reach(i, rate_h, top, height)
         if first >= last:
             continue
         # [B, rows, W, C] x [C, kw * filters]: every column of kernel row i at once.
@@ -417,8 +416,7 @@ def _atrous_conv_by_row_products(inputs, kernel, dilation_rate):
         products = keras.ops.matmul(inputs[:, first + shift_i : last + shift_i], row_kernel)
         products = keras.ops.reshape(products, (-1, last - first, width, kernel_width, filters))
         for j in range(kernel_width):
-            shift_j = j * rate_w - left
-            begin, end = max(0, -shift_j), min(width, width - shift_j)
+            shift_j, begin, end = _tap_reach(j, rate_w, left, width)
             if begin >= end:
                 continue
             term = keras.ops.pad(
@@ -427,6 +425,13 @@ def _atrous_conv_by_row_products(inputs, kernel, dilation_rate):
             )
             outputs = term if outputs is None else outputs + term
     return outputs
+
+
+def _tap_reach(tap, rate, padding_before, size):
+    """Along one axis: the input offset of kernel tap `tap` and the outputs
+    `[first, last)` whose input under that tap lies on the map."""
+    shift = tap * rate - padding_before
+    return shift, max(0, -shift), min(size, size - shift)
 
 
 # From this many rows (pixels, or positions of a sequence) PyTorch's oneDNN
