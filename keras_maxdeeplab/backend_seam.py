@@ -434,10 +434,13 @@ def _tap_reach(tap, rate, padding_before, size):
     return shift, max(0, -shift), min(size, size - shift)
 
 
-# From this many rows (pixels, or positions of a sequence) PyTorch's oneDNN
-# 1x1 convolution beats its MKL matrix product, 1.2-2.5x (measured on 2 CPU
-# cores, 128 to 2048 channels); below it the convolution's per-call reordering
-# of the weights costs more than it saves (up to 4x slower at 81 rows).
+# From this many rows (pixels, or positions of a sequence) PyTorch runs a 1x1
+# convolution as oneDNN's rather than as MKL's matrix product; below it the
+# convolution's per-call reordering of the weights costs more than it saves
+# (up to 6x slower at 81 rows). Re-measured with PyTorch 2.13 on 2 CPU cores
+# (256 to 2048 channels), oneDNN's forward is 5-15% faster from 2500 rows, as
+# fast at 1681 and up to 1.4x slower at 512; a threshold of 2048 did not make
+# MaX-DeepLab-S's 641 training step faster (7.12 / 7.13 s against 7.21 / 7.22).
 _POINTWISE_CONV_MIN_ROWS = 512
 
 
@@ -447,11 +450,11 @@ def pointwise(inputs, kernel, bias=None):
     projection of a sequence).
 
     On PyTorch from `_POINTWISE_CONV_MIN_ROWS` rows up, it runs as oneDNN's
-    1x1 convolution in channels-last memory, about twice as fast as the matrix
-    product there (MaX-DeepLab-S at 641: [1681, 1024] x [1024, 2048] in 25 ms
-    against 39 ms), and its gradient as matrix products (oneDNN's is slower,
-    see `_torch_pointwise_conv`); elsewhere it is `keras.ops.matmul`. The sums
-    differ only in float rounding.
+    1x1 convolution in channels-last memory, faster than the matrix product on
+    large maps (MaX-DeepLab-S's stride 8 at 641: [6561, 1024] x [1024, 2048]
+    in 143 ms against 157 ms), and its gradient as matrix products (oneDNN's
+    is slower, see `_torch_pointwise_conv`); elsewhere it is
+    `keras.ops.matmul`. The sums differ only in float rounding.
 
     Example:
     >>> pointwise(x, kernel)  # x [4, 41, 1024], kernel [1024, 2048] -> [4, 41, 2048]
