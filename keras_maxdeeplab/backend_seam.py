@@ -290,23 +290,32 @@ def count_by_index(index, weights, depth):
     `index` in `0..depth-1` and float `weights` -> `[B, depth]` float32
     (exact counts for 0/1 weights).
 
-    PyTorch runs eagerly and would build Keras' `[B, ..., depth]` one-hot
-    in int64, mask it and cast it: a scatter-add reads each pixel once
-    instead (at 641x641 with 128 slots, ~20 ms against ~0.8 s). Elsewhere
-    the one-hot sum, which XLA and TensorFlow fuse and every exporter holds.
+    Keras' way is the sum of a `[B, ..., depth]` one-hot over the pixels.
+    PyTorch runs eagerly and would build it in int64, mask it and cast it;
+    XLA:CPU fuses it but strides through it once per vector of indices. A
+    scatter-add reads each pixel once instead (at 641x641 with 128 slots:
+    PyTorch ~20 ms against ~0.8 s, JAX 0.5 ms against 130 ms). TensorFlow
+    keeps the one-hot sum, which its exporters hold.
 
     Example:
     >>> count_by_index(mask_id, ops.cast(confident, "float32"), 128)  # pixels per slot
     """
     weights = keras.ops.cast(weights, "float32")
+    batch = index.shape[0]
     if keras.backend.backend() == "torch":
         import torch
 
-        batch = index.shape[0]
         flat_index = keras.ops.convert_to_tensor(index).reshape(batch, -1).long()
         flat_weights = weights.reshape(batch, -1)
         counts = torch.zeros((batch, depth), dtype=flat_weights.dtype, device=flat_weights.device)
         return counts.scatter_add(1, flat_index, flat_weights)
+    if keras.backend.backend() == "jax":
+        import jax
+
+        flat_index = jax.numpy.reshape(index, (batch, -1))
+        images = jax.lax.broadcasted_iota("int32", flat_index.shape, 0)
+        counts = jax.numpy.zeros((batch, depth), "float32")
+        return counts.at[images, flat_index].add(jax.numpy.reshape(weights, flat_index.shape))
     one_hot = keras.ops.one_hot(index, depth, dtype="float32")
     axes = tuple(range(1, len(index.shape)))
     return keras.ops.sum(one_hot * weights[..., None], axis=axes)
@@ -534,37 +543,64 @@ def folds_batch_norm(inputs):
     return _runs_torch_float32(inputs)
 
 
-def runs_batch_norm_gradient_kernel(inputs):
-    """Whether training batch norm on `inputs` should run as
-    `batch_norm_training` rather than through Keras' `BatchNormalization`.
+def runs_batch_norm_training(inputs, axis):
+    """Whether training batch norm over every axis of `inputs` but `axis`
+    should run as `batch_norm_training` rather than through Keras'
+    `BatchNormalization`.
 
     On PyTorch (float32): autograd differentiates Keras' moments and
     normalisation op by op, about ten passes over the map, where PyTorch's own
     batch-norm gradient kernel takes two. Forward and backward of one batch
     norm: `[1, 161, 161, 256]` (MaX-DeepLab-S's stride 4 at 641) 9.9 ms
     against 40.0 ms, `[1, 321, 321, 128]` 33.5 against 153.6 ms, `[1, 41, 41,
-    2048]` 5.8 against 16.0 ms. On JAX, XLA fuses Keras' formula and its
-    gradient itself; TensorFlow's gradient kernel saved less (25-35%) and
-    reads its saved statistics differently on CPU and GPU
-    (`benchmarks/RESULTS.md`).
+    2048]` 5.8 against 16.0 ms.
+
+    On JAX on CPU (float32, channels last, from `_PIXEL_LOOP_MIN_VALUES`
+    values): XLA:CPU sums a map over its pixels at a few GB/s, each vector of
+    channels striding through the whole map, and Keras' forward and backward
+    take four such sums; `batch_norm_training` takes them block by block
+    (`_jax_sum_over_pixels`). Forward and backward: `[1, 161, 161, 256]`
+    13.2 against 30.8 ms, `[1, 321, 321, 128]` 56.5 against 87.8 ms,
+    `[1, 41, 41, 2048]` 5.2 against 15.2 ms.
+
+    TensorFlow's gradient kernel saved less (25-35%) and reads its saved
+    statistics differently on CPU and GPU (`benchmarks/RESULTS.md`).
 
     Example:
-    >>> runs_batch_norm_gradient_kernel(x)  # True for a float32 tensor on PyTorch
+    >>> runs_batch_norm_training(x, -1)  # True for a float32 tensor on PyTorch
     """
-    return _runs_torch_float32(inputs)
+    if _runs_torch_float32(inputs):
+        return True
+    return (
+        keras.backend.backend() == "jax"
+        and _jax_platform() == "cpu"
+        and keras.backend.standardize_dtype(inputs.dtype) == "float32"
+        and axis % len(inputs.shape) == len(inputs.shape) - 1
+        and None not in inputs.shape
+        and math.prod(inputs.shape) >= _PIXEL_LOOP_MIN_VALUES
+    )
+
+
+# Below this many values (1 MB) XLA's own sums over a map are about as fast as
+# the loop (`[1, 9, 9, 64]`: 0.1 ms both).
+_PIXEL_LOOP_MIN_VALUES = 2**18
 
 
 def batch_norm_training(inputs, gamma, beta, axis, epsilon):
-    """Training batch normalisation over every axis but `axis`: Keras'
-    forward pass, PyTorch's batch-norm gradient kernel backward (see
-    `runs_batch_norm_gradient_kernel`).
+    """Training batch normalisation over every axis but `axis`, with Keras'
+    formula, its gradient on PyTorch's batch-norm gradient kernel (PyTorch)
+    or its sums block by block (JAX); see `runs_batch_norm_training`.
 
-    The forward pass is Keras' own (`ops.moments`, whose `E[x^2] - E[x]^2` is
-    also deeplab2's synchronised batch norm's, then `ops.batch_normalization`),
-    so outputs and statistics are Keras' bit for bit; PyTorch's own forward
-    kernel sums in another order and moved deeplab2-parity outputs past their
-    tolerances. The backward pass is the batch-norm gradient with these
-    statistics, by `aten.native_batch_norm_backward`.
+    PyTorch: the forward pass is Keras' own (`ops.moments`, whose `E[x^2] -
+    E[x]^2` is also deeplab2's synchronised batch norm's, then
+    `ops.batch_normalization`), so outputs and statistics are Keras' bit for
+    bit; PyTorch's own forward kernel sums in another order and moved
+    deeplab2-parity outputs past their tolerances. The backward pass is the
+    batch-norm gradient with these statistics, by
+    `aten.native_batch_norm_backward`. JAX: Keras' two-pass mean and
+    variance and its normalisation, summed block by block, and the batch-norm
+    gradient written out (`jax.custom_vjp`); Keras' values up to float
+    rounding.
 
     Args:
         inputs: float32 `[B, ..., C, ...]`, `C` on `axis`.
@@ -580,7 +616,73 @@ def batch_norm_training(inputs, gamma, beta, axis, epsilon):
     >>> y, mean, variance = batch_norm_training(x, layer.gamma, layer.beta, -1, 1e-3)
     """
     inputs, gamma, beta = (keras.ops.convert_to_tensor(t) for t in (inputs, gamma, beta))
+    if keras.backend.backend() == "jax":
+        return _jax_batch_norm_training()(inputs, gamma, beta, epsilon)
     return _torch_batch_norm_training().apply(inputs, gamma, beta, axis % inputs.ndim, epsilon)
+
+
+def _jax_sum_over_pixels(terms, *maps):
+    """`sum over every pixel of terms(*rows)`: `maps` `[..., C]` of one shape,
+    `terms` a function of `[k, C]` blocks of their pixels returning a list of
+    `[k, C]`; `[len(terms), C]` out.
+
+    A loop over blocks of `_PIXEL_BLOCK_VALUES` values keeps each in cache,
+    where XLA:CPU's own sum over the pixels of a map strides through the
+    whole map once per vector of channels (`[1, 161, 161, 256]`, a sum and a
+    sum of products: 16.3 against 3.1 ms; `[41, 41, 2048]` 6.6 against 1.1
+    ms)."""
+    import jax
+
+    channels = maps[0].shape[-1]
+    maps = [jax.numpy.asarray(m).reshape(-1, channels) for m in maps]
+    block = max(1, _PIXEL_BLOCK_VALUES // channels)
+    blocks = maps[0].shape[0] // block
+
+    def sums(*rows):
+        return jax.numpy.stack([t.sum(axis=0) for t in terms(*rows)])
+
+    def add_block(index, total):
+        return total + sums(*(jax.lax.dynamic_slice_in_dim(m, index * block, block) for m in maps))
+
+    # The pixels after the last whole block.
+    tail = sums(*(m[blocks * block :] for m in maps))
+    return jax.lax.fori_loop(0, blocks, add_block, tail)
+
+
+_PIXEL_BLOCK_VALUES = 2**15
+
+
+@functools.cache
+def _jax_batch_norm_training():
+    import jax
+
+    @functools.partial(jax.custom_vjp, nondiff_argnums=(3,))
+    def batch_norm(inputs, gamma, beta, epsilon):
+        return forward(inputs, gamma, beta, epsilon)[0]
+
+    def forward(inputs, gamma, beta, epsilon):
+        count = math.prod(inputs.shape[:-1])
+        mean = _jax_sum_over_pixels(lambda x: [x], inputs)[0] / count
+        variance = _jax_sum_over_pixels(lambda x: [jax.numpy.square(x - mean)], inputs)[0] / count
+        inverse = jax.lax.rsqrt(variance + epsilon)
+        scale = inverse * gamma
+        outputs = inputs * scale + (beta - mean * scale)
+        statistics = (jax.lax.stop_gradient(mean), jax.lax.stop_gradient(variance))
+        return (outputs, *statistics), (inputs, gamma, mean, inverse)
+
+    def backward(epsilon, residuals, cotangents):
+        inputs, gamma, mean, inverse = residuals
+        d_outputs = cotangents[0]
+        count = math.prod(inputs.shape[:-1])
+        d_beta, d_gamma = _jax_sum_over_pixels(
+            lambda x, dy: [dy, dy * ((x - mean) * inverse)], inputs, d_outputs
+        )
+        normalized = (inputs - mean) * inverse
+        d_inputs = (gamma * inverse / count) * (count * d_outputs - d_beta - normalized * d_gamma)
+        return d_inputs, d_gamma, d_beta
+
+    batch_norm.defvjp(forward, backward)
+    return batch_norm
 
 
 @functools.cache
@@ -654,7 +756,8 @@ def depthwise_conv_same(inputs, kernel, bias=None):
     XLA's CPU backend runs a grouped convolution as a slow generic loop
     (MaX-DeepLab-S's 5x5 depthwise conv on a 161x161x256 map: 430 ms, against
     9 ms in TensorFlow's kernel). On JAX on CPU the same sum is written as
-    kh * kw shifted multiply-adds, which XLA fuses into one pass (12 ms);
+    kh * kw shifted multiply-adds, which XLA fuses into one pass (19 ms), and
+    in float32 its gradient is written out (`_jax_depthwise_conv_same`);
     elsewhere the engine's own depthwise convolution runs (through `conv` on
     PyTorch: 5x5 on 161x161x256, 3.8 ms against Keras' 18.7 ms). The sums
     differ only in float rounding.
@@ -670,21 +773,80 @@ def depthwise_conv_same(inputs, kernel, bias=None):
         return conv(inputs, grouped, padding="same", bias=bias)
     if keras.backend.backend() != "jax" or _jax_platform() != "cpu":
         outputs = keras.ops.depthwise_conv(inputs, kernel, strides=1, padding="same")
-        return outputs if bias is None else outputs + bias
-    kernel_height, kernel_width = kernel.shape[:2]
+    elif keras.backend.standardize_dtype(inputs.dtype) == "float32":
+        kernel = keras.ops.convert_to_tensor(kernel)
+        outputs = _jax_depthwise_conv_same()(inputs, kernel)
+    else:
+        outputs = _depthwise_by_shifted_products(inputs, kernel, _same_padding(kernel.shape[:2]))
+    return outputs if bias is None else outputs + bias
+
+
+def _same_padding(kernel_size):
+    # TensorFlow's "same" at stride 1: the odd pixel of padding goes after.
+    return [((size - 1) // 2, size - 1 - (size - 1) // 2) for size in kernel_size]
+
+
+def _depthwise_by_shifted_products(inputs, kernel, padding):
+    """`sum_ij padded[:, i:i+H, j:j+W, :] * kernel[i, j, :, 0]`: `[B, H, W, C]`
+    inputs padded by `padding` (`[(top, bottom), (left, right)]`)."""
     height, width = inputs.shape[1:3]
-    # TensorFlow's "same": the odd pixel of padding goes after.
-    top, left = (kernel_height - 1) // 2, (kernel_width - 1) // 2
-    padded = keras.ops.pad(
-        inputs,
-        [[0, 0], [top, kernel_height - 1 - top], [left, kernel_width - 1 - left], [0, 0]],
-    )
+    padded = keras.ops.pad(inputs, [[0, 0], *padding, [0, 0]])
     outputs = None
-    for i in range(kernel_height):
-        for j in range(kernel_width):
+    for i in range(kernel.shape[0]):
+        for j in range(kernel.shape[1]):
             term = padded[:, i : i + height, j : j + width, :] * kernel[i, j, :, 0]
             outputs = term if outputs is None else outputs + term
-    return outputs if bias is None else outputs + bias
+    return outputs
+
+
+@functools.cache
+def _jax_depthwise_conv_same():
+    """The shifted products with their gradient written out (`jax.custom_vjp`).
+
+    The input gradient is the same sum over the output gradient, padded the
+    other way, with the kernel flipped. The kernel gradient sums
+    `padded[b, h + i, w + j, c] * d_outputs[b, h, w, c]` over every pixel;
+    XLA:CPU sums a map over its pixels at a few GB/s, since each vector of
+    channels strides through the whole map (MaX-DeepLab-S's `[1, 161, 161,
+    256]` 5x5: 277 ms, where TensorFlow's kernel takes 72 ms for both
+    gradients). A loop over the map's rows keeps each row's `[kh, W + kw - 1,
+    C]` window in cache: 48 ms. Forward and backward: 83 against 317 ms.
+    """
+    import jax
+
+    @jax.custom_vjp
+    def depthwise(inputs, kernel):
+        return _depthwise_by_shifted_products(inputs, kernel, _same_padding(kernel.shape[:2]))
+
+    def forward(inputs, kernel):
+        return depthwise(inputs, kernel), (inputs, kernel)
+
+    def backward(residuals, d_outputs):
+        inputs, kernel = residuals
+        d_outputs = jax.numpy.asarray(d_outputs)
+        kernel_height, kernel_width = kernel.shape[:2]
+        height, width = inputs.shape[1:3]
+        padding = _same_padding((kernel_height, kernel_width))
+        flipped = kernel[::-1, ::-1]
+        d_inputs = _depthwise_by_shifted_products(d_outputs, flipped, [p[::-1] for p in padding])
+        padded = jax.numpy.pad(inputs, [(0, 0), *padding, (0, 0)])
+
+        def add_row(index, d_kernel):
+            b, h = index // height, index % height
+            window = jax.lax.dynamic_slice_in_dim(padded[b], h, kernel_height, axis=0)
+            d_row = d_outputs[b, h]
+            taps = [
+                (window[i, j : j + width] * d_row).sum(axis=0)
+                for i in range(kernel_height)
+                for j in range(kernel_width)
+            ]
+            return d_kernel + jax.numpy.stack(taps).reshape(kernel.shape)
+
+        d_kernel = jax.lax.fori_loop(0, inputs.shape[0] * height, add_row, jax.numpy.zeros_like(kernel))
+        return d_inputs, d_kernel
+
+    depthwise.defvjp(forward, backward)
+    return depthwise
 
 
 def adam_step_in_place(optimizer, grads, variables, learning_rate, decayed, weight_decay_rate):

@@ -48,6 +48,55 @@ def test_depthwise_conv_same_is_tensorflows_same_convolution(kernel_size):
     np.testing.assert_allclose(got, _reference(inputs, kernel), rtol=1e-5, atol=1e-5)
 
 
+
+def _gradients(fn, arrays, d_outputs):
+    """d(sum(fn(*arrays) * d_outputs)) for every array, by the backend's autodiff."""
+    backend = keras.backend.backend()
+    if backend == "jax":
+        import jax
+
+        return jax.grad(lambda *a: (fn(*a) * d_outputs).sum(), argnums=tuple(range(len(arrays))))(*arrays)
+    if backend == "tensorflow":
+        import tensorflow as tf
+
+        arrays = [tf.constant(a) for a in arrays]
+        with tf.GradientTape() as tape:
+            tape.watch(arrays)
+            loss = tf.reduce_sum(fn(*arrays) * d_outputs)
+        return tape.gradient(loss, arrays)
+    import torch
+
+    arrays = [torch.tensor(a, requires_grad=True) for a in arrays]
+    (fn(*arrays) * torch.tensor(d_outputs)).sum().backward()
+    return [a.grad for a in arrays]
+
+
+@pytest.mark.parametrize("input_shape, kernel_size", [((2, 9, 7, 6), (5, 5)), ((1, 6, 8, 3), (4, 3))])
+def test_depthwise_conv_same_gradients_are_the_convolutions_adjoint(input_shape, kernel_size):
+    """Input gradient: the output gradient convolved with the flipped kernel;
+    kernel gradient: each tap's padded inputs times the output gradient,
+    summed over batch and pixels (float64, by definition)."""
+    rng = np.random.RandomState(4)
+    inputs = rng.randn(*input_shape).astype("float32")
+    kernel = rng.randn(*kernel_size, input_shape[-1], 1).astype("float32")
+    d_outputs = rng.randn(*input_shape).astype("float32")
+    d_inputs, d_kernel = to_numpy(_gradients(depthwise_conv_same, [inputs, kernel], d_outputs))
+    kh, kw = kernel_size
+    top, left = (kh - 1) // 2, (kw - 1) // 2
+    height, width = input_shape[1:3]
+    padded = np.pad(inputs.astype("float64"), [(0, 0), (top, kh - 1 - top), (left, kw - 1 - left), (0, 0)])
+    want_d_padded = np.zeros(padded.shape)
+    want_d_kernel = np.zeros(kernel.shape)
+    for i in range(kh):
+        for j in range(kw):
+            window = (slice(None), slice(i, i + height), slice(j, j + width))
+            want_d_padded[window] += d_outputs * kernel[i, j, :, 0]
+            want_d_kernel[i, j, :, 0] = (padded[window] * d_outputs).sum((0, 1, 2))
+    want_d_inputs = want_d_padded[:, top : top + height, left : left + width]
+    np.testing.assert_allclose(d_inputs, want_d_inputs, rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(d_kernel, want_d_kernel, rtol=1e-5, atol=1e-4)
+
+
 def _conv_reference(inputs, kernel, strides, padding, dilation):
     """TensorFlow's convolution by definition, in float64: "same" pads
     `max((ceil(H / s) - 1) * s + k_eff - H, 0)` pixels, the odd one after;

@@ -3,11 +3,11 @@ statistics in float32.
 
 deeplab2 trains with `SyncBatchNormalization`: the statistics are those of the
 global batch whatever the number of replicas. `batch_normalization` builds
-Keras' layer that way (as `BatchNormalization`, whose training gradient runs on
-PyTorch's own kernel there); `MultiAxisBatchNormalization` does the same for
-parameters spanning several axes. Keras 3's `BatchNormalization` normalises one
-axis. deeplab2 normalises stacked
-attention terms per (term, head) or (term, head, channel), and stores the
+Keras' layer that way (as `BatchNormalization`, whose training runs on
+PyTorch's gradient kernel or JAX's block-by-block sums there);
+`MultiAxisBatchNormalization` does the same for parameters spanning several
+axes. Keras 3's `BatchNormalization` normalises one axis. deeplab2 normalises
+stacked attention terms per (term, head) or (term, head, channel), and stores the
 parameters in broadcast shape (e.g. `[3, 1, 8, 1, 1]`). This layer keeps that
 exact parameter shape, so checkpoints load without reshaping.
 
@@ -47,11 +47,12 @@ def batch_normalization(axis=-1, gamma_initializer="ones", dtype=None, name=None
 
 @keras.saving.register_keras_serializable(package="keras_maxdeeplab")
 class BatchNormalization(keras.layers.BatchNormalization):
-    """Keras' `BatchNormalization` whose training gradient runs on the
-    engine's own batch-norm gradient kernel where autograd of Keras' formula
-    is slower (`backend_seam.runs_batch_norm_gradient_kernel`: PyTorch).
-    Outputs, statistics and moving averages are Keras' bit for bit; gradients
-    the same up to float rounding; everything else is Keras' own.
+    """Keras' `BatchNormalization` whose training runs as
+    `backend_seam.batch_norm_training` where the engine runs Keras' formula
+    slowly (`backend_seam.runs_batch_norm_training`: PyTorch's batch-norm
+    gradient kernel, with outputs, statistics and moving averages Keras' bit
+    for bit; JAX's sums over large maps block by block, Keras' values up to
+    float rounding); everything else is Keras' own.
 
     Shapes: any input; output the same shape.
 
@@ -69,7 +70,7 @@ class BatchNormalization(keras.layers.BatchNormalization):
             and self.scale
             and not (self.renorm or self.synchronized)
             and self.compute_dtype == "float32"
-            and backend_seam.runs_batch_norm_gradient_kernel(inputs)
+            and backend_seam.runs_batch_norm_training(inputs, self.axis)
         ):
             return super().call(inputs, training=training, mask=mask)
         outputs, mean, variance = backend_seam.batch_norm_training(
