@@ -334,9 +334,9 @@ def conv(inputs, kernel, strides=1, padding="valid", dilation_rate=1, bias=None)
     is and writes channels-last, so on PyTorch the permutes here are views and
     the output is contiguous (a 1x1 conv + batch norm + ReLU on a
     161x161x256 map: 12.5 ms against 80 ms). The sums differ only in float
-    rounding. 1x1 kernels run as `pointwise`; strided "same" padding and
-    dtypes other than float32 keep Keras' own path. Atrous "same"
-    convolutions on JAX and TensorFlow on CPU run as
+    rounding. 1x1 kernels run as `pointwise` (on TensorFlow on CPU too);
+    strided "same" padding and dtypes other than float32 keep Keras' own
+    path. Atrous "same" convolutions on JAX and TensorFlow on CPU run as
     `_atrous_conv_by_row_products`.
 
     Example:
@@ -345,12 +345,26 @@ def conv(inputs, kernel, strides=1, padding="valid", dilation_rate=1, bias=None)
     strides = _pair(strides)
     dilation_rate = _pair(dilation_rate)
     if (
+        tuple(kernel.shape[:3]) == (1, 1, inputs.shape[-1])
+        and strides == (1, 1)
+        and (_runs_torch_float32(inputs) or _runs_tensorflow_on_cpu())
+    ):
+        # PyTorch: see `pointwise`. TensorFlow's CPU kernel takes the weight
+        # gradient of a 1x1 convolution slowly, where the matrix product's
+        # is another product (forward + backward, `[1, 41, 41, 2048] -> 1024`
+        # 67.8 against 44.1 ms; MaX-DeepLab-S's 1x1 convolutions at 641: 908
+        # -> 735 ms; its 641 training step 7.16 / 6.77 -> 6.90 / 6.64 s).
+        # XLA:CPU's is slow too (`[1, 161, 161, 256] -> 64`: 41.1 against
+        # 15.8 ms), but JAX's 641 training step went 9.78 / 10.03 -> 10.96 /
+        # 11.00 s with the products.
+        return pointwise(inputs, kernel[0, 0], bias)
+    if (
         padding == "same"
         and strides == (1, 1)
         and dilation_rate != (1, 1)
         and kernel.shape[2] == inputs.shape[-1]
         and None not in inputs.shape[1:3]
-        and _runs_atrous_conv_by_row_products()
+        and _runs_jax_or_tensorflow_on_cpu()
     ):
         outputs = _atrous_conv_by_row_products(inputs, kernel, dilation_rate)
         return outputs if bias is None else outputs + bias
@@ -363,8 +377,6 @@ def conv(inputs, kernel, strides=1, padding="valid", dilation_rate=1, bias=None)
 
     inputs = keras.ops.convert_to_tensor(inputs)
     kernel = keras.ops.convert_to_tensor(kernel)
-    if tuple(kernel.shape[:3]) == (1, 1, inputs.shape[-1]) and strides == (1, 1):
-        return pointwise(inputs, kernel[0, 0], bias)
     outputs = torch.nn.functional.conv2d(
         inputs.permute(0, 3, 1, 2),
         kernel.permute(3, 2, 0, 1),
@@ -377,18 +389,21 @@ def conv(inputs, kernel, strides=1, padding="valid", dilation_rate=1, bias=None)
     return outputs.permute(0, 2, 3, 1)
 
 
-def _runs_atrous_conv_by_row_products():
-    # Measured on CPU only (see `_atrous_conv_by_row_products`); PyTorch's
-    # oneDNN convolution skips the padding itself (forward 46-70 ms on the
-    # same maps, forward and backward as fast as the products).
-    backend = keras.backend.backend()
-    if backend == "jax":
+def _runs_jax_or_tensorflow_on_cpu():
+    # Where the atrous row products were measured; PyTorch's oneDNN
+    # convolution skips an atrous kernel's padding itself (forward 46-70 ms on
+    # ASPP's maps, forward and backward as fast as the row products).
+    if keras.backend.backend() == "jax":
         return _jax_platform() == "cpu"
-    if backend == "tensorflow":
-        import tensorflow as tf
+    return _runs_tensorflow_on_cpu()
 
-        return not tf.config.list_logical_devices("GPU")
-    return False
+
+def _runs_tensorflow_on_cpu():
+    if keras.backend.backend() != "tensorflow":
+        return False
+    import tensorflow as tf
+
+    return not tf.config.list_logical_devices("GPU")
 
 
 def _atrous_conv_by_row_products(inputs, kernel, dilation_rate):
