@@ -1001,6 +1001,78 @@ def resizes_by_gathers():
     return keras.backend.backend() == "jax"
 
 
+def reduces_rows_in_blocks(shape):
+    """Whether a map computed only to be reduced (the post-processor's
+    upsampled mask logits), `shape` per image (`[H, W, N]`, static), should
+    be computed and reduced a block of rows at a time (`map_row_blocks`)
+    rather than whole.
+
+    On JAX on CPU, from `_ROW_LOOP_MIN_VALUES` values per image: XLA:CPU
+    writes the whole upsampled map to memory and reads it back once per
+    reduction (five in the pixelwise post-processor), or upsamples again
+    inside each; a block of rows stays in cache. The pixelwise
+    post-processor (`postprocessing.panoptic._upsampled_slot_reductions`),
+    128 slots, whole against by rows: 641, batch 1 272 -> 97 ms, batch 4
+    1063 -> 365 ms; 257 43 -> 15 ms; 129, batch 1 4.5 ms either way, batch 4
+    46 -> 23 ms; 65 1.6 against 2.3 ms.
+
+    Example:
+    >>> reduces_rows_in_blocks((641, 641, 128))  # True on JAX on CPU
+    """
+    return (
+        keras.backend.backend() == "jax"
+        and _jax_platform() == "cpu"
+        and math.prod(shape) >= _ROW_LOOP_MIN_VALUES
+    )
+
+
+_ROW_LOOP_MIN_VALUES = 2**21
+
+
+def map_row_blocks(function, num_rows, values_per_row):
+    """`function(rows)` over every row: `function` maps int32 row indices
+    `[k]` to a tuple of `[B, k, ...]` tensors; the tuple of `[B, num_rows,
+    ...]` tensors that `function(arange(num_rows))` would give.
+
+    JAX only (where `reduces_rows_in_blocks`): a loop over blocks of rows
+    holding about `_ROW_BLOCK_VALUES` of the `values_per_row` (per image,
+    static: the batch may be symbolic, as in `export`) each row's computation
+    goes through, then the rows after the last whole block.
+
+    Example:
+    >>> top, = map_row_blocks(lambda rows: (max_over_slots(rows),), 641, 641 * 128)
+    """
+    import jax
+
+    block = max(1, min(num_rows, _ROW_BLOCK_VALUES // values_per_row))
+    blocks = num_rows // block
+
+    def rows(start, count):
+        return function(start + jax.numpy.arange(count, dtype="int32"))
+
+    def write(outputs, values, start):
+        return tuple(
+            jax.lax.dynamic_update_slice_in_dim(output, value, start, axis=1)
+            for output, value in zip(outputs, values)
+        )
+
+    shapes = jax.eval_shape(lambda: rows(0, block))
+    outputs = tuple(
+        jax.numpy.zeros((shape.shape[0], num_rows, *shape.shape[2:]), shape.dtype)
+        for shape in shapes
+    )
+    outputs = jax.lax.fori_loop(
+        0, blocks, lambda i, outputs: write(outputs, rows(i * block, block), i * block), outputs
+    )
+    if blocks * block < num_rows:
+        tail = blocks * block
+        outputs = write(outputs, rows(tail, num_rows - tail), tail)
+    return outputs
+
+
+_ROW_BLOCK_VALUES = 2**19
+
+
 def _jax_platform():
     import jax
 

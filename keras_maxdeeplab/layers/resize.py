@@ -42,20 +42,33 @@ def _bilinear_matrix(in_size, out_size):
 
 
 def _resize_by_gathers(images, out_h, out_w):
-    """Width pass, then height pass: `low + (high - low) * frac` of the two
-    gathered source rows, TF1's formula."""
-    for axis, out_size in ((2, out_w), (1, out_h)):
-        in_size = int(images.shape[axis])
-        if in_size == out_size:
-            continue
-        low, high, frac = _source_rows(in_size, out_size)
-        shape = [1, 1, 1, 1]
-        shape[axis] = out_size
-        below = ops.take(images, low, axis=axis)
-        above = ops.take(images, high, axis=axis)
-        frac = ops.convert_to_tensor(frac.reshape(shape), dtype=images.dtype)
-        images = below + (above - below) * frac
-    return images
+    """Width pass, then height pass: TF1's formula."""
+    return interpolate_by_gathers(interpolate_by_gathers(images, 2, out_w), 1, out_h)
+
+
+def interpolate_by_gathers(values, axis, size, positions=None):
+    """One pass of align-corners bilinear resizing as JAX runs it: `axis` of
+    rank-4 `values` interpolated to `size`, each output position between its
+    two gathered source positions as TF1's kernel does (`low + (high - low)
+    * frac`). `positions` (int32 `[k]`), if given, picks output positions:
+    the axis then has `k`. `_resize_by_gathers` is the width pass (axis 2 of
+    `[B, H, W, C]`), then the height pass (axis 1).
+
+    Example:
+    >>> wide = interpolate_by_gathers(x, 2, 641)  # x [1, 161, 161, 128] -> [1, 161, 641, 128]
+    >>> top = interpolate_by_gathers(wide, 1, 641, keras.ops.arange(4))  # [1, 4, 641, 128]
+    """
+    in_size = int(values.shape[axis])
+    if in_size == size:
+        return values if positions is None else ops.take(values, positions, axis=axis)
+    low, high, frac = _source_rows(in_size, size)
+    if positions is not None:
+        low, high, frac = (ops.take(table, positions) for table in (low, high, frac))
+    shape = [1, 1, 1, 1]
+    shape[axis] = -1
+    below = ops.take(values, low, axis=axis)
+    above = ops.take(values, high, axis=axis)
+    return below + (above - below) * ops.reshape(ops.cast(frac, values.dtype), shape)
 
 
 def nearest_indices(in_size, out_size):

@@ -1,19 +1,28 @@
 import json
 
+import keras
 import numpy as np
 import pytest
 
+from keras_maxdeeplab import backend_seam
 from keras_maxdeeplab.postprocessing import postprocess_panoptic
 from keras_maxdeeplab.postprocessing import thing_stuff_class_ids
 from tests.helpers import shared_path
 from tests.helpers import to_numpy
 
 
+@pytest.mark.parametrize("in_row_blocks", [False, True], ids=["whole", "row_blocks"])
 @pytest.mark.parametrize(
     "case", ["model_default", "synthetic_default", "synthetic_zero_thresholds"]
 )
-def test_matches_deeplab2_post_processor(case):
+def test_matches_deeplab2_post_processor(case, in_row_blocks, monkeypatch):
     data = np.load(shared_path("reference", "max_deeplab_s", "postprocess_cases.npz"))
+    if in_row_blocks:
+        if keras.backend.backend() != "jax":
+            pytest.skip("row blocks are JAX's (backend_seam.reduces_rows_in_blocks)")
+        # 129 output rows of 129 x 128 values: blocks of 5 rows, then 4 rows.
+        monkeypatch.setattr(backend_seam, "_ROW_LOOP_MIN_VALUES", 0)
+        monkeypatch.setattr(backend_seam, "_ROW_BLOCK_VALUES", 5 * 129 * 128)
     config = json.loads(str(data[f"{case}/config"]))
     maps = to_numpy(
         postprocess_panoptic(
