@@ -136,6 +136,8 @@ def _conv_reference(inputs, kernel, strides, padding, dilation):
         ((1, 8, 9, 6), (3, 3, 6, 4), 2, "same", 1),  # strided "same": Keras' own path
         ((2, 9, 7, 6), (1, 1, 6, 5), 1, "same", 1),  # 1x1, few rows: a matrix product
         ((1, 24, 24, 6), (1, 1, 6, 5), 1, "valid", 1),  # 1x1, many rows: PyTorch's 1x1 conv
+        ((2, 9, 8, 6), (1, 1, 6, 5), 2, "valid", 1),  # strided 1x1: JAX's every other pixel
+        ((1, 9, 10, 6), (1, 1, 6, 5), 3, "same", 1),
     ],
 )
 def test_conv_is_tensorflows_convolution(input_shape, kernel_shape, strides, padding, dilation):
