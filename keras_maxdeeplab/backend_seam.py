@@ -807,7 +807,7 @@ def depthwise_conv_same(inputs, kernel, bias=None):
         # kernel [kh, kw, 1, C].
         grouped = keras.ops.reshape(kernel, (kernel_height, kernel_width, 1, channels))
         return conv(inputs, grouped, padding="same", bias=bias)
-    if keras.backend.backend() != "jax" or _jax_platform() != "cpu":
+    if not _runs_jax_on_cpu():
         outputs = keras.ops.depthwise_conv(inputs, kernel, strides=1, padding="same")
     elif keras.backend.standardize_dtype(inputs.dtype) == "float32":
         kernel = keras.ops.convert_to_tensor(kernel)
