@@ -334,7 +334,7 @@ def conv(inputs, kernel, strides=1, padding="valid", dilation_rate=1, bias=None)
     is and writes channels-last, so on PyTorch the permutes here are views and
     the output is contiguous (a 1x1 conv + batch norm + ReLU on a
     161x161x256 map: 12.5 ms against 80 ms). The sums differ only in float
-    rounding. 1x1 kernels run as `pointwise` (on TensorFlow on CPU too);
+    rounding. 1x1 kernels run as `pointwise` (on JAX and TensorFlow on CPU too);
     strided "same" padding and dtypes other than float32 keep Keras' own
     path. Atrous "same" convolutions on JAX and TensorFlow on CPU run as
     `_atrous_conv_by_row_products`.
@@ -355,7 +355,7 @@ def conv(inputs, kernel, strides=1, padding="valid", dilation_rate=1, bias=None)
     if (
         tuple(kernel.shape[:3]) == (1, 1, inputs.shape[-1])
         and strides == (1, 1)
-        and (_runs_torch_float32(inputs) or _runs_tensorflow_on_cpu())
+        and (_runs_torch_float32(inputs) or _runs_tensorflow_on_cpu() or _runs_jax_on_cpu())
     ):
         # PyTorch: see `pointwise`. TensorFlow's CPU kernel takes the weight
         # gradient of a 1x1 convolution slowly, where the matrix product's
@@ -363,8 +363,10 @@ def conv(inputs, kernel, strides=1, padding="valid", dilation_rate=1, bias=None)
         # 67.8 against 44.1 ms; MaX-DeepLab-S's 1x1 convolutions at 641: 908
         # -> 735 ms; its 641 training step 7.16 / 6.77 -> 6.90 / 6.64 s).
         # XLA:CPU's is slow too (`[1, 161, 161, 256] -> 64`: 41.1 against
-        # 15.8 ms), but JAX's 641 training step went 9.78 / 10.03 -> 10.96 /
-        # 11.00 s with the products.
+        # 15.8 ms), and takes it against a transposed copy of the inputs or
+        # of the output gradient, into which it fuses the forward chain it
+        # recomputes: JAX's 641 training step 9.10-9.37 -> 5.56-5.99 s with
+        # `pointwise` here and there.
         return pointwise(inputs, kernel[0, 0], bias)
     if (
         padding == "same"
@@ -499,8 +501,9 @@ def pointwise(inputs, kernel, bias=None):
     1x1 convolution in channels-last memory, faster than the matrix product on
     large maps (MaX-DeepLab-S's stride 8 at 641: [6561, 1024] x [1024, 2048]
     in 143 ms against 157 ms), and its gradient as matrix products (oneDNN's
-    is slower, see `_torch_pointwise_conv`); elsewhere it is
-    `keras.ops.matmul`. The sums differ only in float rounding.
+    is slower, see `_torch_pointwise_conv`); elsewhere it is one
+    `keras.ops.matmul` of the inputs' `[rows, C_in]` reshape. The sums differ
+    only in float rounding.
 
     Example:
     >>> pointwise(x, kernel)  # x [4, 41, 1024], kernel [1024, 2048] -> [4, 41, 2048]
@@ -523,7 +526,16 @@ def pointwise(inputs, kernel, bias=None):
         ):
             return _torch_pointwise_conv().apply(inputs, kernel, bias)
         return _onednn_pointwise(inputs, kernel, bias)
-    outputs = keras.ops.matmul(inputs, kernel)
+    # One [rows, C_in] x [C_in, C_out] product: its kernel gradient is then
+    # rows^T x d_rows on two row-major operands. From the batched product
+    # XLA:CPU took the kernel gradient against a transposed copy of the
+    # output gradient, and fused into that copy the forward chain it
+    # recomputes: in MaX-DeepLab-S's 641 training step the copies for the
+    # stage-5 transformers' output projections took 350-430 ms each, on one
+    # core (`jax.profiler`).
+    shape = keras.ops.shape(inputs)
+    outputs = keras.ops.matmul(keras.ops.reshape(inputs, (-1, shape[-1])), kernel)
+    outputs = keras.ops.reshape(outputs, (*shape[:-1], kernel.shape[-1]))
     return outputs if bias is None else outputs + bias
 
 
