@@ -355,7 +355,7 @@ def conv(inputs, kernel, strides=1, padding="valid", dilation_rate=1, bias=None)
     if (
         tuple(kernel.shape[:3]) == (1, 1, inputs.shape[-1])
         and strides == (1, 1)
-        and (_runs_torch_float32(inputs) or _runs_tensorflow_on_cpu() or _runs_jax_on_cpu())
+        and (_runs_torch_float32(inputs) or _runs_jax_or_tensorflow_on_cpu())
     ):
         # PyTorch: see `pointwise`. TensorFlow's CPU kernel takes the weight
         # gradient of a 1x1 convolution slowly, where the matrix product's
@@ -416,9 +416,10 @@ def _runs_jax_on_cpu():
 
 
 def _runs_jax_or_tensorflow_on_cpu():
-    # Where the atrous row products were measured; PyTorch's oneDNN
-    # convolution skips an atrous kernel's padding itself (forward 46-70 ms on
-    # ASPP's maps, forward and backward as fast as the row products).
+    # Where 1x1 convolutions as products and the atrous row products were
+    # measured; PyTorch's oneDNN convolution skips an atrous kernel's padding
+    # itself (forward 46-70 ms on ASPP's maps, forward and backward as fast as
+    # the row products).
     return _runs_jax_on_cpu() or _runs_tensorflow_on_cpu()
 
 
