@@ -1109,6 +1109,54 @@ def _jax_platform():
     return jax.default_backend()
 
 
+def jax_compiler_options():
+    """The XLA options `BatchPredictor` compiles with on JAX: on CPU, XLA's
+    YNNPACK fusions off (`xla_cpu_experimental_ynn_fusion_type`) where the
+    installed jaxlib has them; otherwise none.
+
+    jax 0.10.2 fuses products with their neighbours through YNNPACK by
+    default, which slows this model on CPU: MaX-DeepLab-S's network at 641 on
+    2 cores took 1.54 s with them and 1.12 s without (jax 0.7.1, which has no
+    such fusions: 1.01-1.12 s); a 641 training step 7.32 s against 6.47 s (set
+    `XLA_FLAGS=--xla_cpu_experimental_ynn_fusion_type=` for Keras' own
+    compiled steps). An option this jaxlib does not know is left out: XLA
+    refuses the whole compilation over it.
+
+    Example:
+    >>> jax.jit(f, compiler_options=jax_compiler_options())
+    """
+    if not _runs_jax_on_cpu():
+        return {}
+    global _JAX_CPU_OPTIONS_FOUND
+    if _JAX_CPU_OPTIONS_FOUND is None:
+        _JAX_CPU_OPTIONS_FOUND = {
+            name: value
+            for name, value in _JAX_CPU_WANTED_OPTIONS.items()
+            if _jax_knows_compiler_option(name, value)
+        }
+    return dict(_JAX_CPU_OPTIONS_FOUND)
+
+
+# The options `jax_compiler_options` sets on CPU where the jaxlib knows them
+# (an empty list of fusion types: no YNNPACK fusions), and those it found.
+_JAX_CPU_WANTED_OPTIONS = {"xla_cpu_experimental_ynn_fusion_type": ""}
+_JAX_CPU_OPTIONS_FOUND = None
+
+
+def _jax_knows_compiler_option(name, value):
+    import jax
+
+    try:
+        jax.jit(lambda x: x + 1, compiler_options={name: value}).lower(np.float32(0)).compile()
+    except Exception as error:
+        # jaxlib's error type for it has changed names (XlaRuntimeError,
+        # JaxRuntimeError); its message has not.
+        if "No such compile option" in str(error):
+            return False
+        raise
+    return True
+
+
 # The formats of `keras.Model.export` each backend can write, and the Python
 # module each needs besides the backend (Keras' exporter for it).
 _EXPORT_FORMATS = {
@@ -1255,7 +1303,8 @@ class BatchPredictor:
 
     TensorFlow compiles `predict_on_batch` on its first call at a batch
     shape. On JAX the model's `stateless_call` is compiled instead (per batch
-    shape, as `jax.jit` does) and called with its variables' current values:
+    shape, as `jax.jit` does, with `jax_compiler_options`) and called with
+    its variables' current values:
     Keras' JAX `predict_on_batch` collects the variables from the layers and
     assigns every one back after each call: MaX-DeepLab-S's pipeline (856
     variables) at 129 took 0.114 s a call that way, 0.106 s this way. Under
@@ -1324,7 +1373,7 @@ class BatchPredictor:
                     trainable_values, non_trainable_values, batch, training=False
                 )[0]
 
-            self._jax_call = jax.jit(outputs)
+            self._jax_call = jax.jit(outputs, compiler_options=jax_compiler_options())
             self._jax_weights = model.weights
             self._jax_split = None
         # `stateless_call` takes the values in the order of the model's
